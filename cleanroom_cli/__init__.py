@@ -1,0 +1,1 @@
+"""cleanroom_cli package."""
