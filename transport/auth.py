@@ -62,3 +62,17 @@ def require_coordinator(peer: Peer, coordinator_id: str, pinned_sha256: str | No
             f"coordinator {coordinator_id!r} certificate fingerprint {peer.cert_sha256[:16]}... "
             "differs from the one pinned in the plan"
         )
+
+
+@dataclass(frozen=True)
+class Authorizer:
+    """What a party node accepts: calls from the plan's coordinator only, claiming no other identity."""
+
+    coordinator_id: str
+    pinned_sha256: str | None = None
+
+    def authorize(self, context: Any, claimed_id: str = "", what: str = "call") -> Peer:
+        peer = peer_from_context(context)
+        check_claim(peer, claimed_id, what)
+        require_coordinator(peer, self.coordinator_id, self.pinned_sha256)
+        return peer

@@ -1,0 +1,275 @@
+"""The party node's logic, free of grpc: every request is checked against the agreed plan before it is served.
+
+What leaves the node: a handshake answer, secure-aggregation keys/shares/signatures, and masked vectors of
+noised marginal counts (noise drawn only after the ledger has durably charged the release). Raw rows never do.
+Checks, in order: caller is the plan's coordinator (done by the servicer's Authorizer), job handshake done,
+plan hash and schema hash agreed, data matched the schema at start-up, round spec legal (session id, members,
+cliques over the schema's measured columns, per-party noise variance >= 4, i.e. sigma >= 2), the plan's
+total budget and the dataset's own ledger budget not exceeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cleanroom.errors import (
+    BudgetExceeded,
+    InvalidInput,
+    PermissionDenied,
+    PreconditionFailed,
+    SchemaError,
+)
+from transport import core_api, wire
+from transport.options import MAX_MESSAGE_BYTES
+from transport.secagg_adapter import PartySession
+
+log = logging.getLogger("cleanroom.party")
+
+SOFTWARE_VERSION = "cleanroom/0.1 transport.v1"
+MIN_SIGMA_PARTY2 = 4  # per-party sigma >= 2 keeps the distributed discrete Gaussian's tau term negligible
+DEFAULT_MAX_TABLE_CELLS = 1_000_000
+FILE_ABILITY = {
+    "report.json": "receive_results",
+    "synthetic.csv": "receive_synthetic_data",
+    "synthetic.parquet": "receive_synthetic_data",
+    "model.skops": "receive_model",
+}
+
+
+@dataclass
+class RoundState:
+    request: wire.RoundRequest
+    rho: float
+    session: PartySession
+
+
+@dataclass
+class PartyNode:
+    party_id: str
+    plan: Any
+    plan_hash: str
+    approved: bool
+    schema: Any
+    schema_hash: str
+    source: Any
+    ledger: Any
+    identity_key: Any
+    output_dir: Path
+    schema_problem: str | None = None
+    job_id: str | None = None
+    rounds: dict[bytes, RoundState] = field(default_factory=dict)
+    bytes_uploaded: int = 0
+
+    # ---- handshake ----------------------------------------------------------------------------------
+
+    def hello(self, msg: wire.Hello) -> wire.HelloReply:
+        if msg.plan_hash != self.plan_hash:
+            raise PreconditionFailed(
+                f"party {self.party_id}: plan hash {msg.plan_hash[:16]}... is not the approved plan "
+                f"{self.plan_hash[:16]}..."
+            )
+        if not self.approved:
+            raise PreconditionFailed(f"party {self.party_id}: plan {self.plan_hash[:16]}... is not approved")
+        if msg.schema_hash != self.schema_hash:
+            raise SchemaError(
+                f"party {self.party_id}: schema hash {msg.schema_hash[:16]}... differs from this party's "
+                f"schema {self.schema_hash[:16]}..."
+            )
+        if self.schema_problem:
+            raise SchemaError(f"party {self.party_id}: data do not match the schema: {self.schema_problem}")
+        if not msg.job_id:
+            raise InvalidInput(f"party {self.party_id}: Hello without a job id")
+        self.job_id = msg.job_id
+        log.info("job %s: handshake with coordinator %s accepted", msg.job_id, msg.coordinator_id)
+        return wire.HelloReply(self.party_id, True, self.schema_hash, SOFTWARE_VERSION, self.ledger.remaining())
+
+    # ---- secure-aggregation stages ------------------------------------------------------------------
+
+    def advertise_keys(self, request: wire.RoundRequest) -> wire.AdvertisedKeys:
+        existing = self.rounds.get(request.sid)
+        if existing is not None and existing.request == request:
+            return existing.session.advertise()
+        rho = self.check_round(request)
+        session = PartySession(
+            party_id=self.party_id, identity_key=self.identity_key, sid=request.sid,
+            identity_public_keys=self.member_identity_keys(request.participants), threshold=request.threshold,
+        )
+        self.rounds[request.sid] = RoundState(request, rho, session)
+        return session.advertise()
+
+    def share_keys(self, sid: bytes, roster: list[wire.AdvertisedKeys]) -> list[wire.EncryptedShare]:
+        return self.round(sid).session.share_keys(roster)
+
+    def masked_input(self, sid: bytes, shares: list[wire.EncryptedShare]) -> np.ndarray:
+        state = self.round(sid)
+        vector = self.noised_vector(state)
+        masked = state.session.masked_input(shares, vector)
+        self.ledger.mark_released(state.request.release_id)
+        self.bytes_uploaded += 8 * len(masked)
+        return masked
+
+    def consistency_check(self, sid: bytes, survivors: tuple[str, ...]) -> bytes:
+        return self.round(sid).session.consistency_check(survivors)
+
+    def unmask(self, sid: bytes, survivors: tuple[str, ...], sigs: list[wire.PartySignature]) -> wire.UnmaskShares:
+        return self.round(sid).session.unmask(survivors, sigs)
+
+    def round(self, sid: bytes) -> RoundState:
+        state = self.rounds.get(sid)
+        if state is None:
+            raise PreconditionFailed(f"party {self.party_id}: no round with session id {sid.hex()[:16]}...")
+        return state
+
+    # ---- checks -------------------------------------------------------------------------------------
+
+    def check_round(self, request: wire.RoundRequest) -> float:
+        """Validate a round spec against the plan; returns its zCDP cost rho. Nothing is charged here."""
+        where = f"party {self.party_id}, round {request.round}"
+        if self.job_id is None or request.job_id != self.job_id:
+            raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
+        expected_sid = core_api.session_id(self.plan.collaboration_id, request.round, self.plan_hash)
+        if request.sid != expected_sid:
+            raise PermissionDenied(f"{where}: session id does not match SHA256(collaboration | round | plan)")
+        self.check_participants(request, where)
+        self.check_cliques(request.cliques, where)
+        if request.sigma_party2 < MIN_SIGMA_PARTY2:
+            raise InvalidInput(f"{where}: per-party noise variance {request.sigma_party2} is below {MIN_SIGMA_PARTY2}")
+        rho = core_api.release_rho(len(request.cliques), request.sigma_party2, self.n_min())
+        self.check_plan_budget(request, rho, where)
+        return rho
+
+    def data_members(self) -> dict[str, Any]:
+        return {m.id: m for m in self.plan.members if getattr(m, "address", None)}
+
+    def n_min(self) -> int:
+        n = len(self.data_members())
+        return max(1, n - int(self.plan.dropout_tolerance) - int(getattr(self.plan, "colluders", 0)))
+
+    def check_participants(self, request: wire.RoundRequest, where: str) -> None:
+        members = self.data_members()
+        strangers = [p for p in request.participants if p not in members]
+        if strangers:
+            raise PermissionDenied(f"{where}: participants {strangers} are not members of the plan")
+        if self.party_id not in request.participants:
+            raise InvalidInput(f"{where}: this party is not among the participants {request.participants}")
+        if len(request.participants) < int(self.plan.min_parties):
+            raise PermissionDenied(
+                f"{where}: {len(request.participants)} participants, the plan requires at least {self.plan.min_parties}"
+            )
+        if 2 * request.threshold <= len(request.participants):
+            raise InvalidInput(f"{where}: threshold {request.threshold} must exceed half of the participants")
+
+    def check_cliques(self, cliques: tuple[tuple[str, ...], ...], where: str) -> None:
+        domain = self.schema.domain
+        max_cells = int(getattr(self.plan, "max_table_cells", 0) or DEFAULT_MAX_TABLE_CELLS)
+        total = 0
+        for clique in cliques:
+            if not 1 <= len(clique) <= 2 or len(set(clique)) != len(clique):
+                raise PermissionDenied(f"{where}: clique {clique} is not a 1-way or 2-way marginal")
+            unknown = [a for a in clique if a not in domain]
+            if unknown:
+                raise PermissionDenied(f"{where}: clique {clique} names columns {unknown} not measured by the schema")
+            if tuple(clique) != domain.canonical(clique):
+                raise InvalidInput(f"{where}: clique {clique} is not in canonical (schema) order")
+            cells = domain.project(clique).size()
+            if cells > max_cells:
+                raise PermissionDenied(f"{where}: clique {clique} has {cells} cells, over the cap {max_cells}")
+            total += cells
+        if len(set(cliques)) != len(cliques):
+            raise InvalidInput(f"{where}: a clique is requested twice")
+        if 8 * total > MAX_MESSAGE_BYTES:
+            raise PermissionDenied(f"{where}: {total} cells exceed the message-size limit")
+
+    def check_plan_budget(self, request: wire.RoundRequest, rho: float, where: str) -> None:
+        plan_rho = core_api.rho_for(float(self.plan.epsilon), float(self.plan.delta))
+        spent = float(self.ledger.spent_by_plan().get(self.plan_hash, 0.0))
+        already = any(e.release_id == request.release_id for e in self.ledger.entries())
+        if not already and spent + rho > plan_rho * (1 + 1e-9):
+            raise BudgetExceeded(
+                f"{where}: rho {rho:.6g} would bring this plan's spend to {spent + rho:.6g}, over its agreed "
+                f"total {plan_rho:.6g}"
+            )
+
+    def member_identity_keys(self, participants: tuple[str, ...]) -> dict[str, bytes]:
+        import base64
+
+        members = self.data_members()
+        return {p: base64.b64decode(members[p].identity_key) for p in participants}
+
+    # ---- the only place data are touched ------------------------------------------------------------
+
+    def noised_vector(self, state: RoundState) -> np.ndarray:
+        """Counts + this party's noise share; charged before noise is drawn, persisted for identical retries."""
+        request = state.request
+        self.ledger.reserve(
+            request.release_id, state.rho, self.plan_hash, request.job_id,
+            {"round": request.round, "cliques": [list(c) for c in request.cliques],
+             "sigma_party2": str(request.sigma_party2), "sid": request.sid.hex()},
+        )
+        stored = self.ledger.payload(request.release_id)
+        if stored is not None:
+            return np.frombuffer(stored, dtype="<i8").astype(np.int64)
+        counts = core_api.flatten_tables(self.source.count_tables(list(request.cliques)))
+        noised = counts + core_api.party_noise(request.sigma_party2, len(counts))
+        self.ledger.store_payload(request.release_id, noised.astype("<i8").tobytes())
+        return noised
+
+    # ---- results ------------------------------------------------------------------------------------
+
+    def begin_results(self, job_id: str, files: list[wire.ResultFile]) -> ResultWriter:
+        if self.job_id is None or job_id != self.job_id:
+            raise PreconditionFailed(f"party {self.party_id}: results for unknown job {job_id!r}")
+        abilities = set(getattr(self.data_members().get(self.party_id), "abilities", ()))
+        for f in files:
+            if FILE_ABILITY[f.name] not in abilities or "receive_results" not in abilities:
+                raise PermissionDenied(f"party {self.party_id} is not entitled to receive {f.name} under the plan")
+        return ResultWriter(self.output_dir, {f.name: f for f in files})
+
+    def budget(self) -> wire.BudgetStatus:
+        total = float(self.ledger.spent() + self.ledger.remaining())
+        return wire.BudgetStatus(total, float(self.ledger.spent()), float(self.ledger.remaining()), self.bytes_uploaded)
+
+
+@dataclass
+class ResultWriter:
+    """Writes streamed result files to `<name>.part`, verifies size and SHA-256, then renames into place."""
+
+    directory: Path
+    expected: dict[str, wire.ResultFile]
+    bytes_written: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name in self.expected:
+            self.part(name).write_bytes(b"")
+            self.offsets[name] = 0
+
+    def part(self, name: str) -> Path:
+        return self.directory / f".{name}.part"
+
+    def write(self, name: str, offset: int, data: bytes) -> None:
+        if name not in self.expected:
+            raise InvalidInput(f"DeliverResults: chunk for {name!r}, which the header did not announce")
+        if offset != self.offsets[name] or offset + len(data) > self.expected[name].size:
+            raise InvalidInput(f"DeliverResults: chunk of {name} at offset {offset} is out of order or too long")
+        with self.part(name).open("ab") as handle:
+            handle.write(data)
+        self.offsets[name] += len(data)
+        self.bytes_written += len(data)
+
+    def finish(self) -> list[str]:
+        for name, meta in self.expected.items():
+            digest = hashlib.sha256(self.part(name).read_bytes()).hexdigest()
+            if self.offsets[name] != meta.size or digest != meta.sha256:
+                raise InvalidInput(f"DeliverResults: {name} arrived incomplete or corrupted")
+        for name in self.expected:
+            os.replace(self.part(name), self.directory / name)
+        return sorted(self.expected)

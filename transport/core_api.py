@@ -1,0 +1,92 @@
+"""The small surface of the core package (`cleanroom.*`, `party.sources`) the nodes call, in one place.
+
+Party and coordinator code goes through these functions so that integrating a core module, or following a
+rename in it, is a change to this file only. Nothing here implements core logic.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def load_plan(path: Path) -> Any:
+    from cleanroom.plan import Plan
+
+    return Plan.load(path)
+
+
+def load_schema(path: Path) -> Any:
+    from cleanroom import schema as schema_module
+
+    loader = getattr(schema_module, "load_schema", None)
+    if loader is not None:
+        return loader(path)
+    return schema_module.Schema.load(path)
+
+
+def schema_hash(schema: Any) -> str:
+    return str(schema.hash())
+
+
+def open_source(spec: Any, schema: Any) -> Any:
+    """The party's data source (`party.sources` once it lands, else the in-memory pandas stand-in)."""
+    try:
+        from party.sources import open_source as real_open_source
+    except ImportError:
+        from party.local_source import open_source as local_open_source
+
+        return local_open_source(spec, schema)
+    return real_open_source(spec, schema)
+
+
+def session_id(collaboration_id: str, round_index: int, plan_hash: str) -> bytes:
+    from cleanroom.secagg.manifest import session_id as real_session_id
+
+    return bytes(real_session_id(collaboration_id, round_index, plan_hash))
+
+
+def party_noise(sigma_party2: Fraction, size: int) -> np.ndarray:
+    from cleanroom import noise
+
+    return np.asarray(noise.sample_discrete_gaussian(sigma_party2, size), dtype=np.int64)
+
+
+def release_rho(n_tables: int, sigma_party2: Fraction, n_min: int) -> float:
+    """zCDP of one round: K tables of sensitivity 1 each (L2^2 = K) under total variance n_min * sigma_party2."""
+    from cleanroom.accounting import gaussian_rho
+
+    return float(gaussian_rho(float(n_tables) ** 0.5, float(sigma_party2 * n_min)))
+
+
+def rho_for(epsilon: float, delta: float) -> float:
+    from cleanroom.accounting import cdp_rho
+
+    return float(cdp_rho(epsilon, delta))
+
+
+def epsilon_for(rho: float, delta: float) -> float:
+    from cleanroom.accounting import cdp_eps
+
+    return float(cdp_eps(rho, delta))
+
+
+def open_ledger(path: Path, total_rho: float) -> Any:
+    from cleanroom.ledger import Ledger
+
+    return Ledger(path, total_rho)
+
+
+def flatten_tables(tables: list[np.ndarray]) -> np.ndarray:
+    from cleanroom.marginals import flatten_tables as real_flatten
+
+    return np.asarray(real_flatten(tables), dtype=np.int64)
+
+
+def split_vector(vector: np.ndarray, domain: Any, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
+    from cleanroom.marginals import split_vector as real_split
+
+    return list(real_split(vector, domain, cliques))
