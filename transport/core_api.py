@@ -90,3 +90,32 @@ def split_vector(vector: np.ndarray, domain: Any, cliques: list[tuple[str, ...]]
     from cleanroom.marginals import split_vector as real_split
 
     return list(real_split(vector, domain, cliques))
+
+
+def mst_planner(domain: Any, rho_total: float) -> Any:
+    from cleanroom.synth import MSTPlanner
+
+    return MSTPlanner(domain, rho_total)
+
+
+def measurement(clique: tuple[str, ...], noisy_values: np.ndarray, stddev: float) -> Any:
+    from cleanroom.measurement import Measurement
+
+    return Measurement(clique, noisy_values, stddev)
+
+
+def estimate(domain: Any, measurements: list[Any]) -> Any:
+    from cleanroom.synth import estimate as real_estimate
+
+    return real_estimate(domain, measurements)
+
+
+def decode(schema: Any, codes: np.ndarray, rng: np.random.Generator) -> Any:
+    from cleanroom.encoding import decode as real_decode
+
+    return real_decode(schema, codes, rng)
+
+
+def column_kinds(schema: Any) -> dict[str, str]:
+    """Column name -> `numerical` | `categorical` | `identifier`, in schema order."""
+    return {c.name: c.type for c in schema.columns}

@@ -1,0 +1,196 @@
+"""The coordinator's job: handshake -> measurement rounds (one secure-aggregation session each) -> fit ->
+sample -> train -> deliver. It sees only noisy sums of all parties' tables, never one party's table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cleanroom.errors import CleanroomError, PreconditionFailed, ProtocolAbort
+from coordinator.client import PartyClient
+from coordinator.config import CoordinatorConfig
+from coordinator.results import build_results
+from transport import core_api, wire
+from transport.secagg_adapter import ServerSession
+
+log = logging.getLogger("cleanroom.coordinator")
+T = TypeVar("T")
+SOFTWARE_VERSION = "cleanroom/0.1 transport.v1"
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    rho_spent: float = 0.0
+    delivered: dict[str, list[str]] = field(default_factory=dict)
+
+
+def progress(message: str) -> None:
+    print(f"[coordinator] {message}", flush=True)
+
+
+class Workflow:
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self.config = config
+        self.plan = config.plan
+        self.members = {m.id: m for m in self.plan.members if getattr(m, "address", None)}
+        self.clients = {
+            pid: PartyClient(pid, m.address, config.tls, config.call_deadline_s) for pid, m in self.members.items()
+        }
+        self.record = JobRecord(uuid.uuid4().hex)
+        self.rng = np.random.default_rng(config.seed)
+        self.last_errors: dict[str, CleanroomError] = {}
+
+    async def run(self) -> JobRecord:
+        try:
+            await self.timed("handshake", self.handshake())
+            measurements = await self.measure()
+            model = await self.timed("fit", asyncio.to_thread(core_api.estimate, self.config.schema.domain, measurements))
+            results = await self.timed("sample_train", asyncio.to_thread(
+                build_results, self.config, model, measurements, self.record, self.rng))
+            await self.timed("deliver", self.deliver(results))
+            self.write_record()
+            return self.record
+        finally:
+            for client in self.clients.values():
+                await client.close()
+
+    async def timed(self, stage: str, work: Awaitable[T]) -> T:
+        start = time.perf_counter()
+        result = await work
+        self.record.timings[stage] = self.record.timings.get(stage, 0.0) + time.perf_counter() - start
+        progress(f"{stage}: {time.perf_counter() - start:.2f} s")
+        return result
+
+    async def gather(self, calls: dict[str, Awaitable[T]], stage: str, required: int) -> dict[str, T]:
+        """Run one stage on several parties at once; parties that fail drop out; too few -> abort."""
+        names = list(calls)
+        outcomes = await asyncio.gather(*calls.values(), return_exceptions=True)
+        ok: dict[str, T] = {}
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("%s: party %s dropped: %s", stage, name, outcome)
+                progress(f"{stage}: party {name} dropped out: {outcome}")
+                if not isinstance(outcome, CleanroomError):
+                    raise outcome
+                self.last_errors[name] = outcome
+            else:
+                ok[name] = outcome
+        if len(ok) < required:
+            reasons = "; ".join(str(e) for e in self.last_errors.values())
+            raise ProtocolAbort(f"{stage}: only {len(ok)} of {len(names)} parties answered, {required} needed: {reasons}")
+        return ok
+
+    async def handshake(self) -> None:
+        """Every member must accept plan and schema; any refusal stops the job before any budget is spent."""
+        hello = wire.Hello(self.record.job_id, self.config.plan_hash, core_api.schema_hash(self.config.schema),
+                           self.config.coordinator_id, SOFTWARE_VERSION)
+        self.last_errors = {}
+        replies = await self.gather({p: c.hello(hello) for p, c in self.clients.items()}, "handshake", len(self.clients))
+        for pid, reply in replies.items():
+            if reply.party_id != pid:
+                raise PreconditionFailed(f"handshake: node at {self.members[pid].address} answered as {reply.party_id!r}")
+        progress(f"handshake: {len(replies)} parties agreed on plan {self.config.plan_hash[:12]} "
+                 f"and schema {hello.schema_hash[:12]} (job {self.record.job_id[:12]})")
+
+    def n_min(self) -> int:
+        return max(1, len(self.members) - int(self.plan.dropout_tolerance) - int(getattr(self.plan, "colluders", 0)))
+
+    def threshold(self, n: int) -> int:
+        t = int(getattr(self.plan, "threshold", 0) or 0)
+        return t if t else n // 2 + 1
+
+    async def measure(self) -> list[Any]:
+        rho_total = core_api.rho_for(float(self.plan.epsilon), float(self.plan.delta))
+        planner = core_api.mst_planner(self.config.schema.domain, rho_total)
+        measurements: list[Any] = []
+        spec = planner.first_round()
+        index = 0
+        while spec is not None:
+            measurements += await self.timed(f"round_{index}", self.aggregate_round(index, spec))
+            spec = planner.next_round(measurements)
+            index += 1
+        return measurements
+
+    async def aggregate_round(self, index: int, spec: Any) -> list[Any]:
+        domain = self.config.schema.domain
+        cliques = tuple(domain.canonical(c) for c in spec.cliques)
+        sigma_party2 = Fraction(spec.sigma_total2) / self.n_min()
+        participants = tuple(sorted(self.clients))
+        sid = core_api.session_id(self.plan.collaboration_id, index, self.config.plan_hash)
+        request = wire.RoundRequest(self.record.job_id, f"{self.record.job_id}/{index}", index, sid, cliques,
+                                    sigma_party2, participants, self.threshold(len(participants)))
+        length = sum(domain.project(c).size() for c in cliques)
+        total, survivors = await self.secure_sum(request, length)
+        tables = core_api.split_vector(total, domain, list(cliques))
+        stddev = math.sqrt(float(sigma_party2) * len(survivors))
+        self.record.rho_spent += float(spec.rho)
+        self.record.rounds.append({"round": index, "name": getattr(spec, "name", str(index)), "cliques": len(cliques),
+                                   "cells": length, "survivors": list(survivors), "rho": float(spec.rho)})
+        progress(f"round {index}: {len(cliques)} marginals, {length} cells, {len(survivors)} parties")
+        return [core_api.measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)]
+
+    async def secure_sum(self, request: wire.RoundRequest, length: int) -> tuple[np.ndarray, tuple[str, ...]]:
+        """One Bonawitz session over gRPC: the coordinator relays, the state machine checks and unmasks."""
+        need = max(request.threshold, int(self.plan.min_parties))
+        self.last_errors = {}
+        c = self.clients
+        keys = await self.gather({p: c[p].advertise_keys(request) for p in request.participants}, "AdvertiseKeys", need)
+        roster = [keys[p] for p in sorted(keys)]
+        shares = await self.gather({p: c[p].share_keys(request.sid, roster) for p in keys}, "ShareKeys", need)
+        inbox = {p: [s for out in shares.values() for s in out if s.recipient == p] for p in shares}
+        masked = await self.gather({p: c[p].masked_input(request.sid, inbox[p], length) for p in shares},
+                                   "MaskedInput", need)
+        survivors = tuple(sorted(masked))
+        sigs = await self.gather({p: c[p].consistency_check(request.sid, survivors) for p in survivors},
+                                 "ConsistencyCheck", need)
+        signatures = [wire.PartySignature(p, s) for p, s in sorted(sigs.items())]
+        reveals = await self.gather({p: c[p].unmask(request.sid, survivors, signatures) for p in sigs}, "Unmask", need)
+        server = ServerSession(request.sid, tuple(sorted(keys)), request.threshold, length)
+        total = await asyncio.to_thread(server.unmasked_sum, masked, survivors, reveals)
+        return total, survivors
+
+    async def deliver(self, results: dict[str, Path]) -> None:
+        for pid, member in self.members.items():
+            abilities = set(getattr(member, "abilities", ()))
+            if "receive_results" not in abilities:
+                continue
+            files = {name: path for name, path in results.items() if _entitled(name, abilities)}
+            self.record.delivered[pid] = await self.clients[pid].deliver(self.record.job_id, files)
+            progress(f"delivered {', '.join(self.record.delivered[pid])} to {pid}")
+
+    def write_record(self) -> None:
+        out = self.config.out
+        out.mkdir(parents=True, exist_ok=True)
+        uploads = {p: {"bytes_uploaded": c.bytes_received, "vector_bytes": c.vector_bytes}
+                   for p, c in self.clients.items()}
+        table_bytes = 8 * sum(r["cells"] for r in self.record.rounds)
+        data = {"job_id": self.record.job_id, "timings_s": self.record.timings, "rounds": self.record.rounds,
+                "rho_spent": self.record.rho_spent, "delivered": self.record.delivered, "uploads": uploads,
+                "table_bytes_per_party": table_bytes}
+        (out / "job.json").write_text(json.dumps(data, indent=2))
+
+
+def _entitled(name: str, abilities: set[str]) -> bool:
+    needed = {"report.json": "receive_results", "model.skops": "receive_model"}.get(name, "receive_synthetic_data")
+    return needed in abilities
+
+
+async def run_job(config: CoordinatorConfig) -> JobRecord:
+    return await Workflow(config).run()
+
+
