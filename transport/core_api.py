@@ -119,3 +119,13 @@ def decode(schema: Any, codes: np.ndarray, rng: np.random.Generator) -> Any:
 def column_kinds(schema: Any) -> dict[str, str]:
     """Column name -> `numerical` | `categorical` | `identifier`, in schema order."""
     return {c.name: c.type for c in schema.columns}
+
+
+def sample_dataset(n_rows: int, seed: int) -> tuple[dict[str, Any], Any, str, str]:
+    """The project's own demo data: (schema as JSON dict, DataFrame, target column, task)."""
+    from cleanroom import sample_data
+
+    frame = sample_data.generate(n_rows, seed=seed)
+    schema = sample_data.schema()
+    schema_dict = schema if isinstance(schema, dict) else schema.to_dict()
+    return schema_dict, frame, sample_data.TARGET, sample_data.TASK
