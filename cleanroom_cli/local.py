@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import signal
+import shutil
 import socket
 import subprocess
 import sys
@@ -39,7 +40,7 @@ class LocalJob:
 
     out: Path
     schema: dict[str, Any]
-    parts: dict[str, pd.DataFrame]
+    parts: dict[str, pd.DataFrame | Path]
     target: str
     task: str
     epsilon: float
@@ -48,6 +49,7 @@ class LocalJob:
     result_format: str = "csv"
     seed: int | None = None
     receivers: list[str] | None = None       # None = every party receives results
+    party_schemas: dict[str, dict[str, Any]] = field(default_factory=dict)  # tests: a party with another schema
     work: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -91,7 +93,10 @@ def prepare(job: LocalJob) -> dict[str, Path]:
     for pid, frame in job.parts.items():
         files = ca.issue(certs, pid, role="party")
         (work / "data").mkdir(exist_ok=True)
-        frame.to_csv(work / "data" / f"{pid}.csv", index=False)
+        if isinstance(frame, pd.DataFrame):
+            frame.to_csv(work / "data" / f"{pid}.csv", index=False)
+        else:
+            shutil.copyfile(frame, work / "data" / f"{pid}.csv")
         entitled = job.receivers is None or pid in job.receivers
         abilities = ALL_ABILITIES if entitled else ["run_jobs"]
         members.append({"id": pid, "address": f"127.0.0.1:{free_port()}", "cert_sha256": files.cert_sha256,
@@ -134,7 +139,11 @@ def write_party_config(job: LocalJob, member: dict[str, Any], plan_hash: str) ->
                        "plan_sha256": plan_hash, "output_dir": str((job.out / pid).resolve())})
     text += "\n[tls]\n" + toml_table({"ca": "certs/ca.pem", "cert": f"certs/{pid}.pem", "key": f"certs/{pid}.key",
                                       "identity_key": f"certs/{pid}.ed25519"})
-    text += "\n[data]\n" + toml_table({"schema": "schema.json", "source": f"data/{pid}.csv"})
+    schema_file = "schema.json"
+    if pid in job.party_schemas:
+        schema_file = f"schema-{pid}.json"
+        (job.work / schema_file).write_text(json.dumps(job.party_schemas[pid], indent=2))
+    text += "\n[data]\n" + toml_table({"schema": schema_file, "source": f"data/{pid}.csv"})
     text += "\n[budget]\n" + toml_table({"epsilon": max(10.0, 10 * job.epsilon), "delta": job.delta,
                                          "ledger": f"state/{pid}.sqlite"})
     (job.work / "state").mkdir(exist_ok=True)
@@ -245,7 +254,9 @@ def run_simulate(args: argparse.Namespace) -> int:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise InvalidInput(f"--party {item!r} must be NAME=PATH")
-        parts[name] = pd.read_csv(path)
+        if not Path(path).is_file():
+            raise InvalidInput(f"--party {name}: file {path} does not exist")
+        parts[name] = Path(path)
     job = LocalJob(Path(args.out).resolve(), schema, parts, args.target, args.task, args.epsilon, args.delta,
                    synthetic_rows=args.rows, result_format=args.format, seed=args.seed)
     return run_local(job)

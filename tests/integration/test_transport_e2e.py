@@ -1,0 +1,97 @@
+"""Real processes over mutual TLS on loopback: 3 party nodes + the coordinator (small data, a few seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pandas as pd
+import pytest
+
+from cleanroom_cli import local
+from transport import core_api
+from transport.ca import init_ca, issue
+from transport.channel import secure_channel
+from transport.tls import TlsFiles
+from transport.v1 import party_pb2 as pb
+from transport.v1 import party_pb2_grpc as pb_grpc
+
+ROWS_PER_PARTY = 400
+
+
+def _job(out: Path, **overrides: Any) -> local.LocalJob:
+    schema, frame, target, task = core_api.sample_dataset(3 * ROWS_PER_PARTY, seed=7)
+    parts = {f"party{i + 1}": frame.iloc[i::3].reset_index(drop=True) for i in range(3)}
+    settings: dict[str, Any] = {"synthetic_rows": 500, "seed": 3}
+    settings.update(overrides)
+    return local.LocalJob(out, schema, parts, target, task, 1.0, 1e-9, **settings)
+
+
+def _spent(job: local.LocalJob, pid: str) -> float:
+    return float(core_api.open_ledger(job.work / "state" / f"{pid}.sqlite", 1.0).spent())
+
+
+def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path) -> None:
+    job = _job(tmp_path / "run", receivers=["party1", "party2"])
+    assert local.run_local(job) == 0
+    for pid in ("party1", "party2"):
+        folder = job.out / pid
+        assert sorted(p.name for p in folder.iterdir()) == ["model.skops", "report.json", "synthetic.csv"]
+        synthetic = pd.read_csv(folder / "synthetic.csv")
+        assert len(synthetic) == 500
+        assert list(synthetic.columns) == [c["name"] for c in job.schema["columns"]]
+        report = json.loads((folder / "report.json").read_text())
+        assert 0 < report["privacy"]["epsilon"] <= 1.0 + 1e-6
+        import skops.io as sio
+
+        model = sio.load(folder / "model.skops", trusted=sio.get_untrusted_types(file=folder / "model.skops"))
+        features = synthetic.drop(columns=[job.target]).head(20)
+        assert len(model.predict(features)) == 20
+        assert _spent(job, pid) > 0
+    assert not (job.out / "party3").exists() or not any((job.out / "party3").iterdir())
+    assert _spent(job, "party3") > 0  # it contributed, it just receives nothing
+
+
+def test_schema_mismatch_at_one_party_stops_the_job_before_any_budget_is_spent(tmp_path: Path) -> None:
+    job = _job(tmp_path / "run")
+    other = copy.deepcopy(job.schema)
+    column = next(c for c in other["columns"] if c.get("type") == "categorical")
+    column["categories"] = [*column["categories"], "an-extra-level"]
+    job.party_schemas["party2"] = other
+    assert local.run_local(job) != 0
+    for pid in ("party1", "party2", "party3"):
+        assert _spent(job, pid) == 0.0
+        assert not (job.out / pid).exists() or not any((job.out / pid).iterdir())
+
+
+async def _hello(address: str, tls: TlsFiles, target: str, claimed: str) -> None:
+    async with secure_channel(address, tls, target) as channel:
+        await pb_grpc.PartyServiceStub(channel).Hello(
+            pb.HelloRequest(job_id="x", coordinator_id=claimed), timeout=10)
+
+
+def test_real_node_refuses_foreign_ca_and_impersonation(tmp_path: Path) -> None:
+    job = _job(tmp_path / "run")
+    configs = local.prepare(job)
+    procs = local.start_parties(job, configs)
+    try:
+        asyncio.run(local._wait_all(job, configs, procs))
+        address = tomllib.loads(configs["party2"].read_text())["listen"]
+        certs = job.work / "certs"
+        init_ca(tmp_path / "foreign")
+        issue(tmp_path / "foreign", "coordinator", role="coordinator")
+        foreign = TlsFiles(certs / "ca.pem", tmp_path / "foreign/coordinator.pem", tmp_path / "foreign/coordinator.key")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            asyncio.run(_hello(address, foreign, "party2", "coordinator"))
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        party1 = TlsFiles(certs / "ca.pem", certs / "party1.pem", certs / "party1.key")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            asyncio.run(_hello(address, party1, "party2", "coordinator"))
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        local.stop(procs)
