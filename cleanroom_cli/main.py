@@ -1,7 +1,8 @@
-"""The `cleanroom` command: certificates, party nodes, the coordinator, local demo/simulation, schema, plan, audit.
+"""The `cleanroom` command: certificates, party nodes, coordinator, local demo/simulation, schema, plan,
+audit.
 
-Exit status: 0 on success, 2 for a configuration or input problem, 3 when the job was refused or aborted
-(a party unreachable, a plan/schema mismatch, budget exhausted), 1 for anything unexpected.
+Exit status: 0 on success, 2 for a configuration or input problem, 3 when the job was refused or aborted (a
+party unreachable, a plan/schema mismatch, budget exhausted), 1 for anything unexpected.
 """
 
 from __future__ import annotations
@@ -29,10 +30,16 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
 def cmd_ca_issue(args: argparse.Namespace) -> int:
     from transport.ca import issue
 
-    files = issue(Path(args.dir), args.name, role=args.role, dns_names=tuple(args.dns or ()), days=args.days,
-                  out_dir=Path(args.out) if args.out else None)
+    files = issue(
+        Path(args.dir),
+        args.name,
+        role=args.role,
+        dns_names=tuple(args.dns or ()),
+        days=args.days,
+        out_dir=Path(args.out) if args.out else None,
+    )
     print(f"certificate {files.cert}\nkey {files.key}\nidentity key {files.identity_key}")
-    print(f"cert_sha256 = \"{files.cert_sha256}\"\nidentity_key = \"{files.identity_public_b64}\"")
+    print(f'cert_sha256 = "{files.cert_sha256}"\nidentity_key = "{files.identity_public_b64}"')
     return 0
 
 
@@ -71,7 +78,9 @@ def cmd_health(args: argparse.Namespace) -> int:
     from transport.tls import TlsFiles
 
     async def check() -> str:
-        async with secure_channel(args.address, TlsFiles(Path(args.ca), Path(args.cert), Path(args.key)), args.id) as ch:
+        async with secure_channel(
+            args.address, TlsFiles(Path(args.ca), Path(args.cert), Path(args.key)), args.id
+        ) as ch:
             return await check_health(ch, args.service)
 
     status = asyncio.run(check())
@@ -135,7 +144,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_ca(sub)
     _add_party(sub)
-    coord = sub.add_parser("coordinator", help="run a collaboration job").add_subparsers(dest="action", required=True)
+    coord = sub.add_parser("coordinator", help="run a collaboration job").add_subparsers(
+        dest="action", required=True
+    )
     run = coord.add_parser("run", help="run the job described by collaboration.toml")
     run.add_argument("--config", required=True)
     run.set_defaults(handler=cmd_coordinator_run)
@@ -163,7 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_ca(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    ca = sub.add_parser("ca", help="collaboration certificate authority").add_subparsers(dest="action", required=True)
+    ca = sub.add_parser("ca", help="collaboration certificate authority").add_subparsers(
+        dest="action", required=True
+    )
     init = ca.add_parser("init", help="create the collaboration CA")
     init.add_argument("--dir", default="certs")
     init.add_argument("--days", type=int, default=365)
@@ -214,8 +227,10 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
     try:
         return int(args.handler(args))
     except InvalidInput as error:

@@ -1,4 +1,4 @@
-"""A typed client for one party node: deadline on every call, statuses turned into domain errors, byte counts."""
+"""A typed client for one party node: a deadline on every call, statuses as domain errors, byte counts."""
 
 from __future__ import annotations
 
@@ -26,8 +26,8 @@ class PartyClient:
     address: str
     tls: TlsFiles
     deadline_s: float
-    bytes_received: int = 0          # everything this party uploaded to the coordinator (response payloads)
-    vector_bytes: int = 0            # of which masked vectors
+    bytes_received: int = 0  # everything this party uploaded to the coordinator (response payloads)
+    vector_bytes: int = 0  # of which masked vectors
     _channel: grpc.aio.Channel | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -61,7 +61,9 @@ class PartyClient:
         request = pb.MaskedInputRequest(sid=sid, shares=[serde.share_to_pb(s) for s in shares])
         response = await self._call("MaskedInput", request)
         if response.length != length:
-            raise InvalidInput(f"party {self.party_id}: masked vector has {response.length} cells, expected {length}")
+            raise InvalidInput(
+                f"party {self.party_id}: masked vector has {response.length} cells, expected {length}"
+            )
         self.vector_bytes += len(response.masked_vector)
         return serde.unpack_vector(response.masked_vector, length, f"party {self.party_id} MaskedInput")
 
@@ -69,8 +71,12 @@ class PartyClient:
         request = pb.ConsistencyCheckRequest(sid=sid, survivors=list(survivors))
         return bytes((await self._call("ConsistencyCheck", request)).signature)
 
-    async def unmask(self, sid: bytes, survivors: tuple[str, ...], sigs: list[wire.PartySignature]) -> wire.UnmaskShares:
-        request = pb.UnmaskRequest(sid=sid, survivors=list(survivors), signatures=[serde.signature_to_pb(s) for s in sigs])
+    async def unmask(
+        self, sid: bytes, survivors: tuple[str, ...], sigs: list[wire.PartySignature]
+    ) -> wire.UnmaskShares:
+        request = pb.UnmaskRequest(
+            sid=sid, survivors=list(survivors), signatures=[serde.signature_to_pb(s) for s in sigs]
+        )
         return serde.unmask_from_pb(await self._call("Unmask", request))
 
     async def budget(self) -> wire.BudgetStatus:
@@ -84,7 +90,7 @@ class PartyClient:
             for name, path in files.items():
                 data = path.read_bytes()
                 for offset in range(0, len(data), CHUNK_BYTES):
-                    yield serde.chunk_to_pb(name, offset, data[offset:offset + CHUNK_BYTES])
+                    yield serde.chunk_to_pb(name, offset, data[offset : offset + CHUNK_BYTES])
 
         try:
             response = await self.stub.DeliverResults(stream(), timeout=self.deadline_s)

@@ -62,9 +62,15 @@ class CoordinatorConfig:
             tls = TlsFiles(base / table["ca"], base / table["cert"], base / table["key"])
             schema = core_api.load_schema(base / raw["schema"])
             return cls(
-                path=path, coordinator_id=table.get("id", "coordinator"), tls=tls,
-                out=(base / table.get("out", "out/coordinator")).resolve(), plan=plan, plan_hash=plan.hash,
-                schema=schema, call_deadline_s=float(table.get("call_deadline_s", 120.0)), seed=table.get("seed"),
+                path=path,
+                coordinator_id=table.get("id", "coordinator"),
+                tls=tls,
+                out=(base / table.get("out", "out/coordinator")).resolve(),
+                plan=plan,
+                plan_hash=plan.hash,
+                schema=schema,
+                call_deadline_s=float(table.get("call_deadline_s", 120.0)),
+                seed=table.get("seed"),
             )
         except KeyError as error:
             raise InvalidInput(f"{path}: missing key {error}") from None

@@ -1,7 +1,8 @@
 """After the last round: sample the synthetic dataset, train the model, write the result files and report.
 
-The model is a scikit-learn pipeline (ordinal encoding of categorical columns + HistGradientBoosting) saved with
-skops, never pickle. The report states the privacy spent (rho and (epsilon, delta)), rows, columns, timings.
+The model is a scikit-learn pipeline (ordinal encoding of categorical columns + HistGradientBoosting) saved
+with skops, never pickle. The report states the privacy spent (rho and (epsilon, delta)), rows, columns,
+timings.
 """
 
 from __future__ import annotations
@@ -35,11 +36,18 @@ def train_model(frame: pd.DataFrame, target: str, task: str, kinds: dict[str, st
     features = [c for c, k in kinds.items() if c != target and k != "identifier"]
     categorical = [c for c in features if kinds[c] == "categorical"]
     numerical = [c for c in features if kinds[c] == "numerical"]
-    encode = ColumnTransformer([
-        ("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                               encoded_missing_value=-2), categorical),
-        ("num", "passthrough", numerical),
-    ])
+    encode = ColumnTransformer(
+        [
+            (
+                "cat",
+                OrdinalEncoder(
+                    handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2
+                ),
+                categorical,
+            ),
+            ("num", "passthrough", numerical),
+        ]
+    )
     n_cat = len(categorical)
     mask = [True] * n_cat + [False] * len(numerical)
     if task == "classification":
@@ -58,7 +66,9 @@ def train_model(frame: pd.DataFrame, target: str, task: str, kinds: dict[str, st
     return model
 
 
-def build_results(config: Any, model: Any, measurements: list[Any], record: Any, rng: np.random.Generator) -> dict[str, Path]:
+def build_results(
+    config: Any, model: Any, measurements: list[Any], record: Any, rng: np.random.Generator
+) -> dict[str, Path]:
     start = time.perf_counter()
     plan, schema = config.plan, config.schema
     n_rows = synthetic_rows(config, measurements)
@@ -96,10 +106,16 @@ def report(config: Any, record: Any, frame: pd.DataFrame) -> dict[str, Any]:
         "job_id": record.job_id,
         "plan_hash": config.plan_hash,
         "collaboration_id": plan.collaboration_id,
-        "privacy": {"rho": record.rho_spent, "epsilon": core_api.epsilon_for(record.rho_spent, delta) if record.rho_spent > 0 else 0.0,
-                    "delta": delta, "plan_epsilon": float(plan.epsilon), "noise": "distributed discrete Gaussian",
-                    "n_min": len([m for m in plan.members if getattr(m, "address", None)])
-                    - int(plan.dropout_tolerance) - int(getattr(plan, "colluders", 0))},
+        "privacy": {
+            "rho": record.rho_spent,
+            "epsilon": core_api.epsilon_for(record.rho_spent, delta) if record.rho_spent > 0 else 0.0,
+            "delta": delta,
+            "plan_epsilon": float(plan.epsilon),
+            "noise": "distributed discrete Gaussian",
+            "n_min": len([m for m in plan.members if getattr(m, "address", None)])
+            - int(plan.dropout_tolerance)
+            - int(getattr(plan, "colluders", 0)),
+        },
         "rows": int(len(frame)),
         "columns": list(frame.columns),
         "target": getattr(plan, "target", None),

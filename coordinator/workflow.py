@@ -49,7 +49,8 @@ class Workflow:
         self.plan = config.plan
         self.members = {m.id: m for m in self.plan.members if getattr(m, "address", None)}
         self.clients = {
-            pid: PartyClient(pid, m.address, config.tls, config.call_deadline_s) for pid, m in self.members.items()
+            pid: PartyClient(pid, m.address, config.tls, config.call_deadline_s)
+            for pid, m in self.members.items()
         }
         self.record = JobRecord(uuid.uuid4().hex)
         self.rng = np.random.default_rng(config.seed)
@@ -59,9 +60,13 @@ class Workflow:
         try:
             await self.timed("handshake", self.handshake())
             measurements = await self.measure()
-            model = await self.timed("fit", asyncio.to_thread(core_api.estimate, self.config.schema.domain, measurements))
-            results = await self.timed("sample_train", asyncio.to_thread(
-                build_results, self.config, model, measurements, self.record, self.rng))
+            model = await self.timed(
+                "fit", asyncio.to_thread(core_api.estimate, self.config.schema.domain, measurements)
+            )
+            results = await self.timed(
+                "sample_train",
+                asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
+            )
             await self.timed("deliver", self.deliver(results))
             self.write_record()
             return self.record
@@ -92,23 +97,38 @@ class Workflow:
                 ok[name] = outcome
         if len(ok) < required:
             reasons = "; ".join(str(e) for e in self.last_errors.values())
-            raise ProtocolAbort(f"{stage}: only {len(ok)} of {len(names)} parties answered, {required} needed: {reasons}")
+            raise ProtocolAbort(
+                f"{stage}: only {len(ok)} of {len(names)} parties answered, {required} needed: {reasons}"
+            )
         return ok
 
     async def handshake(self) -> None:
         """Every member must accept plan and schema; any refusal stops the job before any budget is spent."""
-        hello = wire.Hello(self.record.job_id, self.config.plan_hash, core_api.schema_hash(self.config.schema),
-                           self.config.coordinator_id, SOFTWARE_VERSION)
+        hello = wire.Hello(
+            self.record.job_id,
+            self.config.plan_hash,
+            core_api.schema_hash(self.config.schema),
+            self.config.coordinator_id,
+            SOFTWARE_VERSION,
+        )
         self.last_errors = {}
-        replies = await self.gather({p: c.hello(hello) for p, c in self.clients.items()}, "handshake", len(self.clients))
+        replies = await self.gather(
+            {p: c.hello(hello) for p, c in self.clients.items()}, "handshake", len(self.clients)
+        )
         for pid, reply in replies.items():
             if reply.party_id != pid:
-                raise PreconditionFailed(f"handshake: node at {self.members[pid].address} answered as {reply.party_id!r}")
-        progress(f"handshake: {len(replies)} parties agreed on plan {self.config.plan_hash[:12]} "
-                 f"and schema {hello.schema_hash[:12]} (job {self.record.job_id[:12]})")
+                raise PreconditionFailed(
+                    f"handshake: node at {self.members[pid].address} answered as {reply.party_id!r}"
+                )
+        progress(
+            f"handshake: {len(replies)} parties agreed on plan {self.config.plan_hash[:12]} "
+            f"and schema {hello.schema_hash[:12]} (job {self.record.job_id[:12]})"
+        )
 
     def n_min(self) -> int:
-        return max(1, len(self.members) - int(self.plan.dropout_tolerance) - int(getattr(self.plan, "colluders", 0)))
+        return max(
+            1, len(self.members) - int(self.plan.dropout_tolerance) - int(getattr(self.plan, "colluders", 0))
+        )
 
     def threshold(self, n: int) -> int:
         t = int(getattr(self.plan, "threshold", 0) or 0)
@@ -132,34 +152,58 @@ class Workflow:
         sigma_party2 = Fraction(spec.sigma_total2) / self.n_min()
         participants = tuple(sorted(self.clients))
         sid = core_api.session_id(self.plan.collaboration_id, index, self.config.plan_hash)
-        request = wire.RoundRequest(self.record.job_id, f"{self.record.job_id}/{index}", index, sid, cliques,
-                                    sigma_party2, participants, self.threshold(len(participants)))
+        request = wire.RoundRequest(
+            self.record.job_id,
+            f"{self.record.job_id}/{index}",
+            index,
+            sid,
+            cliques,
+            sigma_party2,
+            participants,
+            self.threshold(len(participants)),
+        )
         length = sum(domain.project(c).size() for c in cliques)
         total, survivors = await self.secure_sum(request, length)
         tables = core_api.split_vector(total, domain, list(cliques))
         stddev = math.sqrt(float(sigma_party2) * len(survivors))
         self.record.rho_spent += float(spec.rho)
-        self.record.rounds.append({"round": index, "name": getattr(spec, "name", str(index)), "cliques": len(cliques),
-                                   "cells": length, "survivors": list(survivors), "rho": float(spec.rho)})
+        self.record.rounds.append(
+            {
+                "round": index,
+                "name": getattr(spec, "name", str(index)),
+                "cliques": len(cliques),
+                "cells": length,
+                "survivors": list(survivors),
+                "rho": float(spec.rho),
+            }
+        )
         progress(f"round {index}: {len(cliques)} marginals, {length} cells, {len(survivors)} parties")
-        return [core_api.measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)]
+        return [
+            core_api.measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)
+        ]
 
     async def secure_sum(self, request: wire.RoundRequest, length: int) -> tuple[np.ndarray, tuple[str, ...]]:
         """One Bonawitz session over gRPC: the coordinator relays, the state machine checks and unmasks."""
         need = max(request.threshold, int(self.plan.min_parties))
         self.last_errors = {}
         c = self.clients
-        keys = await self.gather({p: c[p].advertise_keys(request) for p in request.participants}, "AdvertiseKeys", need)
+        keys = await self.gather(
+            {p: c[p].advertise_keys(request) for p in request.participants}, "AdvertiseKeys", need
+        )
         roster = [keys[p] for p in sorted(keys)]
         shares = await self.gather({p: c[p].share_keys(request.sid, roster) for p in keys}, "ShareKeys", need)
         inbox = {p: [s for out in shares.values() for s in out if s.recipient == p] for p in shares}
-        masked = await self.gather({p: c[p].masked_input(request.sid, inbox[p], length) for p in shares},
-                                   "MaskedInput", need)
+        masked = await self.gather(
+            {p: c[p].masked_input(request.sid, inbox[p], length) for p in shares}, "MaskedInput", need
+        )
         survivors = tuple(sorted(masked))
-        sigs = await self.gather({p: c[p].consistency_check(request.sid, survivors) for p in survivors},
-                                 "ConsistencyCheck", need)
+        sigs = await self.gather(
+            {p: c[p].consistency_check(request.sid, survivors) for p in survivors}, "ConsistencyCheck", need
+        )
         signatures = [wire.PartySignature(p, s) for p, s in sorted(sigs.items())]
-        reveals = await self.gather({p: c[p].unmask(request.sid, survivors, signatures) for p in sigs}, "Unmask", need)
+        reveals = await self.gather(
+            {p: c[p].unmask(request.sid, survivors, signatures) for p in sigs}, "Unmask", need
+        )
         server = ServerSession(request.sid, tuple(sorted(keys)), request.threshold, length)
         total = await asyncio.to_thread(server.unmasked_sum, masked, survivors, reveals)
         return total, survivors
@@ -176,21 +220,29 @@ class Workflow:
     def write_record(self) -> None:
         out = self.config.out
         out.mkdir(parents=True, exist_ok=True)
-        uploads = {p: {"bytes_uploaded": c.bytes_received, "vector_bytes": c.vector_bytes}
-                   for p, c in self.clients.items()}
+        uploads = {
+            p: {"bytes_uploaded": c.bytes_received, "vector_bytes": c.vector_bytes}
+            for p, c in self.clients.items()
+        }
         table_bytes = 8 * sum(r["cells"] for r in self.record.rounds)
-        data = {"job_id": self.record.job_id, "timings_s": self.record.timings, "rounds": self.record.rounds,
-                "rho_spent": self.record.rho_spent, "delivered": self.record.delivered, "uploads": uploads,
-                "table_bytes_per_party": table_bytes}
+        data = {
+            "job_id": self.record.job_id,
+            "timings_s": self.record.timings,
+            "rounds": self.record.rounds,
+            "rho_spent": self.record.rho_spent,
+            "delivered": self.record.delivered,
+            "uploads": uploads,
+            "table_bytes_per_party": table_bytes,
+        }
         (out / "job.json").write_text(json.dumps(data, indent=2))
 
 
 def _entitled(name: str, abilities: set[str]) -> bool:
-    needed = {"report.json": "receive_results", "model.skops": "receive_model"}.get(name, "receive_synthetic_data")
+    needed = {"report.json": "receive_results", "model.skops": "receive_model"}.get(
+        name, "receive_synthetic_data"
+    )
     return needed in abilities
 
 
 async def run_job(config: CoordinatorConfig) -> JobRecord:
     return await Workflow(config).run()
-
-

@@ -65,7 +65,11 @@ class PartyConfig:
             raise InvalidInput(f"[budget] rho ({self.rho}) must be > 0")
         if not 0 < self.delta < 1:
             raise InvalidInput(f"[budget] delta ({self.delta}) must be in (0, 1)")
-        for label, path in (("plan", self.plan), ("data.schema", self.schema), ("tls.identity_key", self.identity_key)):
+        for label, path in (
+            ("plan", self.plan),
+            ("data.schema", self.schema),
+            ("tls.identity_key", self.identity_key),
+        ):
             if not path.is_file():
                 raise InvalidInput(f"{label} file {path} does not exist")
 
@@ -94,11 +98,18 @@ class PartyConfig:
         elif isinstance(source, dict) and "path" in source:
             source = {**source, "path": str(rel(source["path"]))}
         return cls(
-            party_id=raw["party_id"], listen=raw["listen"], plan=rel(raw["plan"]),
+            party_id=raw["party_id"],
+            listen=raw["listen"],
+            plan=rel(raw["plan"]),
             output_dir=rel(raw.get("output_dir", "results")),
             tls=TlsFiles(rel(tls["ca"]), rel(tls["cert"]), rel(tls["key"])),
-            identity_key=rel(tls["identity_key"]), schema=rel(data["schema"]), source=source,
-            ledger=rel(budget["ledger"]), epsilon=budget.get("epsilon"), delta=budget.get("delta", 1e-9),
-            rho=budget.get("rho"), plan_sha256=raw.get("plan_sha256"),
+            identity_key=rel(tls["identity_key"]),
+            schema=rel(data["schema"]),
+            source=source,
+            ledger=rel(budget["ledger"]),
+            epsilon=budget.get("epsilon"),
+            delta=budget.get("delta", 1e-9),
+            rho=budget.get("rho"),
+            plan_sha256=raw.get("plan_sha256"),
             call_deadline_s=float(raw.get("call_deadline_s", 120.0)),
         )

@@ -88,7 +88,9 @@ class PartyNode:
             raise InvalidInput(f"party {self.party_id}: Hello without a job id")
         self.job_id = msg.job_id
         log.info("job %s: handshake with coordinator %s accepted", msg.job_id, msg.coordinator_id)
-        return wire.HelloReply(self.party_id, True, self.schema_hash, SOFTWARE_VERSION, self.ledger.remaining())
+        return wire.HelloReply(
+            self.party_id, True, self.schema_hash, SOFTWARE_VERSION, self.ledger.remaining()
+        )
 
     # ---- secure-aggregation stages ------------------------------------------------------------------
 
@@ -98,8 +100,11 @@ class PartyNode:
             return existing.session.advertise()
         rho = self.check_round(request)
         session = PartySession(
-            party_id=self.party_id, identity_key=self.identity_key, sid=request.sid,
-            identity_public_keys=self.member_identity_keys(request.participants), threshold=request.threshold,
+            party_id=self.party_id,
+            identity_key=self.identity_key,
+            sid=request.sid,
+            identity_public_keys=self.member_identity_keys(request.participants),
+            threshold=request.threshold,
         )
         self.rounds[request.sid] = RoundState(request, rho, session)
         return session.advertise()
@@ -118,7 +123,9 @@ class PartyNode:
     def consistency_check(self, sid: bytes, survivors: tuple[str, ...]) -> bytes:
         return self.round(sid).session.consistency_check(survivors)
 
-    def unmask(self, sid: bytes, survivors: tuple[str, ...], sigs: list[wire.PartySignature]) -> wire.UnmaskShares:
+    def unmask(
+        self, sid: bytes, survivors: tuple[str, ...], sigs: list[wire.PartySignature]
+    ) -> wire.UnmaskShares:
         return self.round(sid).session.unmask(survivors, sigs)
 
     def round(self, sid: bytes) -> RoundState:
@@ -140,7 +147,9 @@ class PartyNode:
         self.check_participants(request, where)
         self.check_cliques(request.cliques, where)
         if request.sigma_party2 < MIN_SIGMA_PARTY2:
-            raise InvalidInput(f"{where}: per-party noise variance {request.sigma_party2} is below {MIN_SIGMA_PARTY2}")
+            raise InvalidInput(
+                f"{where}: per-party noise variance {request.sigma_party2} is below {MIN_SIGMA_PARTY2}"
+            )
         rho = core_api.release_rho(len(request.cliques), request.sigma_party2, self.n_min())
         self.check_plan_budget(request, rho, where)
         return rho
@@ -161,7 +170,8 @@ class PartyNode:
             raise InvalidInput(f"{where}: this party is not among the participants {request.participants}")
         if len(request.participants) < int(self.plan.min_parties):
             raise PermissionDenied(
-                f"{where}: {len(request.participants)} participants, the plan requires at least {self.plan.min_parties}"
+                f"{where}: {len(request.participants)} participants, the plan requires "
+                f"at least {self.plan.min_parties}"
             )
         if 2 * request.threshold <= len(request.participants):
             raise InvalidInput(f"{where}: threshold {request.threshold} must exceed half of the participants")
@@ -175,12 +185,16 @@ class PartyNode:
                 raise PermissionDenied(f"{where}: clique {clique} is not a 1-way or 2-way marginal")
             unknown = [a for a in clique if a not in domain]
             if unknown:
-                raise PermissionDenied(f"{where}: clique {clique} names columns {unknown} not measured by the schema")
+                raise PermissionDenied(
+                    f"{where}: clique {clique} names columns {unknown} not measured by the schema"
+                )
             if tuple(clique) != domain.canonical(clique):
                 raise InvalidInput(f"{where}: clique {clique} is not in canonical (schema) order")
             cells = domain.project(clique).size()
             if cells > max_cells:
-                raise PermissionDenied(f"{where}: clique {clique} has {cells} cells, over the cap {max_cells}")
+                raise PermissionDenied(
+                    f"{where}: clique {clique} has {cells} cells, over the cap {max_cells}"
+                )
             total += cells
         if len(set(cliques)) != len(cliques):
             raise InvalidInput(f"{where}: a clique is requested twice")
@@ -206,12 +220,19 @@ class PartyNode:
     # ---- the only place data are touched ------------------------------------------------------------
 
     def noised_vector(self, state: RoundState) -> np.ndarray:
-        """Counts + this party's noise share; charged before noise is drawn, persisted for identical retries."""
+        """Counts + this party's noise; charged before noise is drawn, persisted for identical retries."""
         request = state.request
         self.ledger.reserve(
-            request.release_id, state.rho, self.plan_hash, request.job_id,
-            {"round": request.round, "cliques": [list(c) for c in request.cliques],
-             "sigma_party2": str(request.sigma_party2), "sid": request.sid.hex()},
+            request.release_id,
+            state.rho,
+            self.plan_hash,
+            request.job_id,
+            {
+                "round": request.round,
+                "cliques": [list(c) for c in request.cliques],
+                "sigma_party2": str(request.sigma_party2),
+                "sid": request.sid.hex(),
+            },
         )
         stored = self.ledger.payload(request.release_id)
         if stored is not None:
@@ -229,12 +250,16 @@ class PartyNode:
         abilities = set(getattr(self.data_members().get(self.party_id), "abilities", ()))
         for f in files:
             if FILE_ABILITY[f.name] not in abilities or "receive_results" not in abilities:
-                raise PermissionDenied(f"party {self.party_id} is not entitled to receive {f.name} under the plan")
+                raise PermissionDenied(
+                    f"party {self.party_id} is not entitled to receive {f.name} under the plan"
+                )
         return ResultWriter(self.output_dir, {f.name: f for f in files})
 
     def budget(self) -> wire.BudgetStatus:
         total = float(self.ledger.spent() + self.ledger.remaining())
-        return wire.BudgetStatus(total, float(self.ledger.spent()), float(self.ledger.remaining()), self.bytes_uploaded)
+        return wire.BudgetStatus(
+            total, float(self.ledger.spent()), float(self.ledger.remaining()), self.bytes_uploaded
+        )
 
 
 @dataclass
@@ -259,7 +284,9 @@ class ResultWriter:
         if name not in self.expected:
             raise InvalidInput(f"DeliverResults: chunk for {name!r}, which the header did not announce")
         if offset != self.offsets[name] or offset + len(data) > self.expected[name].size:
-            raise InvalidInput(f"DeliverResults: chunk of {name} at offset {offset} is out of order or too long")
+            raise InvalidInput(
+                f"DeliverResults: chunk of {name} at offset {offset} is out of order or too long"
+            )
         with self.part(name).open("ab") as handle:
             handle.write(data)
         self.offsets[name] += len(data)

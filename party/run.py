@@ -22,20 +22,31 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
     plan_bytes = config.plan.read_bytes()
     plan_hash = hashlib.sha256(plan_bytes).hexdigest()
     if config.plan_sha256 and config.plan_sha256.lower() != plan_hash:
-        raise PreconditionFailed(f"plan {config.plan} has hash {plan_hash[:16]}..., the config pins {config.plan_sha256[:16]}...")
+        raise PreconditionFailed(
+            f"plan {config.plan} has hash {plan_hash[:16]}..., the config pins {config.plan_sha256[:16]}..."
+        )
     plan = core_api.load_plan(config.plan)
     if config.party_id not in {m.id for m in plan.members}:
         raise InvalidInput(f"party {config.party_id!r} is not a member of the plan {config.plan}")
     schema = core_api.load_schema(config.schema)
     source = core_api.open_source(config.source, schema)
     node = PartyNode(
-        party_id=config.party_id, plan=plan, plan_hash=plan_hash, approved=bool(config.plan_sha256),
-        schema=schema, schema_hash=core_api.schema_hash(schema), source=source,
+        party_id=config.party_id,
+        plan=plan,
+        plan_hash=plan_hash,
+        approved=bool(config.plan_sha256),
+        schema=schema,
+        schema_hash=core_api.schema_hash(schema),
+        source=source,
         ledger=core_api.open_ledger(config.ledger, _total_rho(config)),
-        identity_key=load_identity_key(config.identity_key), output_dir=config.output_dir,
+        identity_key=load_identity_key(config.identity_key),
+        output_dir=config.output_dir,
         schema_problem=_schema_problem(source),
     )
-    pinned = next((m.cert_sha256 for m in plan.members if m.id == plan.coordinator and getattr(m, "cert_sha256", "")), None)
+    pinned = next(
+        (m.cert_sha256 for m in plan.members if m.id == plan.coordinator and getattr(m, "cert_sha256", "")),
+        None,
+    )
     return node, Authorizer(plan.coordinator, pinned)
 
 

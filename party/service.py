@@ -35,7 +35,9 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
         keys = self.node.advertise_keys(serde.round_from_pb(request.spec))
         return pb.AdvertiseKeysResponse(keys=serde.keys_to_pb(keys))
 
-    async def ShareKeys(self, request: pb.ShareKeysRequest, context: grpc.aio.ServicerContext) -> pb.ShareKeysResponse:
+    async def ShareKeys(
+        self, request: pb.ShareKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ShareKeysResponse:
         self.authorizer.authorize(context, what="ShareKeys")
         roster = [serde.keys_from_pb(k) for k in request.roster]
         shares = self.node.share_keys(request.sid, roster)
@@ -81,7 +83,7 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
         return serde.budget_to_pb(self.node.budget())
 
 
-def register(servicer: PartyServicer) -> "callable[[grpc.aio.Server], None]":  # type: ignore[valid-type]
+def register(servicer: PartyServicer) -> callable[[grpc.aio.Server], None]:  # type: ignore[valid-type]
     def add(server: grpc.aio.Server) -> None:
         pb_grpc.add_PartyServiceServicer_to_server(servicer, server)
 

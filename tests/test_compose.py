@@ -1,4 +1,4 @@
-"""docker-compose.yml (Docker cannot run here): services, commands matching the CLI, per-party mounts, health."""
+"""docker-compose.yml (Docker cannot run here): services, commands matching the CLI, mounts, health."""
 
 from __future__ import annotations
 

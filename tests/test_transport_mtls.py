@@ -55,7 +55,9 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
 async def node_server(pki: SimpleNamespace):  # type: ignore[no-untyped-def]
     node = FakeNode()
     servicer = PartyServicer(node, Authorizer("coordinator"))  # type: ignore[arg-type]
-    server = await start_server("127.0.0.1:0", pki.tls(pki.good, "airline"), register(servicer), (SERVICE_NAME,))
+    server = await start_server(
+        "127.0.0.1:0", pki.tls(pki.good, "airline"), register(servicer), (SERVICE_NAME,)
+    )
     yield SimpleNamespace(node=node, server=server, address=f"127.0.0.1:{server.port}")
     await server.server.stop(None)
 
@@ -132,5 +134,7 @@ async def test_shutdown_goes_not_serving_before_stopping(node_server, pki) -> No
         node_server.server.server.stop = real_stop
         assert seen == ["NOT_SERVING"]
         with pytest.raises(grpc.aio.AioRpcError) as info:
-            await pb_grpc.PartyServiceStub(channel).Hello(pb.HelloRequest(coordinator_id="coordinator"), timeout=5)
+            await pb_grpc.PartyServiceStub(channel).Hello(
+                pb.HelloRequest(coordinator_id="coordinator"), timeout=5
+            )
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE

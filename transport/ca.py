@@ -1,12 +1,14 @@
 """Collaboration certificate authority: one CA per collaboration, one certificate per node.
 
-The CA is an ECDSA P-256 key with BasicConstraints(ca=True, path_length=0). Node certificates carry SANs: DNS
-names (the node id, `localhost`, anything extra) and a URI `spiffe://cleanroom/<role>/<id>` (role `party` or
-`coordinator`) from which the peer's identity is read on every call; EKU server+client auth; 30 days by default.
-Each node also gets an Ed25519 identity key pair (plan approvals, secure-aggregation signatures).
+The CA is an ECDSA P-256 key with BasicConstraints(ca=True, path_length=0). Node certificates carry SANs:
+DNS names (the node id, `localhost`, anything extra) and a URI `spiffe://cleanroom/<role>/<id>` (role
+`party` or `coordinator`) from which the peer's identity is read on every call; EKU server+client auth; 30
+days by default. Each node also gets an Ed25519 identity key pair (plan approvals, secure-aggregation
+signatures).
 
-Files in the CA directory: `ca.pem`, `ca.key`; per node `<id>.pem`, `<id>.key`, `<id>.ed25519` (PEM PKCS8 private
-key), `<id>.ed25519.pub` (base64 of the raw 32-byte public key, the form the plan's `identity_key` uses).
+Files in the CA directory: `ca.pem`, `ca.key`; per node `<id>.pem`, `<id>.key`, `<id>.ed25519` (PEM PKCS8
+private key), `<id>.ed25519.pub` (base64 of the raw 32-byte public key, the form the plan's `identity_key`
+uses).
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def init_ca(directory: Path, name: str = "cleanroom collaboration CA", days: int
         raise InvalidInput(f"{cert_path} already exists; refusing to overwrite the collaboration CA")
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -98,17 +100,24 @@ def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivate
 
 
 def _san(role: str, node_id: str, dns_names: tuple[str, ...]) -> x509.SubjectAlternativeName:
-    names: list[x509.GeneralName] = [x509.DNSName(n) for n in dict.fromkeys((node_id, "localhost", *dns_names))]
+    names: list[x509.GeneralName] = [
+        x509.DNSName(n) for n in dict.fromkeys((node_id, "localhost", *dns_names))
+    ]
     names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
     names.append(x509.UniformResourceIdentifier(spiffe_uri(role, node_id)))
     return x509.SubjectAlternativeName(names)
 
 
 def _node_certificate(
-    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, key: ec.EllipticCurvePrivateKey,
-    role: str, node_id: str, dns_names: tuple[str, ...], days: int,
+    ca_cert: x509.Certificate,
+    ca_key: ec.EllipticCurvePrivateKey,
+    key: ec.EllipticCurvePrivateKey,
+    role: str,
+    node_id: str,
+    dns_names: tuple[str, ...],
+    days: int,
 ) -> x509.Certificate:
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     return (
         x509.CertificateBuilder()
         .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node_id)]))
@@ -134,7 +143,11 @@ def _node_certificate(
 
 
 def issue(
-    directory: Path, node_id: str, role: str = "party", dns_names: tuple[str, ...] = (), days: int = 30,
+    directory: Path,
+    node_id: str,
+    role: str = "party",
+    dns_names: tuple[str, ...] = (),
+    days: int = 30,
     out_dir: Path | None = None,
 ) -> NodeFiles:
     """Issue a node certificate and an Ed25519 identity key pair signed by the CA in `directory`."""
@@ -148,9 +161,13 @@ def issue(
     key = ec.generate_private_key(ec.SECP256R1())
     cert = _node_certificate(ca_cert, ca_key, key, role, node_id, dns_names, days)
     identity = ed25519.Ed25519PrivateKey.generate()
-    raw_public = identity.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    raw_public = identity.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
     files = NodeFiles(
-        cert=out / f"{node_id}.pem", key=out / f"{node_id}.key", identity_key=out / f"{node_id}.ed25519",
+        cert=out / f"{node_id}.pem",
+        key=out / f"{node_id}.key",
+        identity_key=out / f"{node_id}.ed25519",
         identity_public=out / f"{node_id}.ed25519.pub",
         cert_sha256=hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest(),
         identity_public_b64=base64.b64encode(raw_public).decode("ascii"),
@@ -177,7 +194,7 @@ def identity_of(cert: x509.Certificate) -> tuple[str, str]:
     prefix = f"spiffe://{TRUST_DOMAIN}/"
     for uri in san.get_values_for_type(x509.UniformResourceIdentifier):
         if uri.startswith(prefix):
-            parts = uri[len(prefix):].split("/")
+            parts = uri[len(prefix) :].split("/")
             if len(parts) == 2 and parts[0] in ROLES and parts[1]:
                 return parts[0], parts[1]
     raise InvalidInput(f"certificate has no {prefix}<role>/<id> URI SAN")

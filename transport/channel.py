@@ -18,14 +18,18 @@ def secure_channel(address: str, tls: TlsFiles, expected_id: str) -> grpc.aio.Ch
     return grpc.aio.secure_channel(address, tls.channel_credentials(), options=options)
 
 
-async def check_health(channel: grpc.aio.Channel, service: str = "", timeout: float = HEALTH_DEADLINE_S) -> str:
+async def check_health(
+    channel: grpc.aio.Channel, service: str = "", timeout: float = HEALTH_DEADLINE_S
+) -> str:
     """The serving status name (SERVING, NOT_SERVING, ...) of `service` on the channel's server."""
     stub = health_pb2_grpc.HealthStub(channel)
     response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
 
-async def wait_healthy(address: str, tls: TlsFiles, expected_id: str, service: str, attempts: int = 100) -> None:
+async def wait_healthy(
+    address: str, tls: TlsFiles, expected_id: str, service: str, attempts: int = 100
+) -> None:
     """Poll until the node answers SERVING (raises the last error after `attempts` tries, 0.1 s apart)."""
     import asyncio
 

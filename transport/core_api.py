@@ -56,7 +56,7 @@ def party_noise(sigma_party2: Fraction, size: int) -> np.ndarray:
 
 
 def release_rho(n_tables: int, sigma_party2: Fraction, n_min: int) -> float:
-    """zCDP of one round: K tables of sensitivity 1 each (L2^2 = K) under total variance n_min * sigma_party2."""
+    """zCDP of one round: K tables of sensitivity 1 (L2^2 = K) under total variance n_min * sigma_party2."""
     from cleanroom.accounting import gaussian_rho
 
     return float(gaussian_rho(float(n_tables) ** 0.5, float(sigma_party2 * n_min)))

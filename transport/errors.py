@@ -1,9 +1,10 @@
 """The one place where domain errors become gRPC status codes (server side) and back (client side).
 
-`ErrorInterceptor` wraps every handler of a grpc.aio server: a `cleanroom.errors.CleanroomError` aborts the call
-with the status its `code` names and its message (messages name stage/party/column, never data values);
-anything unexpected is logged locally and becomes INTERNAL with a generic message, so no data can leak through
-an exception text. `raise_for_rpc_error` turns a received status back into the matching domain error.
+`ErrorInterceptor` wraps every handler of a grpc.aio server: a `cleanroom.errors.CleanroomError` aborts the
+call with the status its `code` names and its message (messages name stage/party/column, never data
+values); anything unexpected is logged locally and becomes INTERNAL with a generic message, so no data can
+leak through an exception text. `raise_for_rpc_error` turns a received status back into the matching domain
+error.
 """
 
 from __future__ import annotations

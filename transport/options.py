@@ -7,9 +7,9 @@ survive without the server answering GOAWAY/too_many_pings.
 
 from __future__ import annotations
 
-MAX_MESSAGE_BYTES = 64 * 1024 * 1024   # a masked vector of 8M cells; larger tables are refused by the plan cap
-CHUNK_BYTES = 1024 * 1024              # result files are streamed in chunks of this size
-DEFAULT_DEADLINE_S = 60.0              # per call; rounds on big data may raise it via config
+MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a masked vector of 8M cells; larger tables are refused by the plan cap
+CHUNK_BYTES = 1024 * 1024  # result files are streamed in chunks of this size
+DEFAULT_DEADLINE_S = 60.0  # per call; rounds on big data may raise it via config
 HEALTH_DEADLINE_S = 5.0
 
 SERVER_OPTIONS: list[tuple[str, int]] = [

@@ -22,27 +22,39 @@ def _secagg() -> Any:
 
 class PartySession:
     def __init__(
-        self, party_id: str, identity_key: Any, sid: bytes, identity_public_keys: dict[str, bytes], threshold: int
+        self,
+        party_id: str,
+        identity_key: Any,
+        sid: bytes,
+        identity_public_keys: dict[str, bytes],
+        threshold: int,
     ) -> None:
         from cleanroom.secagg.party import SecAggParty
 
         self.party_id = party_id
         self.machine = SecAggParty(
-            party_id=party_id, identity_key=identity_key, sid=sid,
-            identity_public_keys=identity_public_keys, threshold=threshold,
+            party_id=party_id,
+            identity_key=identity_key,
+            sid=sid,
+            identity_public_keys=identity_public_keys,
+            threshold=threshold,
         )
         self._advertised: wire.AdvertisedKeys | None = None
 
     def advertise(self) -> wire.AdvertisedKeys:
         if self._advertised is None:
             m = self.machine.advertise_keys()
-            self._advertised = wire.AdvertisedKeys(m.party_id, m.enc_public_key, m.mask_public_key, m.signature)
+            self._advertised = wire.AdvertisedKeys(
+                m.party_id, m.enc_public_key, m.mask_public_key, m.signature
+            )
         return self._advertised
 
     def share_keys(self, roster: list[wire.AdvertisedKeys]) -> list[wire.EncryptedShare]:
         from cleanroom.secagg import messages as msg
 
-        keys = [msg.AdvertiseKeys(k.party_id, k.enc_public_key, k.mask_public_key, k.signature) for k in roster]
+        keys = [
+            msg.AdvertiseKeys(k.party_id, k.enc_public_key, k.mask_public_key, k.signature) for k in roster
+        ]
         out = self.machine.share_keys(keys)
         return [wire.EncryptedShare(s.sender, s.recipient, s.ciphertext) for s in out]
 
@@ -69,8 +81,9 @@ class ServerSession:
     def __init__(self, sid: bytes, participants: tuple[str, ...], threshold: int, vector_length: int) -> None:
         from cleanroom.secagg.server import SecAggServer
 
-        self.machine = SecAggServer(sid=sid, participants=list(participants), threshold=threshold,
-                                    vector_length=vector_length)
+        self.machine = SecAggServer(
+            sid=sid, participants=list(participants), threshold=threshold, vector_length=vector_length
+        )
 
     def unmasked_sum(
         self, masked: dict[str, np.ndarray], survivors: tuple[str, ...], shares: dict[str, wire.UnmaskShares]

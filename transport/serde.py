@@ -29,8 +29,13 @@ def unpack_vector(data: bytes, length: int, what: str) -> np.ndarray:
 
 
 def hello_to_pb(m: wire.Hello) -> pb.HelloRequest:
-    return pb.HelloRequest(job_id=m.job_id, plan_hash=m.plan_hash, schema_hash=m.schema_hash,
-                           coordinator_id=m.coordinator_id, software_version=m.software_version)
+    return pb.HelloRequest(
+        job_id=m.job_id,
+        plan_hash=m.plan_hash,
+        schema_hash=m.schema_hash,
+        coordinator_id=m.coordinator_id,
+        software_version=m.software_version,
+    )
 
 
 def hello_from_pb(p: pb.HelloRequest) -> wire.Hello:
@@ -38,8 +43,13 @@ def hello_from_pb(p: pb.HelloRequest) -> wire.Hello:
 
 
 def hello_reply_to_pb(m: wire.HelloReply) -> pb.HelloResponse:
-    return pb.HelloResponse(party_id=m.party_id, approved=m.approved, schema_hash=m.schema_hash,
-                            software_version=m.software_version, remaining_rho=m.remaining_rho)
+    return pb.HelloResponse(
+        party_id=m.party_id,
+        approved=m.approved,
+        schema_hash=m.schema_hash,
+        software_version=m.software_version,
+        remaining_rho=m.remaining_rho,
+    )
 
 
 def hello_reply_from_pb(p: pb.HelloResponse) -> wire.HelloReply:
@@ -48,10 +58,15 @@ def hello_reply_from_pb(p: pb.HelloResponse) -> wire.HelloReply:
 
 def round_to_pb(m: wire.RoundRequest) -> pb.RoundSpec:
     return pb.RoundSpec(
-        job_id=m.job_id, release_id=m.release_id, round=m.round, sid=m.sid,
+        job_id=m.job_id,
+        release_id=m.release_id,
+        round=m.round,
+        sid=m.sid,
         cliques=[pb.Clique(attrs=list(c)) for c in m.cliques],
-        sigma_party2_numerator=m.sigma_party2.numerator, sigma_party2_denominator=m.sigma_party2.denominator,
-        participants=list(m.participants), threshold=m.threshold,
+        sigma_party2_numerator=m.sigma_party2.numerator,
+        sigma_party2_denominator=m.sigma_party2.denominator,
+        participants=list(m.participants),
+        threshold=m.threshold,
     )
 
 
@@ -59,16 +74,24 @@ def round_from_pb(p: pb.RoundSpec) -> wire.RoundRequest:
     if p.sigma_party2_denominator == 0:
         raise InvalidInput(f"round {p.round}: sigma_party2 denominator is 0")
     return wire.RoundRequest(
-        job_id=p.job_id, release_id=p.release_id, round=p.round, sid=p.sid,
+        job_id=p.job_id,
+        release_id=p.release_id,
+        round=p.round,
+        sid=p.sid,
         cliques=tuple(tuple(c.attrs) for c in p.cliques),
         sigma_party2=Fraction(p.sigma_party2_numerator, p.sigma_party2_denominator),
-        participants=tuple(p.participants), threshold=p.threshold,
+        participants=tuple(p.participants),
+        threshold=p.threshold,
     )
 
 
 def keys_to_pb(m: wire.AdvertisedKeys) -> pb.AdvertisedKeys:
-    return pb.AdvertisedKeys(party_id=m.party_id, enc_public_key=m.enc_public_key,
-                             mask_public_key=m.mask_public_key, signature=m.signature)
+    return pb.AdvertisedKeys(
+        party_id=m.party_id,
+        enc_public_key=m.enc_public_key,
+        mask_public_key=m.mask_public_key,
+        signature=m.signature,
+    )
 
 
 def keys_from_pb(p: pb.AdvertisedKeys) -> wire.AdvertisedKeys:
@@ -106,8 +129,11 @@ def unmask_from_pb(p: pb.UnmaskResponse) -> wire.UnmaskShares:
 
 
 def result_header_to_pb(job_id: str, files: list[wire.ResultFile]) -> pb.ResultChunk:
-    return pb.ResultChunk(header=pb.ResultHeader(
-        job_id=job_id, files=[pb.ResultFile(name=f.name, size=f.size, sha256=f.sha256) for f in files]))
+    return pb.ResultChunk(
+        header=pb.ResultHeader(
+            job_id=job_id, files=[pb.ResultFile(name=f.name, size=f.size, sha256=f.sha256) for f in files]
+        )
+    )
 
 
 def result_header_from_pb(p: pb.ResultChunk) -> tuple[str, list[wire.ResultFile]]:
@@ -127,8 +153,12 @@ def chunk_from_pb(p: pb.ResultChunk) -> tuple[str, int, bytes]:
 
 
 def budget_to_pb(m: wire.BudgetStatus) -> pb.BudgetResponse:
-    return pb.BudgetResponse(total_rho=m.total_rho, spent_rho=m.spent_rho, remaining_rho=m.remaining_rho,
-                             bytes_uploaded=m.bytes_uploaded)
+    return pb.BudgetResponse(
+        total_rho=m.total_rho,
+        spent_rho=m.spent_rho,
+        remaining_rho=m.remaining_rho,
+        bytes_uploaded=m.bytes_uploaded,
+    )
 
 
 def budget_from_pb(p: pb.BudgetResponse) -> wire.BudgetStatus:

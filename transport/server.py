@@ -36,7 +36,7 @@ class NodeServer:
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def shutdown(self, grace: float = 5.0) -> None:
-        """NOT_SERVING first (load balancers and health checks stop sending), then stop with a grace period."""
+        """NOT_SERVING first (health checks and balancers stop sending), then stop with a grace period."""
         for name in ("", *self.service_names):
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-REQUIRED = ("cleanroom.schema", "cleanroom.encoding", "cleanroom.marginals", "cleanroom.noise", "cleanroom.accounting",
-            "cleanroom.ledger", "cleanroom.plan", "cleanroom.secagg.party", "cleanroom.secagg.server",
-            "cleanroom.synth", "cleanroom.sample_data")
+REQUIRED = (
+    "cleanroom.schema",
+    "cleanroom.encoding",
+    "cleanroom.marginals",
+    "cleanroom.noise",
+    "cleanroom.accounting",
+    "cleanroom.ledger",
+    "cleanroom.plan",
+    "cleanroom.secagg.party",
+    "cleanroom.secagg.server",
+    "cleanroom.synth",
+    "cleanroom.sample_data",
+)
 
 
 @pytest.fixture(autouse=True)

@@ -72,7 +72,8 @@ def test_schema_mismatch_at_one_party_stops_the_job_before_any_budget_is_spent(t
 async def _hello(address: str, tls: TlsFiles, target: str, claimed: str) -> None:
     async with secure_channel(address, tls, target) as channel:
         await pb_grpc.PartyServiceStub(channel).Hello(
-            pb.HelloRequest(job_id="x", coordinator_id=claimed), timeout=10)
+            pb.HelloRequest(job_id="x", coordinator_id=claimed), timeout=10
+        )
 
 
 def test_real_node_refuses_foreign_ca_and_impersonation(tmp_path: Path) -> None:
@@ -85,7 +86,9 @@ def test_real_node_refuses_foreign_ca_and_impersonation(tmp_path: Path) -> None:
         certs = job.work / "certs"
         init_ca(tmp_path / "foreign")
         issue(tmp_path / "foreign", "coordinator", role="coordinator")
-        foreign = TlsFiles(certs / "ca.pem", tmp_path / "foreign/coordinator.pem", tmp_path / "foreign/coordinator.key")
+        foreign = TlsFiles(
+            certs / "ca.pem", tmp_path / "foreign/coordinator.pem", tmp_path / "foreign/coordinator.key"
+        )
         with pytest.raises(grpc.aio.AioRpcError) as info:
             asyncio.run(_hello(address, foreign, "party2", "coordinator"))
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
