@@ -1,0 +1,224 @@
+"""PartyNode's plan checks with stand-ins for plan, ledger, source and secure aggregation (no gRPC)."""
+
+from __future__ import annotations
+
+import hashlib
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from cleanroom.domain import Domain
+from cleanroom.errors import BudgetExceeded, InvalidInput, PermissionDenied, PreconditionFailed, SchemaError
+from party import node as node_module
+from party.node import PartyNode
+from transport import core_api, wire
+
+PLAN_HASH = "ab" * 32
+
+
+class FakeLedger:
+    def __init__(self, total: float) -> None:
+        self.total, self.charges, self.payloads, self.released = total, {}, {}, set()
+
+    def reserve(
+        self, release_id: str, rho: float, plan_hash: str, job_id: str, detail: dict[str, Any]
+    ) -> None:
+        if release_id not in self.charges:
+            if self.spent() + rho > self.total:
+                raise BudgetExceeded(f"spent {self.spent()} + {rho} > {self.total}")
+            self.charges[release_id] = (rho, plan_hash)
+
+    def spent(self) -> float:
+        return sum(r for r, _ in self.charges.values())
+
+    def remaining(self) -> float:
+        return self.total - self.spent()
+
+    def spent_by_plan(self) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for rho, plan in self.charges.values():
+            out[plan] = out.get(plan, 0.0) + rho
+        return out
+
+    def entries(self) -> list[Any]:
+        return [SimpleNamespace(release_id=r) for r in self.charges]
+
+    def payload(self, release_id: str) -> bytes | None:
+        return self.payloads.get(release_id)
+
+    def store_payload(self, release_id: str, data: bytes) -> None:
+        self.payloads[release_id] = data
+
+    def mark_released(self, release_id: str) -> None:
+        self.released.add(release_id)
+
+
+class FakeSession:
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+
+    def advertise(self) -> wire.AdvertisedKeys:
+        return wire.AdvertisedKeys(self.kwargs["party_id"], b"e", b"m", b"s")
+
+    def masked_input(self, shares: list[Any], vector: np.ndarray) -> np.ndarray:
+        return vector.astype(np.int64).view(np.uint64)
+
+
+class CountingSource:
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def count_tables(self, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
+        self.calls += 1
+        return [np.full(DOMAIN.project(c).shape, 5, dtype=np.int64) for c in cliques]
+
+
+DOMAIN = Domain(("age", "sex", "income"), (4, 3, 2))
+
+
+@pytest.fixture
+def node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PartyNode:
+    monkeypatch.setattr(
+        core_api, "session_id", lambda c, r, p: hashlib.sha256(f"{c}|{r}|{p}".encode()).digest()
+    )
+    monkeypatch.setattr(core_api, "release_rho", lambda k, s2, n: k / (2 * float(s2) * n))
+    monkeypatch.setattr(core_api, "rho_for", lambda eps, delta: 0.05)
+    monkeypatch.setattr(core_api, "party_noise", lambda s2, size: np.ones(size, dtype=np.int64))
+    monkeypatch.setattr(core_api, "flatten_tables", lambda ts: np.concatenate([t.ravel() for t in ts]))
+    monkeypatch.setattr(node_module, "PartySession", FakeSession)
+    everything = ["run_jobs", "receive_results", "receive_synthetic_data", "receive_model"]
+    members = [
+        SimpleNamespace(id=p, address=f"h:{i}", identity_key="", abilities=everything if p != "c" else [])
+        for i, p in enumerate("abc")
+    ]
+    plan = SimpleNamespace(
+        collaboration_id="collab",
+        members=members,
+        min_parties=2,
+        dropout_tolerance=1,
+        colluders=0,
+        epsilon=1.0,
+        delta=1e-9,
+        coordinator="coord",
+    )
+    schema = SimpleNamespace(domain=DOMAIN)
+    built = PartyNode(
+        "a",
+        plan,
+        PLAN_HASH,
+        True,
+        schema,
+        "s" * 64,
+        CountingSource(),
+        FakeLedger(1.0),
+        None,
+        tmp_path / "out",
+    )
+    monkeypatch.setattr(built, "member_identity_keys", lambda participants: {})
+    return built
+
+
+def _hello(node: PartyNode, **changes: str) -> wire.HelloReply:
+    fields = {"job_id": "j", "plan_hash": PLAN_HASH, "schema_hash": "s" * 64, "coordinator_id": "coord"}
+    fields.update(changes)
+    return node.hello(wire.Hello(**fields))
+
+
+def _round(node: PartyNode, **changes: Any) -> wire.RoundRequest:
+    fields: dict[str, Any] = {
+        "job_id": "j",
+        "release_id": "j/0",
+        "round": 0,
+        "sid": core_api.session_id("collab", 0, PLAN_HASH),
+        "cliques": (("age",), ("sex",), ("age", "income")),
+        "sigma_party2": Fraction(400),
+        "participants": ("a", "b", "c"),
+        "threshold": 2,
+    }
+    fields.update(changes)
+    return wire.RoundRequest(**fields)
+
+
+def test_hello_checks_plan_and_schema(node: PartyNode) -> None:
+    with pytest.raises(PreconditionFailed, match="not the approved plan"):
+        _hello(node, plan_hash="cd" * 32)
+    with pytest.raises(SchemaError, match="schema hash"):
+        _hello(node, schema_hash="t" * 64)
+    node.schema_problem = "column 'age' is missing"
+    with pytest.raises(SchemaError, match="'age' is missing"):
+        _hello(node)
+    node.schema_problem = None
+    assert _hello(node).approved
+
+
+def test_round_before_handshake_is_refused(node: PartyNode) -> None:
+    with pytest.raises(PreconditionFailed, match="handshake"):
+        node.advertise_keys(_round(node))
+
+
+@pytest.mark.parametrize(
+    ("changes", "error", "message"),
+    [
+        ({"sid": b"\x00" * 32}, PermissionDenied, "session id"),
+        ({"participants": ("a", "b", "zed"), "threshold": 2}, PermissionDenied, "not members"),
+        ({"participants": ("a",), "threshold": 1}, PermissionDenied, "at least 2"),
+        ({"participants": ("b", "c"), "threshold": 2}, InvalidInput, "not among"),
+        ({"threshold": 1}, InvalidInput, "exceed half"),
+        ({"cliques": (("age", "sex", "income"),)}, PermissionDenied, "1-way or 2-way"),
+        ({"cliques": (("salary",),)}, PermissionDenied, "not measured"),
+        ({"cliques": (("income", "age"),)}, InvalidInput, "canonical"),
+        ({"sigma_party2": Fraction(3)}, InvalidInput, "below"),
+        ({"sigma_party2": Fraction(4)}, BudgetExceeded, "agreed total"),
+    ],
+)
+def test_illegal_round_specs_are_refused_without_charge(
+    node: PartyNode, changes: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    _hello(node)
+    with pytest.raises(error, match=message):
+        node.advertise_keys(_round(node, **changes))
+    assert node.ledger.spent() == 0
+    assert node.source.calls == 0
+
+
+def test_masked_input_charges_before_counting_and_retries_resend_identical_bytes(node: PartyNode) -> None:
+    _hello(node)
+    request = _round(node)
+    assert node.advertise_keys(request).party_id == "a"
+    assert node.ledger.spent() == 0  # nothing charged until data are touched
+    first = node.masked_input(request.sid, [])
+    charged = node.ledger.spent()
+    assert charged == pytest.approx(3 / (2 * 400 * 2))
+    second = node.masked_input(request.sid, [])
+    assert np.array_equal(first, second)
+    assert node.ledger.spent() == charged
+    assert node.source.calls == 1
+    assert node.bytes_uploaded == 16 * (4 + 3 + 8)
+
+
+def test_results_only_for_the_entitled_and_verified(node: PartyNode) -> None:
+    _hello(node)
+    data = b"a,b\n1,2\n"
+    meta = wire.ResultFile("synthetic.csv", len(data), hashlib.sha256(data).hexdigest())
+    writer = node.begin_results("j", [meta])
+    writer.write("synthetic.csv", 0, data)
+    assert writer.finish() == ["synthetic.csv"]
+    assert (node.output_dir / "synthetic.csv").read_bytes() == data
+    with pytest.raises(PreconditionFailed):
+        node.begin_results("other-job", [meta])
+    bad = node.begin_results("j", [wire.ResultFile("report.json", 2, "00" * 32)])
+    bad.write("report.json", 0, b"{}")
+    with pytest.raises(InvalidInput, match="corrupted"):
+        bad.finish()
+    assert not (node.output_dir / "report.json").exists()
+
+
+def test_non_entitled_party_receives_nothing(node: PartyNode) -> None:
+    node.party_id = "c"
+    _hello(node)
+    with pytest.raises(PermissionDenied, match="not entitled"):
+        node.begin_results("j", [wire.ResultFile("model.skops", 1, "00" * 32)])
