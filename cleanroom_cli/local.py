@@ -92,7 +92,8 @@ def prepare(job: LocalJob) -> dict[str, Path]:
     schema_path = work / "schema.json"
     schema_path.write_text(json.dumps(job.schema, indent=2))
     schema_hash = core_api.schema_hash(core_api.load_schema(schema_path))
-    members, configs = [], {}
+    members: list[dict[str, Any]] = []
+    configs: dict[str, Path] = {}
     for pid, frame in job.parts.items():
         files = ca.issue(certs, pid, role="party")
         (work / "data").mkdir(exist_ok=True)
@@ -334,7 +335,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_simulate(args: argparse.Namespace) -> int:
     schema = json.loads(Path(args.schema).read_text())
-    parts = {}
+    parts: dict[str, pd.DataFrame | Path] = {}
     for item in args.party:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:

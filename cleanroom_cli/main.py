@@ -77,11 +77,15 @@ def cmd_health(args: argparse.Namespace) -> int:
     from transport.channel import check_health, secure_channel
     from transport.tls import TlsFiles
 
+    import grpc
+
     async def check() -> str:
-        async with secure_channel(
-            args.address, TlsFiles(Path(args.ca), Path(args.cert), Path(args.key)), args.id
-        ) as ch:
-            return await check_health(ch, args.service)
+        tls = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
+        async with secure_channel(args.address, tls, args.id) as channel:
+            try:
+                return await check_health(channel, args.service, timeout=args.timeout)
+            except grpc.RpcError as error:
+                return f"UNREACHABLE ({error.code().name})"  # type: ignore[attr-defined]
 
     status = asyncio.run(check())
     print(status)
@@ -154,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     for flag in ("--address", "--ca", "--cert", "--key", "--id"):
         health.add_argument(flag, required=True)
     health.add_argument("--service", default="")
+    health.add_argument("--timeout", type=float, default=5.0)
     health.set_defaults(handler=cmd_health)
     _add_local(sub)
     schema = sub.add_parser("schema").add_subparsers(dest="action", required=True)

@@ -115,7 +115,7 @@ class PartyNode:
     def masked_input(self, sid: bytes, shares: list[wire.EncryptedShare]) -> np.ndarray:
         state = self.round(sid)
         vector = self.noised_vector(state)
-        masked = state.session.masked_input(shares, vector)
+        masked: np.ndarray = state.session.masked_input(shares, vector)
         self.ledger.mark_released(state.request.release_id)
         self.bytes_uploaded += 8 * len(masked)
         return masked

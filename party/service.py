@@ -6,7 +6,7 @@ No logic lives here: checks are in `party.node.PartyNode`, status mapping in `tr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 
@@ -83,7 +83,7 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
         return serde.budget_to_pb(self.node.budget())
 
 
-def register(servicer: PartyServicer) -> callable[[grpc.aio.Server], None]:  # type: ignore[valid-type]
+def register(servicer: PartyServicer) -> Callable[[grpc.aio.Server], None]:
     def add(server: grpc.aio.Server) -> None:
         pb_grpc.add_PartyServiceServicer_to_server(servicer, server)
 

@@ -62,10 +62,12 @@ async def node_server(pki: SimpleNamespace):  # type: ignore[no-untyped-def]
     await server.server.stop(None)
 
 
-async def _hello(address: str, tls: TlsFiles, claimed: str = "coordinator") -> pb.HelloResponse:
+async def _hello(
+    address: str, tls: TlsFiles, claimed: str = "coordinator", job_id: str = "j1"
+) -> pb.HelloResponse:
     async with secure_channel(address, tls, "airline") as channel:
         stub = pb_grpc.PartyServiceStub(channel)
-        return await stub.Hello(pb.HelloRequest(job_id="j1", coordinator_id=claimed), timeout=10)
+        return await stub.Hello(pb.HelloRequest(job_id=job_id, coordinator_id=claimed), timeout=10)
 
 
 async def test_coordinator_with_valid_certificate_is_served(node_server, pki) -> None:  # type: ignore[no-untyped-def]
@@ -138,3 +140,22 @@ async def test_shutdown_goes_not_serving_before_stopping(node_server, pki) -> No
                 pb.HelloRequest(coordinator_id="coordinator"), timeout=5
             )
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_message_over_the_size_limit_is_refused_and_the_server_stays_healthy(pki) -> None:  # type: ignore[no-untyped-def]
+    node = FakeNode()
+    servicer = PartyServicer(node, Authorizer("coordinator"))  # type: ignore[arg-type]
+    tls = pki.tls(pki.good, "airline")
+    server = await start_server("127.0.0.1:0", tls, register(servicer), (SERVICE_NAME,), max_message_bytes=4096)
+    address = f"127.0.0.1:{server.port}"
+    try:
+        client = pki.tls(pki.good, "coordinator")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await _hello(address, client, claimed="coordinator", job_id="x" * 8192)
+        assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert node.calls == []
+        async with secure_channel(address, client, "airline") as channel:
+            assert await check_health(channel, SERVICE_NAME) == "SERVING"
+        assert (await _hello(address, client)).party_id == "airline"
+    finally:
+        await server.server.stop(None)

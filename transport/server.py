@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from transport.errors import ErrorInterceptor
-from transport.options import SERVER_OPTIONS
+from transport.options import MAX_MESSAGE_BYTES, SERVER_OPTIONS
 from transport.tls import TlsFiles
 
 log = logging.getLogger("cleanroom.transport")
@@ -47,10 +47,19 @@ class NodeServer:
 
 
 async def start_server(
-    address: str, tls: TlsFiles, register: Registrar, service_names: tuple[str, ...]
+    address: str,
+    tls: TlsFiles,
+    register: Registrar,
+    service_names: tuple[str, ...],
+    max_message_bytes: int = MAX_MESSAGE_BYTES,
 ) -> NodeServer:
     """Bind `address` (host:port, port 0 = ephemeral) with mTLS and start serving."""
-    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=SERVER_OPTIONS)
+    options = [o for o in SERVER_OPTIONS if not o[0].endswith("_message_length")]
+    options += [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+    ]
+    server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)
     register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
