@@ -74,10 +74,10 @@ def cmd_coordinator_run(args: argparse.Namespace) -> int:
 
 
 def cmd_health(args: argparse.Namespace) -> int:
+    import grpc
+
     from transport.channel import check_health, secure_channel
     from transport.tls import TlsFiles
-
-    import grpc
 
     async def check() -> str:
         tls = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))

@@ -56,7 +56,9 @@ def test_party_config_missing_key_is_named(tmp_path: Path, capsys: pytest.Captur
     assert "missing key 'tls'" in capsys.readouterr().err
 
 
-def test_coordinator_without_coordinator_table_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_coordinator_without_coordinator_table_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "collaboration.toml"
     config.write_text('collaboration_id = "x"\n')
     assert main(["coordinator", "run", "--config", str(config)]) == 2
@@ -70,12 +72,21 @@ def test_health_of_an_unreachable_node_fails(tmp_path: Path, capsys: pytest.Capt
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     args = ["health", "--address", f"127.0.0.1:{port}", "--id", "a", "--timeout", "1"]
-    args += ["--ca", str(tmp_path / "ca.pem"), "--cert", str(tmp_path / "a.pem"), "--key", str(tmp_path / "a.key")]
+    args += [
+        "--ca",
+        str(tmp_path / "ca.pem"),
+        "--cert",
+        str(tmp_path / "a.pem"),
+        "--key",
+        str(tmp_path / "a.key"),
+    ]
     assert main(args) == 1
     assert "UNREACHABLE" in capsys.readouterr().out
 
 
-def test_simulate_rejects_malformed_party_argument(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_simulate_rejects_malformed_party_argument(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     schema = tmp_path / "schema.json"
     schema.write_text("{}")
     args = ["simulate", "--schema", str(schema), "--party", "nofile", "--target", "y", "--task", "regression"]

@@ -146,7 +146,9 @@ async def test_message_over_the_size_limit_is_refused_and_the_server_stays_healt
     node = FakeNode()
     servicer = PartyServicer(node, Authorizer("coordinator"))  # type: ignore[arg-type]
     tls = pki.tls(pki.good, "airline")
-    server = await start_server("127.0.0.1:0", tls, register(servicer), (SERVICE_NAME,), max_message_bytes=4096)
+    server = await start_server(
+        "127.0.0.1:0", tls, register(servicer), (SERVICE_NAME,), max_message_bytes=4096
+    )
     address = f"127.0.0.1:{server.port}"
     try:
         client = pki.tls(pki.good, "coordinator")
