@@ -148,7 +148,6 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "result_formats": [job.result_format],
         "model_format": "skops",
         "retention_days": 30,
-        "coordinator": "coordinator",
     }
     text = toml_table(head)
     for member in members:
@@ -176,7 +175,7 @@ def write_party_config(job: LocalJob, member: dict[str, Any], plan_hash: str) ->
             "party_id": pid,
             "listen": member["address"],
             "plan": "collaboration.toml",
-            "plan_sha256": plan_hash,
+            "approved_plans": [plan_hash],
             "output_dir": str((job.out / pid).resolve()),
         }
     )

@@ -60,7 +60,7 @@ class CoordinatorConfig:
         base = path.parent
         try:
             tls = TlsFiles(base / table["ca"], base / table["cert"], base / table["key"])
-            schema = core_api.load_schema(base / raw["schema"])
+            schema = core_api.load_schema(plan.schema_path)
             return cls(
                 path=path,
                 coordinator_id=table.get("id", "coordinator"),

@@ -112,9 +112,7 @@ def report(config: Any, record: Any, frame: pd.DataFrame) -> dict[str, Any]:
             "delta": delta,
             "plan_epsilon": float(plan.epsilon),
             "noise": "distributed discrete Gaussian",
-            "n_min": len([m for m in plan.members if getattr(m, "address", None)])
-            - int(plan.dropout_tolerance)
-            - int(getattr(plan, "colluders", 0)),
+            "n_min": int(plan.n_min),
         },
         "rows": int(len(frame)),
         "columns": list(frame.columns),

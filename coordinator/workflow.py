@@ -47,7 +47,7 @@ class Workflow:
     def __init__(self, config: CoordinatorConfig) -> None:
         self.config = config
         self.plan = config.plan
-        self.members = {m.id: m for m in self.plan.members if getattr(m, "address", None)}
+        self.members = {m.id: m for m in self.plan.data_parties}
         self.clients = {
             pid: PartyClient(pid, m.address, config.tls, config.call_deadline_s)
             for pid, m in self.members.items()
@@ -55,13 +55,14 @@ class Workflow:
         self.record = JobRecord(uuid.uuid4().hex)
         self.rng = np.random.default_rng(config.seed)
         self.last_errors: dict[str, CleanroomError] = {}
+        self.planner: Any = None
 
     async def run(self) -> JobRecord:
         try:
             await self.timed("handshake", self.handshake())
             measurements = await self.measure()
             model = await self.timed(
-                "fit", asyncio.to_thread(core_api.estimate, self.config.schema.domain, measurements)
+                "fit", asyncio.to_thread(core_api.estimate, self.planner, measurements)
             )
             results = await self.timed(
                 "sample_train",
@@ -126,17 +127,17 @@ class Workflow:
         )
 
     def n_min(self) -> int:
-        return max(
-            1, len(self.members) - int(self.plan.dropout_tolerance) - int(getattr(self.plan, "colluders", 0))
-        )
+        return int(self.plan.n_min)
 
     def threshold(self, n: int) -> int:
-        t = int(getattr(self.plan, "threshold", 0) or 0)
-        return t if t else n // 2 + 1
+        """The plan's threshold, or floor(n/2)+1 over the round's participants."""
+        return int(self.plan.threshold) or n // 2 + 1
 
     async def measure(self) -> list[Any]:
-        rho_total = core_api.rho_for(float(self.plan.epsilon), float(self.plan.delta))
-        planner = core_api.mst_planner(self.config.schema.domain, rho_total)
+        rho_total = core_api.rho_for(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
+        self.planner = planner = core_api.mst_planner(
+            self.config.schema.domain, rho_total, dict(self.plan.synthesizer_settings)
+        )
         measurements: list[Any] = []
         spec = planner.first_round()
         index = 0

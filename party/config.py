@@ -4,7 +4,7 @@
 party_id = "airline"                 # must equal the id in this node's certificate and in the plan
 listen = "0.0.0.0:50051"
 plan = "collaboration.toml"          # the plan this party approved (hash pinned below)
-plan_sha256 = "<hex>"                # optional: refuse to start if the plan file's hash differs
+approved_plans = ["<hex>"]           # plan hashes this party approved; it serves no other plan
 output_dir = "results"               # where delivered results are written
 
 [tls]
@@ -21,6 +21,7 @@ source = "data/airline.csv"          # or a table, e.g. { kind = "duckdb", path 
 epsilon = 2.0                        # this dataset's lifetime budget across all plans (or give rho = ...)
 delta = 1e-9
 ledger = "state/ledger.sqlite"
+audit_log = "state/audit.jsonl"      # hash-chained record of every answer and refusal (default: here)
 ```
 """
 
@@ -49,7 +50,8 @@ class PartyConfig:
     epsilon: float | None = None
     delta: float = 1e-9
     rho: float | None = None
-    plan_sha256: str | None = None
+    approved_plans: tuple[str, ...] = ()
+    audit_log: Path | None = None
     call_deadline_s: float = 120.0
 
     def __post_init__(self) -> None:
@@ -110,6 +112,9 @@ class PartyConfig:
             epsilon=budget.get("epsilon"),
             delta=budget.get("delta", 1e-9),
             rho=budget.get("rho"),
-            plan_sha256=raw.get("plan_sha256"),
+            approved_plans=tuple(raw.get("approved_plans", ())),
+            audit_log=rel(budget["audit_log"])
+            if "audit_log" in budget
+            else rel(budget["ledger"]).parent / "audit.jsonl",
             call_deadline_s=float(raw.get("call_deadline_s", 120.0)),
         )

@@ -21,6 +21,7 @@ import numpy as np
 
 from cleanroom.errors import (
     BudgetExceeded,
+    CleanroomError,
     InvalidInput,
     PermissionDenied,
     PreconditionFailed,
@@ -55,13 +56,14 @@ class PartyNode:
     party_id: str
     plan: Any
     plan_hash: str
-    approved: bool
+    approved_plans: tuple[str, ...]
     schema: Any
     schema_hash: str
     source: Any
     ledger: Any
     identity_key: Any
     output_dir: Path
+    audit: Any = None
     schema_problem: str | None = None
     job_id: str | None = None
     rounds: dict[bytes, RoundState] = field(default_factory=dict)
@@ -69,14 +71,29 @@ class PartyNode:
 
     # ---- handshake ----------------------------------------------------------------------------------
 
+    def record(self, event: str, outcome: str, **fields: Any) -> None:
+        """Append to this party's hash-chained audit log (every answer and refusal)."""
+        if self.audit is not None:
+            self.audit.append(
+                event, outcome, plan_hash=self.plan_hash, requester=self.plan.coordinator, **fields
+            )
+
     def hello(self, msg: wire.Hello) -> wire.HelloReply:
+        try:
+            reply = self._hello(msg)
+        except CleanroomError as error:
+            self.record("start_job", "refused", job_id=msg.job_id, detail=str(error))
+            raise
+        self.record("start_job", "answered", job_id=msg.job_id, rho_remaining=reply.remaining_rho)
+        return reply
+
+    def _hello(self, msg: wire.Hello) -> wire.HelloReply:
         if msg.plan_hash != self.plan_hash:
             raise PreconditionFailed(
-                f"party {self.party_id}: plan hash {msg.plan_hash[:16]}... is not the approved plan "
+                f"party {self.party_id}: plan hash {msg.plan_hash[:16]}... is not this party's plan "
                 f"{self.plan_hash[:16]}..."
             )
-        if not self.approved:
-            raise PreconditionFailed(f"party {self.party_id}: plan {self.plan_hash[:16]}... is not approved")
+        core_api.approved(self.plan_hash, self.approved_plans)
         if msg.schema_hash != self.schema_hash:
             raise SchemaError(
                 f"party {self.party_id}: schema hash {msg.schema_hash[:16]}... differs from this party's "
@@ -98,7 +115,18 @@ class PartyNode:
         existing = self.rounds.get(request.sid)
         if existing is not None and existing.request == request:
             return existing.session.advertise()
-        rho = self.check_round(request)
+        try:
+            rho = self.check_round(request)
+        except CleanroomError as error:
+            self.record(
+                "measure",
+                "refused",
+                job_id=request.job_id,
+                round=request.round,
+                cliques=request.cliques,
+                detail=str(error),
+            )
+            raise
         session = PartySession(
             party_id=self.party_id,
             identity_key=self.identity_key,
@@ -118,6 +146,18 @@ class PartyNode:
         masked: np.ndarray = state.session.masked_input(shares, vector)
         self.ledger.mark_released(state.request.release_id)
         self.bytes_uploaded += 8 * len(masked)
+        request = state.request
+        self.record(
+            "measure",
+            "answered",
+            job_id=request.job_id,
+            round=request.round,
+            cliques=request.cliques,
+            statistic="marginal counts",
+            noise_scale=float(request.sigma_party2) ** 0.5,
+            rho_charged=state.rho,
+            rho_remaining=float(self.ledger.remaining()),
+        )
         return masked
 
     def consistency_check(self, sid: bytes, survivors: tuple[str, ...]) -> bytes:
@@ -150,16 +190,18 @@ class PartyNode:
             raise InvalidInput(
                 f"{where}: per-party noise variance {request.sigma_party2} is below {MIN_SIGMA_PARTY2}"
             )
-        rho = core_api.release_rho(len(request.cliques), request.sigma_party2, self.n_min())
+        cells = sum(self.schema.domain.project(c).size() for c in request.cliques)
+        rho = core_api.release_rho(
+            len(request.cliques), request.sigma_party2, self.n_min(), len(request.participants), cells
+        )
         self.check_plan_budget(request, rho, where)
         return rho
 
     def data_members(self) -> dict[str, Any]:
-        return {m.id: m for m in self.plan.members if getattr(m, "address", None)}
+        return {m.id: m for m in self.plan.data_parties}
 
     def n_min(self) -> int:
-        n = len(self.data_members())
-        return max(1, n - int(self.plan.dropout_tolerance) - int(getattr(self.plan, "colluders", 0)))
+        return int(self.plan.n_min)
 
     def check_participants(self, request: wire.RoundRequest, where: str) -> None:
         members = self.data_members()
@@ -172,6 +214,11 @@ class PartyNode:
             raise PermissionDenied(
                 f"{where}: {len(request.participants)} participants, the plan requires "
                 f"at least {self.plan.min_parties}"
+            )
+        if len(request.participants) < self.n_min():
+            raise PermissionDenied(
+                f"{where}: {len(request.participants)} participants, but the noise is calibrated for "
+                f"n_min = {self.n_min()} honest shares"
             )
         if 2 * request.threshold <= len(request.participants):
             raise InvalidInput(f"{where}: threshold {request.threshold} must exceed half of the participants")
@@ -245,14 +292,19 @@ class PartyNode:
     # ---- results ------------------------------------------------------------------------------------
 
     def begin_results(self, job_id: str, files: list[wire.ResultFile]) -> ResultWriter:
-        if self.job_id is None or job_id != self.job_id:
-            raise PreconditionFailed(f"party {self.party_id}: results for unknown job {job_id!r}")
-        abilities = set(getattr(self.data_members().get(self.party_id), "abilities", ()))
-        for f in files:
-            if FILE_ABILITY[f.name] not in abilities or "receive_results" not in abilities:
-                raise PermissionDenied(
-                    f"party {self.party_id} is not entitled to receive {f.name} under the plan"
-                )
+        try:
+            if self.job_id is None or job_id != self.job_id:
+                raise PreconditionFailed(f"party {self.party_id}: results for unknown job {job_id!r}")
+            abilities = set(getattr(self.data_members().get(self.party_id), "abilities", ()))
+            for f in files:
+                if FILE_ABILITY[f.name] not in abilities or "receive_results" not in abilities:
+                    raise PermissionDenied(
+                        f"party {self.party_id} is not entitled to receive {f.name} under the plan"
+                    )
+        except CleanroomError as error:
+            self.record("receive_results", "refused", job_id=job_id, detail=str(error))
+            raise
+        self.record("receive_results", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
         return ResultWriter(self.output_dir, {f.name: f for f in files})
 
     def budget(self) -> wire.BudgetStatus:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 
-from cleanroom.errors import CleanroomError, InvalidInput, PreconditionFailed
+from cleanroom.errors import CleanroomError, InvalidInput
 from party.config import PartyConfig
 from party.node import PartyNode
 from party.service import SERVICE_NAME, PartyServicer, register
@@ -19,34 +18,33 @@ log = logging.getLogger("cleanroom.party")
 
 
 def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
-    plan_bytes = config.plan.read_bytes()
-    plan_hash = hashlib.sha256(plan_bytes).hexdigest()
-    if config.plan_sha256 and config.plan_sha256.lower() != plan_hash:
-        raise PreconditionFailed(
-            f"plan {config.plan} has hash {plan_hash[:16]}..., the config pins {config.plan_sha256[:16]}..."
-        )
     plan = core_api.load_plan(config.plan)
-    if config.party_id not in {m.id for m in plan.members}:
-        raise InvalidInput(f"party {config.party_id!r} is not a member of the plan {config.plan}")
+    if config.party_id not in {m.id for m in plan.data_parties}:
+        raise InvalidInput(
+            f"party {config.party_id!r} is not a data party (member with an address) of {config.plan}"
+        )
+    if not config.approved_plans:
+        raise InvalidInput(
+            f"party {config.party_id}: approved_plans is empty; this node would refuse every job"
+        )
     schema = core_api.load_schema(config.schema)
     source = core_api.open_source(config.source, schema)
     node = PartyNode(
         party_id=config.party_id,
         plan=plan,
-        plan_hash=plan_hash,
-        approved=bool(config.plan_sha256),
+        plan_hash=plan.hash,
+        approved_plans=config.approved_plans,
         schema=schema,
         schema_hash=core_api.schema_hash(schema),
         source=source,
         ledger=core_api.open_ledger(config.ledger, _total_rho(config)),
         identity_key=load_identity_key(config.identity_key),
         output_dir=config.output_dir,
+        audit=core_api.audit_log(config.audit_log) if config.audit_log else None,
         schema_problem=_schema_problem(source),
     )
-    pinned = next(
-        (m.cert_sha256 for m in plan.members if m.id == plan.coordinator and getattr(m, "cert_sha256", "")),
-        None,
-    )
+    coordinator = next((m for m in plan.members if m.id == plan.coordinator), None)
+    pinned = coordinator.cert_sha256 if coordinator is not None and coordinator.cert_sha256 else None
     return node, Authorizer(plan.coordinator, pinned)
 
 

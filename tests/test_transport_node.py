@@ -77,6 +77,19 @@ class CountingSource:
         return [np.full(DOMAIN.project(c).shape, 5, dtype=np.int64) for c in cliques]
 
 
+class FakeAudit:
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, str, dict[str, Any]]] = []
+
+    def append(self, event: str, outcome: str, **fields: Any) -> None:
+        self.entries.append((event, outcome, fields))
+
+
+def _approved(plan_hash: str, approved_plans: tuple[str, ...]) -> None:
+    if plan_hash not in approved_plans:
+        raise PermissionDenied(f"plan {plan_hash} is not approved by this party")
+
+
 DOMAIN = Domain(("age", "sex", "income"), (4, 3, 2))
 
 
@@ -85,7 +98,7 @@ def node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PartyNode:
     monkeypatch.setattr(
         core_api, "session_id", lambda c, r, p: hashlib.sha256(f"{c}|{r}|{p}".encode()).digest()
     )
-    monkeypatch.setattr(core_api, "release_rho", lambda k, s2, n: k / (2 * float(s2) * n))
+    monkeypatch.setattr(core_api, "release_rho", lambda k, s2, n, parties, cells: k / (2 * float(s2) * n))
     monkeypatch.setattr(core_api, "rho_for", lambda eps, delta: 0.05)
     monkeypatch.setattr(core_api, "party_noise", lambda s2, size: np.ones(size, dtype=np.int64))
     monkeypatch.setattr(core_api, "flatten_tables", lambda ts: np.concatenate([t.ravel() for t in ts]))
@@ -95,9 +108,13 @@ def node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PartyNode:
         SimpleNamespace(id=p, address=f"h:{i}", identity_key="", abilities=everything if p != "c" else [])
         for i, p in enumerate("abc")
     ]
+    monkeypatch.setattr(core_api, "approved", _approved)
+    monkeypatch.setattr(core_api, "approved", _approved)
     plan = SimpleNamespace(
         collaboration_id="collab",
         members=members,
+        data_parties=members,
+        n_min=3,
         min_parties=2,
         dropout_tolerance=1,
         colluders=0,
@@ -110,13 +127,14 @@ def node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PartyNode:
         "a",
         plan,
         PLAN_HASH,
-        True,
+        (PLAN_HASH,),
         schema,
         "s" * 64,
         CountingSource(),
         FakeLedger(1.0),
         None,
         tmp_path / "out",
+        audit=FakeAudit(),
     )
     monkeypatch.setattr(built, "member_identity_keys", lambda participants: {})
     return built
@@ -144,7 +162,7 @@ def _round(node: PartyNode, **changes: Any) -> wire.RoundRequest:
 
 
 def test_hello_checks_plan_and_schema(node: PartyNode) -> None:
-    with pytest.raises(PreconditionFailed, match="not the approved plan"):
+    with pytest.raises(PreconditionFailed, match="is not this party.s plan"):
         _hello(node, plan_hash="cd" * 32)
     with pytest.raises(SchemaError, match="schema hash"):
         _hello(node, schema_hash="t" * 64)
@@ -153,6 +171,15 @@ def test_hello_checks_plan_and_schema(node: PartyNode) -> None:
         _hello(node)
     node.schema_problem = None
     assert _hello(node).approved
+    assert [(e, o) for e, o, _ in node.audit.entries] == [("start_job", "refused")] * 3 + [
+        ("start_job", "answered")
+    ]
+
+
+def test_hello_refuses_a_plan_this_party_did_not_approve(node: PartyNode) -> None:
+    node.approved_plans = ("cd" * 32,)
+    with pytest.raises(PermissionDenied, match="not approved"):
+        _hello(node)
 
 
 def test_round_before_handshake_is_refused(node: PartyNode) -> None:
@@ -166,6 +193,7 @@ def test_round_before_handshake_is_refused(node: PartyNode) -> None:
         ({"sid": b"\x00" * 32}, PermissionDenied, "session id"),
         ({"participants": ("a", "b", "zed"), "threshold": 2}, PermissionDenied, "not members"),
         ({"participants": ("a",), "threshold": 1}, PermissionDenied, "at least 2"),
+        ({"participants": ("a", "b"), "threshold": 2}, PermissionDenied, "n_min"),
         ({"participants": ("b", "c"), "threshold": 2}, InvalidInput, "not among"),
         ({"threshold": 1}, InvalidInput, "exceed half"),
         ({"cliques": (("age", "sex", "income"),)}, PermissionDenied, "1-way or 2-way"),
@@ -183,6 +211,7 @@ def test_illegal_round_specs_are_refused_without_charge(
         node.advertise_keys(_round(node, **changes))
     assert node.ledger.spent() == 0
     assert node.source.calls == 0
+    assert node.audit.entries[-1][:2] == ("measure", "refused")
 
 
 def test_masked_input_charges_before_counting_and_retries_resend_identical_bytes(node: PartyNode) -> None:
@@ -192,7 +221,7 @@ def test_masked_input_charges_before_counting_and_retries_resend_identical_bytes
     assert node.ledger.spent() == 0  # nothing charged until data are touched
     first = node.masked_input(request.sid, [])
     charged = node.ledger.spent()
-    assert charged == pytest.approx(3 / (2 * 400 * 2))
+    assert charged == pytest.approx(3 / (2 * 400 * 3))
     second = node.masked_input(request.sid, [])
     assert np.array_equal(first, second)
     assert node.ledger.spent() == charged

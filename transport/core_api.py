@@ -50,16 +50,18 @@ def session_id(collaboration_id: str, round_index: int, plan_hash: str) -> bytes
 
 
 def party_noise(sigma_party2: Fraction, size: int) -> np.ndarray:
-    from cleanroom import noise
+    """This party's share of distributed discrete Gaussian noise (refuses sigma_party < 2)."""
+    from cleanroom.noise import party_noise_share
 
-    return np.asarray(noise.sample_discrete_gaussian(sigma_party2, size), dtype=np.int64)
+    return np.asarray(party_noise_share(size, sigma_party2), dtype=np.int64)
 
 
-def release_rho(n_tables: int, sigma_party2: Fraction, n_min: int) -> float:
-    """zCDP of one round: K tables of sensitivity 1 (L2^2 = K) under total variance n_min * sigma_party2."""
-    from cleanroom.accounting import gaussian_rho
+def release_rho(n_tables: int, sigma_party2: Fraction, n_min: int, n_parties: int, cells: int) -> float:
+    """zCDP of one round: K tables of sensitivity 1 (L1 = K, L2 = sqrt K), n_min honest shares, with tau."""
+    from cleanroom.accounting import DistributedGaussian
 
-    return float(gaussian_rho(float(n_tables) ** 0.5, float(sigma_party2 * n_min)))
+    noise = DistributedGaussian(sigma_party2 * n_min, n_parties, n_min)
+    return float(noise.rho(sensitivity_l1=n_tables, sensitivity_l2=n_tables**0.5, dim=max(1, cells)))
 
 
 def rho_for(epsilon: float, delta: float) -> float:
@@ -92,10 +94,10 @@ def split_vector(vector: np.ndarray, domain: Any, cliques: list[tuple[str, ...]]
     return list(real_split(vector, domain, cliques))
 
 
-def mst_planner(domain: Any, rho_total: float) -> Any:
+def mst_planner(domain: Any, rho_total: float, settings: dict[str, Any] | None = None) -> Any:
     from cleanroom.synth import MSTPlanner
 
-    return MSTPlanner(domain, rho_total)
+    return MSTPlanner(domain, rho_total, **dict(settings or {}))
 
 
 def measurement(clique: tuple[str, ...], noisy_values: np.ndarray, stddev: float) -> Any:
@@ -104,10 +106,21 @@ def measurement(clique: tuple[str, ...], noisy_values: np.ndarray, stddev: float
     return Measurement(clique, noisy_values, stddev)
 
 
-def estimate(domain: Any, measurements: list[Any]) -> Any:
-    from cleanroom.synth import estimate as real_estimate
+def estimate(planner: Any, measurements: list[Any]) -> Any:
+    return planner.estimate(measurements)
 
-    return real_estimate(domain, measurements)
+
+def approved(plan_hash: str, approved_plans: tuple[str, ...]) -> None:
+    """Raise PermissionDenied unless the party's own configuration lists this plan hash."""
+    from cleanroom.plan import require_approved_hash
+
+    require_approved_hash(plan_hash, approved_plans)
+
+
+def audit_log(path: Path) -> Any:
+    from cleanroom.audit import AuditLog
+
+    return AuditLog(path)
 
 
 def decode(schema: Any, codes: np.ndarray, rng: np.random.Generator) -> Any:
