@@ -123,11 +123,17 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_plan_approve(args: argparse.Namespace) -> int:
-    from cleanroom import plan
-    from transport.ca import load_identity_key
+    from cleanroom import identity
 
-    signature_path = plan.approve(Path(args.plan), load_identity_key(Path(args.identity_key)))
-    print(f"approval written to {signature_path}")
+    path = identity.approve(Path(args.plan), identity.load_private_key(Path(args.key)), args.member)
+    print(f"approval written to {path}")
+    return 0
+
+
+def cmd_plan_show(args: argparse.Namespace) -> int:
+    from cleanroom.plan import Plan
+
+    print(Plan.load(Path(args.plan)).describe(), end="")
     return 0
 
 
@@ -135,10 +141,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from cleanroom import audit
 
     if args.action == "verify":
-        audit.verify(Path(args.log))
-        print(f"{args.log}: chain intact")
-    else:
-        print(Path(args.log).read_text(), end="")
+        result = audit.verify(Path(args.log))
+        print(result.describe())
+        return 0 if result.ok else 1
+    print(audit.summarize(Path(args.log)), end="")
     return 0
 
 
@@ -167,10 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--out")
     infer.set_defaults(handler=cmd_schema_infer)
     plan = sub.add_parser("plan").add_subparsers(dest="action", required=True)
-    approve = plan.add_parser("approve", help="sign a plan with this party's identity key")
+    approve = plan.add_parser("approve", help="sign a plan with this member's Ed25519 identity key")
     approve.add_argument("plan")
-    approve.add_argument("--identity-key", required=True)
+    approve.add_argument("--key", required=True, help="the member's identity key (e.g. certs/<id>.ed25519)")
+    approve.add_argument("--member", help="member id (default: the member whose identity_key matches)")
     approve.set_defaults(handler=cmd_plan_approve)
+    show = plan.add_parser("show", help="validate a plan and print its summary and hash")
+    show.add_argument("plan")
+    show.set_defaults(handler=cmd_plan_show)
     audit = sub.add_parser("audit", help="verify or show a hash-chained audit log")
     audit.add_argument("action", choices=["verify", "show"])
     audit.add_argument("log")
