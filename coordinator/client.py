@@ -8,9 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
-import numpy as np
 
-from cleanroom.errors import InvalidInput
 from transport import serde, wire
 from transport.channel import secure_channel
 from transport.errors import raise_for_rpc_error
@@ -49,35 +47,16 @@ class PartyClient:
     async def hello(self, msg: wire.Hello) -> wire.HelloReply:
         return serde.hello_reply_from_pb(await self._call("Hello", serde.hello_to_pb(msg)))
 
-    async def advertise_keys(self, spec: wire.RoundRequest) -> wire.AdvertisedKeys:
-        response = await self._call("AdvertiseKeys", pb.AdvertiseKeysRequest(spec=serde.round_to_pb(spec)))
-        return serde.keys_from_pb(response.keys)
-
-    async def share_keys(self, sid: bytes, roster: list[wire.AdvertisedKeys]) -> list[wire.EncryptedShare]:
-        request = pb.ShareKeysRequest(sid=sid, roster=[serde.keys_to_pb(k) for k in roster])
-        return [serde.share_from_pb(s) for s in (await self._call("ShareKeys", request)).shares]
-
-    async def masked_input(self, sid: bytes, shares: list[wire.EncryptedShare], length: int) -> np.ndarray:
-        request = pb.MaskedInputRequest(sid=sid, shares=[serde.share_to_pb(s) for s in shares])
-        response = await self._call("MaskedInput", request)
-        if response.length != length:
-            raise InvalidInput(
-                f"party {self.party_id}: masked vector has {response.length} cells, expected {length}"
-            )
-        self.vector_bytes += len(response.masked_vector)
-        return serde.unpack_vector(response.masked_vector, length, f"party {self.party_id} MaskedInput")
-
-    async def consistency_check(self, sid: bytes, survivors: tuple[str, ...]) -> bytes:
-        request = pb.ConsistencyCheckRequest(sid=sid, survivors=list(survivors))
-        return bytes((await self._call("ConsistencyCheck", request)).signature)
-
-    async def unmask(
-        self, sid: bytes, survivors: tuple[str, ...], sigs: list[wire.PartySignature]
-    ) -> wire.UnmaskShares:
-        request = pb.UnmaskRequest(
-            sid=sid, survivors=list(survivors), signatures=[serde.signature_to_pb(s) for s in sigs]
-        )
-        return serde.unmask_from_pb(await self._call("Unmask", request))
+    async def stage(self, name: str, request: Any, spec: wire.RoundRequest) -> Any:
+        """One secure-aggregation stage call: a `cleanroom.secagg.messages` request in, its response out."""
+        if name == "AdvertiseKeys":
+            message = serde.advertise_request_to_pb(spec, request)
+        else:
+            message = serde.stage_to_pb(request)
+        response = serde.stage_from_pb(await self._call(name, message))
+        if name == "MaskedInput":
+            self.vector_bytes += len(response.vector)
+        return response
 
     async def budget(self) -> wire.BudgetStatus:
         return serde.budget_from_pb(await self._call("Budget", pb.BudgetRequest()))

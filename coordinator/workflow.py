@@ -23,7 +23,6 @@ from coordinator.client import PartyClient
 from coordinator.config import CoordinatorConfig
 from coordinator.results import build_results
 from transport import core_api, wire
-from transport.secagg_adapter import ServerSession
 
 log = logging.getLogger("cleanroom.coordinator")
 T = TypeVar("T")
@@ -56,14 +55,13 @@ class Workflow:
         self.rng = np.random.default_rng(config.seed)
         self.last_errors: dict[str, CleanroomError] = {}
         self.planner: Any = None
+        self.manifest = core_api.secagg_manifest(self.plan, core_api.schema_hash(config.schema))
 
     async def run(self) -> JobRecord:
         try:
             await self.timed("handshake", self.handshake())
             measurements = await self.measure()
-            model = await self.timed(
-                "fit", asyncio.to_thread(core_api.estimate, self.planner, measurements)
-            )
+            model = await self.timed("fit", asyncio.to_thread(core_api.estimate, self.planner, measurements))
             results = await self.timed(
                 "sample_train",
                 asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
@@ -151,20 +149,12 @@ class Workflow:
         domain = self.config.schema.domain
         cliques = tuple(domain.canonical(c) for c in spec.cliques)
         sigma_party2 = Fraction(spec.sigma_total2) / self.n_min()
-        participants = tuple(sorted(self.clients))
-        sid = core_api.session_id(self.plan.collaboration_id, index, self.config.plan_hash)
         request = wire.RoundRequest(
-            self.record.job_id,
-            f"{self.record.job_id}/{index}",
-            index,
-            sid,
-            cliques,
-            sigma_party2,
-            participants,
-            self.threshold(len(participants)),
+            self.record.job_id, f"{self.record.job_id}/{index}", index, cliques, sigma_party2
         )
         length = sum(domain.project(c).size() for c in cliques)
-        total, survivors = await self.secure_sum(request, length)
+        sid = core_api.session_id(self.plan.collaboration_id, index, self.config.plan_hash)
+        total, survivors = await self.secure_sum(request, sid, length)
         tables = core_api.split_vector(total, domain, list(cliques))
         stddev = math.sqrt(float(sigma_party2) * len(survivors))
         self.record.rho_spent += float(spec.rho)
@@ -176,38 +166,37 @@ class Workflow:
                 "cells": length,
                 "survivors": list(survivors),
                 "rho": float(spec.rho),
+                "sigma_party2": str(sigma_party2),
             }
         )
-        progress(f"round {index}: {len(cliques)} marginals, {length} cells, {len(survivors)} parties")
+        progress(
+            f"round {index} ({getattr(spec, 'name', '')}): {len(cliques)} marginals, {length} cells, "
+            f"{len(survivors)} parties"
+        )
         return [
             core_api.measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)
         ]
 
-    async def secure_sum(self, request: wire.RoundRequest, length: int) -> tuple[np.ndarray, tuple[str, ...]]:
-        """One Bonawitz session over gRPC: the coordinator relays, the state machine checks and unmasks."""
-        need = max(request.threshold, int(self.plan.min_parties))
-        self.last_errors = {}
-        c = self.clients
-        keys = await self.gather(
-            {p: c[p].advertise_keys(request) for p in request.participants}, "AdvertiseKeys", need
+    async def secure_sum(
+        self, spec: wire.RoundRequest, sid: bytes, length: int
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """One Bonawitz session over gRPC; the SecAggServer state machine builds requests, checks answers."""
+        server = core_api.secagg_server(self.manifest, sid, length)
+        stages = (
+            ("AdvertiseKeys", server.advertise_keys_requests, server.collect_advertise_keys),
+            ("ShareKeys", server.share_keys_requests, server.collect_share_keys),
+            ("MaskedInput", server.masked_input_requests, server.collect_masked_input),
+            ("ConsistencyCheck", server.consistency_check_requests, server.collect_consistency_check),
+            ("Unmask", server.unmask_requests, server.collect_unmask),
         )
-        roster = [keys[p] for p in sorted(keys)]
-        shares = await self.gather({p: c[p].share_keys(request.sid, roster) for p in keys}, "ShareKeys", need)
-        inbox = {p: [s for out in shares.values() for s in out if s.recipient == p] for p in shares}
-        masked = await self.gather(
-            {p: c[p].masked_input(request.sid, inbox[p], length) for p in shares}, "MaskedInput", need
-        )
-        survivors = tuple(sorted(masked))
-        sigs = await self.gather(
-            {p: c[p].consistency_check(request.sid, survivors) for p in survivors}, "ConsistencyCheck", need
-        )
-        signatures = [wire.PartySignature(p, s) for p, s in sorted(sigs.items())]
-        reveals = await self.gather(
-            {p: c[p].unmask(request.sid, survivors, signatures) for p in sigs}, "Unmask", need
-        )
-        server = ServerSession(request.sid, tuple(sorted(keys)), request.threshold, length)
-        total = await asyncio.to_thread(server.unmasked_sum, masked, survivors, reveals)
-        return total, survivors
+        for name, build, collect in stages:
+            requests = build()
+            self.last_errors = {}
+            calls = {p: self.clients[p].stage(name, r, spec) for p, r in requests.items()}
+            responses = await self.gather(calls, name, required=1)
+            collect(responses)
+        total = np.asarray(server.result(), dtype=np.int64)
+        return total, tuple(server.survivors)
 
     async def deliver(self, results: dict[str, Path]) -> None:
         for pid, member in self.members.items():

@@ -29,7 +29,6 @@ from cleanroom.errors import (
 )
 from transport import core_api, wire
 from transport.options import MAX_MESSAGE_BYTES
-from transport.secagg_adapter import PartySession
 
 log = logging.getLogger("cleanroom.party")
 
@@ -48,7 +47,7 @@ FILE_ABILITY = {
 class RoundState:
     request: wire.RoundRequest
     rho: float
-    session: PartySession
+    party: Any  # cleanroom.secagg.party.SecAggParty for this session
 
 
 @dataclass
@@ -63,6 +62,8 @@ class PartyNode:
     ledger: Any
     identity_key: Any
     output_dir: Path
+    manifest: Any = None  # cleanroom.secagg.manifest.SecAggManifest of the plan
+    reveals: Any = None  # durable record of revealed share kinds (None: in memory)
     audit: Any = None
     schema_problem: str | None = None
     job_id: str | None = None
@@ -109,64 +110,58 @@ class PartyNode:
             self.party_id, True, self.schema_hash, SOFTWARE_VERSION, self.ledger.remaining()
         )
 
-    # ---- secure-aggregation stages ------------------------------------------------------------------
+    # ---- secure-aggregation stages (cleanroom.secagg.messages in and out) ------------------------------
 
-    def advertise_keys(self, request: wire.RoundRequest) -> wire.AdvertisedKeys:
+    def advertise_keys(self, spec: wire.RoundRequest, request: Any) -> Any:
         existing = self.rounds.get(request.sid)
-        if existing is not None and existing.request == request:
-            return existing.session.advertise()
+        if existing is not None and existing.request == spec:
+            return existing.party.advertise_keys(request)  # a verbatim retry gets the identical answer
         try:
-            rho = self.check_round(request)
+            rho = self.check_round(spec, request.sid)
         except CleanroomError as error:
             self.record(
                 "measure",
                 "refused",
-                job_id=request.job_id,
-                round=request.round,
-                cliques=request.cliques,
+                job_id=spec.job_id,
+                round=spec.round,
+                cliques=spec.cliques,
                 detail=str(error),
             )
             raise
-        session = PartySession(
-            party_id=self.party_id,
-            identity_key=self.identity_key,
-            sid=request.sid,
-            identity_public_keys=self.member_identity_keys(request.participants),
-            threshold=request.threshold,
+        party = core_api.secagg_party(
+            self.manifest, self.party_id, self.identity_key, request.sid, self.reveals
         )
-        self.rounds[request.sid] = RoundState(request, rho, session)
-        return session.advertise()
+        self.rounds[request.sid] = RoundState(spec, rho, party)
+        return party.advertise_keys(request)
 
-    def share_keys(self, sid: bytes, roster: list[wire.AdvertisedKeys]) -> list[wire.EncryptedShare]:
-        return self.round(sid).session.share_keys(roster)
+    def share_keys(self, request: Any) -> Any:
+        return self.round(request.sid).party.share_keys(request)
 
-    def masked_input(self, sid: bytes, shares: list[wire.EncryptedShare]) -> np.ndarray:
-        state = self.round(sid)
+    def masked_input(self, request: Any) -> Any:
+        state = self.round(request.sid)
         vector = self.noised_vector(state)
-        masked: np.ndarray = state.session.masked_input(shares, vector)
+        response = state.party.masked_input(request, vector)
         self.ledger.mark_released(state.request.release_id)
-        self.bytes_uploaded += 8 * len(masked)
-        request = state.request
+        self.bytes_uploaded += len(response.vector)
+        spec = state.request
         self.record(
             "measure",
             "answered",
-            job_id=request.job_id,
-            round=request.round,
-            cliques=request.cliques,
+            job_id=spec.job_id,
+            round=spec.round,
+            cliques=spec.cliques,
             statistic="marginal counts",
-            noise_scale=float(request.sigma_party2) ** 0.5,
+            noise_scale=float(spec.sigma_party2) ** 0.5,
             rho_charged=state.rho,
             rho_remaining=float(self.ledger.remaining()),
         )
-        return masked
+        return response
 
-    def consistency_check(self, sid: bytes, survivors: tuple[str, ...]) -> bytes:
-        return self.round(sid).session.consistency_check(survivors)
+    def consistency_check(self, request: Any) -> Any:
+        return self.round(request.sid).party.consistency_check(request)
 
-    def unmask(
-        self, sid: bytes, survivors: tuple[str, ...], sigs: list[wire.PartySignature]
-    ) -> wire.UnmaskShares:
-        return self.round(sid).session.unmask(survivors, sigs)
+    def unmask(self, request: Any) -> Any:
+        return self.round(request.sid).party.unmask(request)
 
     def round(self, sid: bytes) -> RoundState:
         state = self.rounds.get(sid)
@@ -176,15 +171,14 @@ class PartyNode:
 
     # ---- checks -------------------------------------------------------------------------------------
 
-    def check_round(self, request: wire.RoundRequest) -> float:
+    def check_round(self, request: wire.RoundRequest, sid: bytes) -> float:
         """Validate a round spec against the plan; returns its zCDP cost rho. Nothing is charged here."""
         where = f"party {self.party_id}, round {request.round}"
         if self.job_id is None or request.job_id != self.job_id:
             raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
         expected_sid = core_api.session_id(self.plan.collaboration_id, request.round, self.plan_hash)
-        if request.sid != expected_sid:
+        if sid != expected_sid:
             raise PermissionDenied(f"{where}: session id does not match SHA256(collaboration | round | plan)")
-        self.check_participants(request, where)
         self.check_cliques(request.cliques, where)
         if request.sigma_party2 < MIN_SIGMA_PARTY2:
             raise InvalidInput(
@@ -192,7 +186,7 @@ class PartyNode:
             )
         cells = sum(self.schema.domain.project(c).size() for c in request.cliques)
         rho = core_api.release_rho(
-            len(request.cliques), request.sigma_party2, self.n_min(), len(request.participants), cells
+            len(request.cliques), request.sigma_party2, self.n_min(), len(self.data_members()), cells
         )
         self.check_plan_budget(request, rho, where)
         return rho
@@ -202,26 +196,6 @@ class PartyNode:
 
     def n_min(self) -> int:
         return int(self.plan.n_min)
-
-    def check_participants(self, request: wire.RoundRequest, where: str) -> None:
-        members = self.data_members()
-        strangers = [p for p in request.participants if p not in members]
-        if strangers:
-            raise PermissionDenied(f"{where}: participants {strangers} are not members of the plan")
-        if self.party_id not in request.participants:
-            raise InvalidInput(f"{where}: this party is not among the participants {request.participants}")
-        if len(request.participants) < int(self.plan.min_parties):
-            raise PermissionDenied(
-                f"{where}: {len(request.participants)} participants, the plan requires "
-                f"at least {self.plan.min_parties}"
-            )
-        if len(request.participants) < self.n_min():
-            raise PermissionDenied(
-                f"{where}: {len(request.participants)} participants, but the noise is calibrated for "
-                f"n_min = {self.n_min()} honest shares"
-            )
-        if 2 * request.threshold <= len(request.participants):
-            raise InvalidInput(f"{where}: threshold {request.threshold} must exceed half of the participants")
 
     def check_cliques(self, cliques: tuple[tuple[str, ...], ...], where: str) -> None:
         domain = self.schema.domain
@@ -258,12 +232,6 @@ class PartyNode:
                 f"total {plan_rho:.6g}"
             )
 
-    def member_identity_keys(self, participants: tuple[str, ...]) -> dict[str, bytes]:
-        import base64
-
-        members = self.data_members()
-        return {p: base64.b64decode(members[p].identity_key) for p in participants}
-
     # ---- the only place data are touched ------------------------------------------------------------
 
     def noised_vector(self, state: RoundState) -> np.ndarray:
@@ -278,7 +246,6 @@ class PartyNode:
                 "round": request.round,
                 "cliques": [list(c) for c in request.cliques],
                 "sigma_party2": str(request.sigma_party2),
-                "sid": request.sid.hex(),
             },
         )
         stored = self.ledger.payload(request.release_id)

@@ -40,6 +40,8 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         ledger=core_api.open_ledger(config.ledger, _total_rho(config)),
         identity_key=load_identity_key(config.identity_key),
         output_dir=config.output_dir,
+        manifest=core_api.secagg_manifest(plan, core_api.schema_hash(schema)),
+        reveals=core_api.reveal_record(config.ledger.parent / f"{config.party_id}-reveals.sqlite"),
         audit=core_api.audit_log(config.audit_log) if config.audit_log else None,
         schema_problem=_schema_problem(source),
     )

@@ -30,38 +30,36 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
 
     async def AdvertiseKeys(
         self, request: pb.AdvertiseKeysRequest, context: grpc.aio.ServicerContext
-    ) -> pb.AdvertiseKeysResponse:
-        self.authorizer.authorize(context, what="AdvertiseKeys")
-        keys = self.node.advertise_keys(serde.round_from_pb(request.spec))
-        return pb.AdvertiseKeysResponse(keys=serde.keys_to_pb(keys))
+    ) -> pb.AdvertiseKeys:
+        self.authorizer.authorize(context, request.header.sender, "AdvertiseKeys")
+        spec, message = serde.advertise_request_from_pb(request)
+        return serde.stage_to_pb(self.node.advertise_keys(spec, message))
 
     async def ShareKeys(
         self, request: pb.ShareKeysRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ShareKeysResponse:
-        self.authorizer.authorize(context, what="ShareKeys")
-        roster = [serde.keys_from_pb(k) for k in request.roster]
-        shares = self.node.share_keys(request.sid, roster)
-        return pb.ShareKeysResponse(shares=[serde.share_to_pb(s) for s in shares])
+    ) -> pb.ShareKeys:
+        self.authorizer.authorize(context, request.header.sender, "ShareKeys")
+        message = serde.stage_from_pb(request)
+        return serde.stage_to_pb(await asyncio.to_thread(self.node.share_keys, message))
 
     async def MaskedInput(
         self, request: pb.MaskedInputRequest, context: grpc.aio.ServicerContext
-    ) -> pb.MaskedInputResponse:
-        self.authorizer.authorize(context, what="MaskedInput")
-        shares = [serde.share_from_pb(s) for s in request.shares]
-        vector = await asyncio.to_thread(self.node.masked_input, request.sid, shares)
-        return pb.MaskedInputResponse(masked_vector=serde.pack_vector(vector), length=len(vector))
+    ) -> pb.MaskedInput:
+        self.authorizer.authorize(context, request.header.sender, "MaskedInput")
+        message = serde.stage_from_pb(request)
+        return serde.stage_to_pb(await asyncio.to_thread(self.node.masked_input, message))
 
     async def ConsistencyCheck(
         self, request: pb.ConsistencyCheckRequest, context: grpc.aio.ServicerContext
-    ) -> pb.ConsistencyCheckResponse:
-        self.authorizer.authorize(context, what="ConsistencyCheck")
-        signature = self.node.consistency_check(request.sid, tuple(request.survivors))
-        return pb.ConsistencyCheckResponse(signature=signature)
+    ) -> pb.ConsistencySignature:
+        self.authorizer.authorize(context, request.header.sender, "ConsistencyCheck")
+        message = serde.stage_from_pb(request)
+        return serde.stage_to_pb(self.node.consistency_check(message))
 
     async def Unmask(self, request: pb.UnmaskRequest, context: grpc.aio.ServicerContext) -> pb.UnmaskResponse:
-        self.authorizer.authorize(context, what="Unmask")
-        signatures = [serde.signature_from_pb(s) for s in request.signatures]
-        return serde.unmask_to_pb(self.node.unmask(request.sid, tuple(request.survivors), signatures))
+        self.authorizer.authorize(context, request.header.sender, "Unmask")
+        message = serde.stage_from_pb(request)
+        return serde.stage_to_pb(await asyncio.to_thread(self.node.unmask, message))
 
     async def DeliverResults(
         self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext

@@ -57,15 +57,17 @@ class FakeLedger:
         self.released.add(release_id)
 
 
-class FakeSession:
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
+class FakeSecAggParty:
+    """Stands in for SecAggParty: answers with what it was given, masking is the identity."""
 
-    def advertise(self) -> wire.AdvertisedKeys:
-        return wire.AdvertisedKeys(self.kwargs["party_id"], b"e", b"m", b"s")
+    def __init__(self, manifest: Any, party_id: str, key: Any, sid: bytes, reveals: Any) -> None:
+        self.party_id, self.sid = party_id, sid
 
-    def masked_input(self, shares: list[Any], vector: np.ndarray) -> np.ndarray:
-        return vector.astype(np.int64).view(np.uint64)
+    def advertise_keys(self, request: Any) -> Any:
+        return SimpleNamespace(sender=self.party_id, sid=self.sid)
+
+    def masked_input(self, request: Any, vector: np.ndarray) -> Any:
+        return SimpleNamespace(vector=np.asarray(vector, dtype="<i8").tobytes())
 
 
 class CountingSource:
@@ -102,7 +104,7 @@ def node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PartyNode:
     monkeypatch.setattr(core_api, "rho_for", lambda eps, delta: 0.05)
     monkeypatch.setattr(core_api, "party_noise", lambda s2, size: np.ones(size, dtype=np.int64))
     monkeypatch.setattr(core_api, "flatten_tables", lambda ts: np.concatenate([t.ravel() for t in ts]))
-    monkeypatch.setattr(node_module, "PartySession", FakeSession)
+    monkeypatch.setattr(core_api, "secagg_party", FakeSecAggParty)
     everything = ["run_jobs", "receive_results", "receive_synthetic_data", "receive_model"]
     members = [
         SimpleNamespace(id=p, address=f"h:{i}", identity_key="", abilities=everything if p != "c" else [])
@@ -136,7 +138,6 @@ def node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PartyNode:
         tmp_path / "out",
         audit=FakeAudit(),
     )
-    monkeypatch.setattr(built, "member_identity_keys", lambda participants: {})
     return built
 
 
@@ -146,19 +147,23 @@ def _hello(node: PartyNode, **changes: str) -> wire.HelloReply:
     return node.hello(wire.Hello(**fields))
 
 
-def _round(node: PartyNode, **changes: Any) -> wire.RoundRequest:
+SID = hashlib.sha256(b"collab|0|" + PLAN_HASH.encode()).digest()
+
+
+def _round(**changes: Any) -> wire.RoundRequest:
     fields: dict[str, Any] = {
         "job_id": "j",
         "release_id": "j/0",
         "round": 0,
-        "sid": core_api.session_id("collab", 0, PLAN_HASH),
         "cliques": (("age",), ("sex",), ("age", "income")),
         "sigma_party2": Fraction(400),
-        "participants": ("a", "b", "c"),
-        "threshold": 2,
     }
     fields.update(changes)
     return wire.RoundRequest(**fields)
+
+
+def _advertise(node: PartyNode, spec: wire.RoundRequest, sid: bytes = SID) -> Any:
+    return node.advertise_keys(spec, SimpleNamespace(sid=sid))
 
 
 def test_hello_checks_plan_and_schema(node: PartyNode) -> None:
@@ -184,18 +189,12 @@ def test_hello_refuses_a_plan_this_party_did_not_approve(node: PartyNode) -> Non
 
 def test_round_before_handshake_is_refused(node: PartyNode) -> None:
     with pytest.raises(PreconditionFailed, match="handshake"):
-        node.advertise_keys(_round(node))
+        _advertise(node, _round())
 
 
 @pytest.mark.parametrize(
     ("changes", "error", "message"),
     [
-        ({"sid": b"\x00" * 32}, PermissionDenied, "session id"),
-        ({"participants": ("a", "b", "zed"), "threshold": 2}, PermissionDenied, "not members"),
-        ({"participants": ("a",), "threshold": 1}, PermissionDenied, "at least 2"),
-        ({"participants": ("a", "b"), "threshold": 2}, PermissionDenied, "n_min"),
-        ({"participants": ("b", "c"), "threshold": 2}, InvalidInput, "not among"),
-        ({"threshold": 1}, InvalidInput, "exceed half"),
         ({"cliques": (("age", "sex", "income"),)}, PermissionDenied, "1-way or 2-way"),
         ({"cliques": (("salary",),)}, PermissionDenied, "not measured"),
         ({"cliques": (("income", "age"),)}, InvalidInput, "canonical"),
@@ -208,7 +207,7 @@ def test_illegal_round_specs_are_refused_without_charge(
 ) -> None:
     _hello(node)
     with pytest.raises(error, match=message):
-        node.advertise_keys(_round(node, **changes))
+        _advertise(node, _round(**changes))
     assert node.ledger.spent() == 0
     assert node.source.calls == 0
     assert node.audit.entries[-1][:2] == ("measure", "refused")
@@ -216,17 +215,23 @@ def test_illegal_round_specs_are_refused_without_charge(
 
 def test_masked_input_charges_before_counting_and_retries_resend_identical_bytes(node: PartyNode) -> None:
     _hello(node)
-    request = _round(node)
-    assert node.advertise_keys(request).party_id == "a"
+    assert _advertise(node, _round()).sender == "a"
     assert node.ledger.spent() == 0  # nothing charged until data are touched
-    first = node.masked_input(request.sid, [])
+    first = node.masked_input(SimpleNamespace(sid=SID)).vector
     charged = node.ledger.spent()
     assert charged == pytest.approx(3 / (2 * 400 * 3))
-    second = node.masked_input(request.sid, [])
-    assert np.array_equal(first, second)
+    second = node.masked_input(SimpleNamespace(sid=SID)).vector
+    assert first == second
     assert node.ledger.spent() == charged
     assert node.source.calls == 1
     assert node.bytes_uploaded == 16 * (4 + 3 + 8)
+
+
+def test_round_with_a_foreign_session_id_is_refused(node: PartyNode) -> None:
+    _hello(node)
+    with pytest.raises(PermissionDenied, match="session id"):
+        _advertise(node, _round(), sid=b"\x00" * 32)
+    assert node.ledger.spent() == 0
 
 
 def test_results_only_for_the_entitled_and_verified(node: PartyNode) -> None:

@@ -5,7 +5,10 @@ Vectors travel as packed little-endian uint64 bytes (8 bytes per cell), never as
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from fractions import Fraction
+from typing import Any
 
 import numpy as np
 
@@ -61,12 +64,9 @@ def round_to_pb(m: wire.RoundRequest) -> pb.RoundSpec:
         job_id=m.job_id,
         release_id=m.release_id,
         round=m.round,
-        sid=m.sid,
         cliques=[pb.Clique(attrs=list(c)) for c in m.cliques],
         sigma_party2_numerator=m.sigma_party2.numerator,
         sigma_party2_denominator=m.sigma_party2.denominator,
-        participants=list(m.participants),
-        threshold=m.threshold,
     )
 
 
@@ -77,55 +77,83 @@ def round_from_pb(p: pb.RoundSpec) -> wire.RoundRequest:
         job_id=p.job_id,
         release_id=p.release_id,
         round=p.round,
-        sid=p.sid,
         cliques=tuple(tuple(c.attrs) for c in p.cliques),
         sigma_party2=Fraction(p.sigma_party2_numerator, p.sigma_party2_denominator),
-        participants=tuple(p.participants),
-        threshold=p.threshold,
     )
 
 
-def keys_to_pb(m: wire.AdvertisedKeys) -> pb.AdvertisedKeys:
-    return pb.AdvertisedKeys(
-        party_id=m.party_id,
-        enc_public_key=m.enc_public_key,
-        mask_public_key=m.mask_public_key,
-        signature=m.signature,
-    )
+# ---- secure-aggregation messages: cleanroom.secagg.messages <-> transport.v1, field by field ------------
+
+_HEADER = ("sid", "stage", "sender")
 
 
-def keys_from_pb(p: pb.AdvertisedKeys) -> wire.AdvertisedKeys:
-    return wire.AdvertisedKeys(p.party_id, p.enc_public_key, p.mask_public_key, p.signature)
+def _pairs() -> dict[type, Any]:
+    from cleanroom.secagg import messages as sa
+
+    return {
+        sa.AdvertiseKeysRequest: pb.AdvertiseKeysRequest,
+        sa.AdvertiseKeys: pb.AdvertiseKeys,
+        sa.ShareKeysRequest: pb.ShareKeysRequest,
+        sa.EncryptedShares: pb.EncryptedShares,
+        sa.ShareKeys: pb.ShareKeys,
+        sa.MaskedInputRequest: pb.MaskedInputRequest,
+        sa.MaskedInput: pb.MaskedInput,
+        sa.ConsistencyCheckRequest: pb.ConsistencyCheckRequest,
+        sa.ConsistencySignature: pb.ConsistencySignature,
+        sa.UnmaskRequest: pb.UnmaskRequest,
+        sa.RevealedShare: pb.RevealedShare,
+        sa.UnmaskResponse: pb.UnmaskResponse,
+    }
 
 
-def share_to_pb(m: wire.EncryptedShare) -> pb.EncryptedShare:
-    return pb.EncryptedShare(sender=m.sender, recipient=m.recipient, ciphertext=m.ciphertext)
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
 
 
-def share_from_pb(p: pb.EncryptedShare) -> wire.EncryptedShare:
-    return wire.EncryptedShare(p.sender, p.recipient, p.ciphertext)
+def stage_to_pb(message: Any) -> Any:
+    """A secagg dataclass -> its protobuf message (header fields go into `header`)."""
+    pb_cls = _pairs()[type(message)]
+    kwargs: dict[str, Any] = {}
+    for f in dataclasses.fields(message):
+        value = getattr(message, f.name)
+        if f.name in _HEADER:
+            continue
+        if isinstance(value, tuple):
+            value = [stage_to_pb(v) if dataclasses.is_dataclass(v) else v for v in value]
+        kwargs[f.name] = value
+    if any(f.name == "sid" for f in dataclasses.fields(message)):
+        kwargs["header"] = pb.StageHeader(sid=message.sid, stage=message.stage, sender=message.sender)
+    return pb_cls(**kwargs)
 
 
-def signature_to_pb(m: wire.PartySignature) -> pb.PartySignature:
-    return pb.PartySignature(party_id=m.party_id, signature=m.signature)
+def stage_from_pb(p: Any, cls: type | None = None) -> Any:
+    """A protobuf message -> its secagg dataclass (which validates itself); `cls` defaults by message type."""
+    if cls is None:
+        cls = next(c for c, pb_cls in _pairs().items() if isinstance(p, pb_cls))
+    kwargs: dict[str, Any] = {}
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in _HEADER:
+            kwargs[f.name] = getattr(p.header, f.name)
+            continue
+        value = getattr(p, f.name)
+        inner = typing.get_args(hints[f.name])
+        if inner and dataclasses.is_dataclass(inner[0]):
+            value = tuple(stage_from_pb(v, inner[0]) for v in value)  # type: ignore[arg-type]
+        elif inner:
+            value = tuple(value)
+        kwargs[f.name] = value
+    return cls(**kwargs)
 
 
-def signature_from_pb(p: pb.PartySignature) -> wire.PartySignature:
-    return wire.PartySignature(p.party_id, p.signature)
+def advertise_request_to_pb(spec: wire.RoundRequest, request: Any) -> pb.AdvertiseKeysRequest:
+    message = stage_to_pb(request)
+    message.spec.CopyFrom(round_to_pb(spec))
+    return message  # type: ignore[no-any-return]
 
 
-def unmask_to_pb(m: wire.UnmaskShares) -> pb.UnmaskResponse:
-    return pb.UnmaskResponse(
-        seed_shares=[pb.RevealedShare(owner=s.owner, share=s.share) for s in m.seed_shares],
-        mask_key_shares=[pb.RevealedShare(owner=s.owner, share=s.share) for s in m.mask_key_shares],
-    )
-
-
-def unmask_from_pb(p: pb.UnmaskResponse) -> wire.UnmaskShares:
-    return wire.UnmaskShares(
-        tuple(wire.RevealedShare(s.owner, s.share) for s in p.seed_shares),
-        tuple(wire.RevealedShare(s.owner, s.share) for s in p.mask_key_shares),
-    )
+def advertise_request_from_pb(p: pb.AdvertiseKeysRequest) -> tuple[wire.RoundRequest, Any]:
+    return round_from_pb(p.spec), stage_from_pb(p)
 
 
 def result_header_to_pb(job_id: str, files: list[wire.ResultFile]) -> pb.ResultChunk:

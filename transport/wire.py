@@ -1,6 +1,7 @@
-"""Grpc-free value objects for what travels between coordinator and parties (mirrors proto/transport/v1).
+"""Grpc-free value objects for the transport-level messages (handshake, round spec, results, budget).
 
-`transport.serde` is the only code converting these to and from protobuf messages.
+Secure-aggregation messages are `cleanroom.secagg.messages` classes. `transport.serde` is the only code
+converting either to and from protobuf messages.
 """
 
 from __future__ import annotations
@@ -34,61 +35,21 @@ class HelloReply:
 
 @dataclass(frozen=True)
 class RoundRequest:
-    """One measurement round = one secure-aggregation session."""
+    """One measurement round = one secure-aggregation session (its sid is in the stage header)."""
 
     job_id: str
     release_id: str
     round: int
-    sid: bytes
     cliques: tuple[Clique, ...]
     sigma_party2: Fraction
-    participants: tuple[str, ...]
-    threshold: int
 
     def __post_init__(self) -> None:
         if self.sigma_party2 <= 0:
             raise InvalidInput(f"round {self.round}: sigma_party2 ({self.sigma_party2}) must be > 0")
         if not self.cliques:
             raise InvalidInput(f"round {self.round}: no cliques to measure")
-        if len(set(self.participants)) != len(self.participants):
-            raise InvalidInput(f"round {self.round}: participants {self.participants} contain duplicates")
-        if not 0 < self.threshold <= len(self.participants):
-            raise InvalidInput(
-                f"round {self.round}: threshold ({self.threshold}) must be in [1, {len(self.participants)}]"
-            )
-
-
-@dataclass(frozen=True)
-class AdvertisedKeys:
-    party_id: str
-    enc_public_key: bytes
-    mask_public_key: bytes
-    signature: bytes
-
-
-@dataclass(frozen=True)
-class EncryptedShare:
-    sender: str
-    recipient: str
-    ciphertext: bytes
-
-
-@dataclass(frozen=True)
-class PartySignature:
-    party_id: str
-    signature: bytes
-
-
-@dataclass(frozen=True)
-class RevealedShare:
-    owner: str
-    share: bytes
-
-
-@dataclass(frozen=True)
-class UnmaskShares:
-    seed_shares: tuple[RevealedShare, ...]
-    mask_key_shares: tuple[RevealedShare, ...]
+        if not self.release_id:
+            raise InvalidInput(f"round {self.round}: release_id must not be empty")
 
 
 @dataclass(frozen=True)

@@ -96,9 +96,40 @@ class HelloResponse(_message.Message):
 Global___HelloResponse: _TypeAlias = HelloResponse  # noqa: Y015
 
 @_typing.final
-class Clique(_message.Message):
-    """---- secure aggregation: one session per measurement round ----------------------------------------------"""
+class StageHeader(_message.Message):
+    """---- secure aggregation: one session per measurement round ----------------------------------------------
+    Messages mirror cleanroom.secagg.messages 1:1. Every message carries a header; the party refuses a request
+    whose header sender is not the identity in the caller's certificate.
+    """
 
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SID_FIELD_NUMBER: _builtins.int
+    STAGE_FIELD_NUMBER: _builtins.int
+    SENDER_FIELD_NUMBER: _builtins.int
+    sid: _builtins.bytes
+    """SHA256(collaboration_id | round | plan_hash), 32 bytes"""
+    stage: _builtins.str
+    """AdvertiseKeys | ShareKeys | MaskedInput | ConsistencyCheck | Unmask"""
+    sender: _builtins.str
+    """the coordinator for requests, the party for responses"""
+    def __init__(
+        self,
+        *,
+        sid: _builtins.bytes = ...,
+        stage: _builtins.str = ...,
+        sender: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["sender", b"sender", "sid", b"sid", "stage", b"stage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StageHeader: _TypeAlias = StageHeader  # noqa: Y015
+
+@_typing.final
+class Clique(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ATTRS_FIELD_NUMBER: _builtins.int
@@ -122,7 +153,7 @@ Global___Clique: _TypeAlias = Clique  # noqa: Y015
 @_typing.final
 class RoundSpec(_message.Message):
     """What is measured in a round, and with how much noise. The party checks it against the plan before
-    answering AdvertiseKeys and charges its ledger before any noise is drawn.
+    answering AdvertiseKeys and charges its ledger before any noise is drawn (at MaskedInput).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -130,45 +161,32 @@ class RoundSpec(_message.Message):
     JOB_ID_FIELD_NUMBER: _builtins.int
     RELEASE_ID_FIELD_NUMBER: _builtins.int
     ROUND_FIELD_NUMBER: _builtins.int
-    SID_FIELD_NUMBER: _builtins.int
     CLIQUES_FIELD_NUMBER: _builtins.int
     SIGMA_PARTY2_NUMERATOR_FIELD_NUMBER: _builtins.int
     SIGMA_PARTY2_DENOMINATOR_FIELD_NUMBER: _builtins.int
-    PARTICIPANTS_FIELD_NUMBER: _builtins.int
-    THRESHOLD_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     release_id: _builtins.str
     """unique per (job, round); ledger key, makes retries idempotent"""
     round: _builtins.int
-    sid: _builtins.bytes
-    """SHA256(collaboration_id | round | plan_hash)"""
+    """bound into the session id"""
     sigma_party2_numerator: _builtins.int
     """per-party discrete-Gaussian variance as an exact fraction"""
     sigma_party2_denominator: _builtins.int
-    threshold: _builtins.int
-    """Shamir threshold t"""
     @_builtins.property
     def cliques(self) -> _containers.RepeatedCompositeFieldContainer[Global___Clique]: ...
-    @_builtins.property
-    def participants(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """party ids taking part (U0), sorted"""
-
     def __init__(
         self,
         *,
         job_id: _builtins.str = ...,
         release_id: _builtins.str = ...,
         round: _builtins.int = ...,
-        sid: _builtins.bytes = ...,
         cliques: _abc.Iterable[Global___Clique] | None = ...,
         sigma_party2_numerator: _builtins.int = ...,
         sigma_party2_denominator: _builtins.int = ...,
-        participants: _abc.Iterable[_builtins.str] | None = ...,
-        threshold: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cliques", b"cliques", "job_id", b"job_id", "participants", b"participants", "release_id", b"release_id", "round", b"round", "sid", b"sid", "sigma_party2_denominator", b"sigma_party2_denominator", "sigma_party2_numerator", b"sigma_party2_numerator", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cliques", b"cliques", "job_id", b"job_id", "release_id", b"release_id", "round", b"round", "sigma_party2_denominator", b"sigma_party2_denominator", "sigma_party2_numerator", b"sigma_party2_numerator"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -178,100 +196,86 @@ Global___RoundSpec: _TypeAlias = RoundSpec  # noqa: Y015
 class AdvertiseKeysRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    HEADER_FIELD_NUMBER: _builtins.int
     SPEC_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___StageHeader: ...
     @_builtins.property
     def spec(self) -> Global___RoundSpec: ...
     def __init__(
         self,
         *,
+        header: Global___StageHeader | None = ...,
         spec: Global___RoundSpec | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "spec", b"spec"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["spec", b"spec"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "spec", b"spec"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AdvertiseKeysRequest: _TypeAlias = AdvertiseKeysRequest  # noqa: Y015
 
 @_typing.final
-class AdvertisedKeys(_message.Message):
+class AdvertiseKeys(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    PARTY_ID_FIELD_NUMBER: _builtins.int
-    ENC_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
-    MASK_PUBLIC_KEY_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
+    ENC_PUBLIC_FIELD_NUMBER: _builtins.int
+    MASK_PUBLIC_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
-    party_id: _builtins.str
-    enc_public_key: _builtins.bytes
+    enc_public: _builtins.bytes
     """X25519, raw 32 bytes"""
-    mask_public_key: _builtins.bytes
+    mask_public: _builtins.bytes
     """X25519, raw 32 bytes"""
     signature: _builtins.bytes
-    """Ed25519 by the party's identity key over (sid, ids, both keys)"""
+    """Ed25519 by the party's identity key"""
+    @_builtins.property
+    def header(self) -> Global___StageHeader: ...
     def __init__(
         self,
         *,
-        party_id: _builtins.str = ...,
-        enc_public_key: _builtins.bytes = ...,
-        mask_public_key: _builtins.bytes = ...,
+        header: Global___StageHeader | None = ...,
+        enc_public: _builtins.bytes = ...,
+        mask_public: _builtins.bytes = ...,
         signature: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["enc_public_key", b"enc_public_key", "mask_public_key", b"mask_public_key", "party_id", b"party_id", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["enc_public", b"enc_public", "header", b"header", "mask_public", b"mask_public", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___AdvertisedKeys: _TypeAlias = AdvertisedKeys  # noqa: Y015
-
-@_typing.final
-class AdvertiseKeysResponse(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    KEYS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def keys(self) -> Global___AdvertisedKeys: ...
-    def __init__(
-        self,
-        *,
-        keys: Global___AdvertisedKeys | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["keys", b"keys"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___AdvertiseKeysResponse: _TypeAlias = AdvertiseKeysResponse  # noqa: Y015
+Global___AdvertiseKeys: _TypeAlias = AdvertiseKeys  # noqa: Y015
 
 @_typing.final
 class ShareKeysRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SID_FIELD_NUMBER: _builtins.int
-    ROSTER_FIELD_NUMBER: _builtins.int
-    sid: _builtins.bytes
+    HEADER_FIELD_NUMBER: _builtins.int
+    ADVERTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def roster(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdvertisedKeys]:
-        """U1: every party that advertised keys"""
+    def header(self) -> Global___StageHeader: ...
+    @_builtins.property
+    def adverts(self) -> _containers.RepeatedCompositeFieldContainer[Global___AdvertiseKeys]:
+        """U1: every advert the coordinator received"""
 
     def __init__(
         self,
         *,
-        sid: _builtins.bytes = ...,
-        roster: _abc.Iterable[Global___AdvertisedKeys] | None = ...,
+        header: Global___StageHeader | None = ...,
+        adverts: _abc.Iterable[Global___AdvertiseKeys] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["roster", b"roster", "sid", b"sid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["adverts", b"adverts", "header", b"header"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ShareKeysRequest: _TypeAlias = ShareKeysRequest  # noqa: Y015
 
 @_typing.final
-class EncryptedShare(_message.Message):
+class EncryptedShares(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SENDER_FIELD_NUMBER: _builtins.int
@@ -294,170 +298,165 @@ class EncryptedShare(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___EncryptedShare: _TypeAlias = EncryptedShare  # noqa: Y015
+Global___EncryptedShares: _TypeAlias = EncryptedShares  # noqa: Y015
 
 @_typing.final
-class ShareKeysResponse(_message.Message):
+class ShareKeys(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    HEADER_FIELD_NUMBER: _builtins.int
     SHARES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedShare]:
+    def header(self) -> Global___StageHeader: ...
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedShares]:
         """one per other party in U1"""
 
     def __init__(
         self,
         *,
-        shares: _abc.Iterable[Global___EncryptedShare] | None = ...,
+        header: Global___StageHeader | None = ...,
+        shares: _abc.Iterable[Global___EncryptedShares] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["shares", b"shares"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "shares", b"shares"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ShareKeysResponse: _TypeAlias = ShareKeysResponse  # noqa: Y015
+Global___ShareKeys: _TypeAlias = ShareKeys  # noqa: Y015
 
 @_typing.final
 class MaskedInputRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SID_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
     SHARES_FIELD_NUMBER: _builtins.int
-    sid: _builtins.bytes
     @_builtins.property
-    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedShare]:
+    def header(self) -> Global___StageHeader: ...
+    @_builtins.property
+    def shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___EncryptedShares]:
         """the ciphertexts addressed to this party (from U2)"""
 
     def __init__(
         self,
         *,
-        sid: _builtins.bytes = ...,
-        shares: _abc.Iterable[Global___EncryptedShare] | None = ...,
+        header: Global___StageHeader | None = ...,
+        shares: _abc.Iterable[Global___EncryptedShares] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["shares", b"shares", "sid", b"sid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "shares", b"shares"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MaskedInputRequest: _TypeAlias = MaskedInputRequest  # noqa: Y015
 
 @_typing.final
-class MaskedInputResponse(_message.Message):
+class MaskedInput(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    MASKED_VECTOR_FIELD_NUMBER: _builtins.int
-    LENGTH_FIELD_NUMBER: _builtins.int
-    masked_vector: _builtins.bytes
+    HEADER_FIELD_NUMBER: _builtins.int
+    VECTOR_FIELD_NUMBER: _builtins.int
+    vector: _builtins.bytes
     """uint64 mod 2^64, packed little-endian, 8 bytes per cell"""
-    length: _builtins.int
-    """number of cells"""
+    @_builtins.property
+    def header(self) -> Global___StageHeader: ...
     def __init__(
         self,
         *,
-        masked_vector: _builtins.bytes = ...,
-        length: _builtins.int = ...,
+        header: Global___StageHeader | None = ...,
+        vector: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["length", b"length", "masked_vector", b"masked_vector"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "vector", b"vector"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___MaskedInputResponse: _TypeAlias = MaskedInputResponse  # noqa: Y015
+Global___MaskedInput: _TypeAlias = MaskedInput  # noqa: Y015
 
 @_typing.final
 class ConsistencyCheckRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SID_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
     SURVIVORS_FIELD_NUMBER: _builtins.int
-    sid: _builtins.bytes
+    @_builtins.property
+    def header(self) -> Global___StageHeader: ...
     @_builtins.property
     def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """U3: parties whose masked input arrived"""
+        """U3, in manifest order"""
 
     def __init__(
         self,
         *,
-        sid: _builtins.bytes = ...,
+        header: Global___StageHeader | None = ...,
         survivors: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sid", b"sid", "survivors", b"survivors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "survivors", b"survivors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ConsistencyCheckRequest: _TypeAlias = ConsistencyCheckRequest  # noqa: Y015
 
 @_typing.final
-class ConsistencyCheckResponse(_message.Message):
+class ConsistencySignature(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    HEADER_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
     signature: _builtins.bytes
-    """Ed25519 over (sid, sorted survivors)"""
+    """Ed25519 over (sid, survivors)"""
+    @_builtins.property
+    def header(self) -> Global___StageHeader: ...
     def __init__(
         self,
         *,
+        header: Global___StageHeader | None = ...,
         signature: _builtins.bytes = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___ConsistencyCheckResponse: _TypeAlias = ConsistencyCheckResponse  # noqa: Y015
-
-@_typing.final
-class PartySignature(_message.Message):
-    DESCRIPTOR: _descriptor.Descriptor
-
-    PARTY_ID_FIELD_NUMBER: _builtins.int
-    SIGNATURE_FIELD_NUMBER: _builtins.int
-    party_id: _builtins.str
-    signature: _builtins.bytes
-    def __init__(
-        self,
-        *,
-        party_id: _builtins.str = ...,
-        signature: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["party_id", b"party_id", "signature", b"signature"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___PartySignature: _TypeAlias = PartySignature  # noqa: Y015
+Global___ConsistencySignature: _TypeAlias = ConsistencySignature  # noqa: Y015
 
 @_typing.final
 class UnmaskRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    SID_FIELD_NUMBER: _builtins.int
+    HEADER_FIELD_NUMBER: _builtins.int
     SURVIVORS_FIELD_NUMBER: _builtins.int
     SIGNATURES_FIELD_NUMBER: _builtins.int
-    sid: _builtins.bytes
+    REVEAL_SEED_FOR_FIELD_NUMBER: _builtins.int
+    REVEAL_KEY_FOR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def header(self) -> Global___StageHeader: ...
     @_builtins.property
     def survivors(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
-    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___PartySignature]:
-        """U4's consistency signatures"""
-
+    def signatures(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConsistencySignature]: ...
+    @_builtins.property
+    def reveal_seed_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def reveal_key_for(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
-        sid: _builtins.bytes = ...,
+        header: Global___StageHeader | None = ...,
         survivors: _abc.Iterable[_builtins.str] | None = ...,
-        signatures: _abc.Iterable[Global___PartySignature] | None = ...,
+        signatures: _abc.Iterable[Global___ConsistencySignature] | None = ...,
+        reveal_seed_for: _abc.Iterable[_builtins.str] | None = ...,
+        reveal_key_for: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["sid", b"sid", "signatures", b"signatures", "survivors", b"survivors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "reveal_key_for", b"reveal_key_for", "reveal_seed_for", b"reveal_seed_for", "signatures", b"signatures", "survivors", b"survivors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -467,20 +466,20 @@ Global___UnmaskRequest: _TypeAlias = UnmaskRequest  # noqa: Y015
 class RevealedShare(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    OWNER_FIELD_NUMBER: _builtins.int
+    SUBJECT_FIELD_NUMBER: _builtins.int
     SHARE_FIELD_NUMBER: _builtins.int
-    owner: _builtins.str
+    subject: _builtins.str
     """whose secret the share belongs to"""
     share: _builtins.bytes
     def __init__(
         self,
         *,
-        owner: _builtins.str = ...,
+        subject: _builtins.str = ...,
         share: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner", b"owner", "share", b"share"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["share", b"share", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -490,25 +489,25 @@ Global___RevealedShare: _TypeAlias = RevealedShare  # noqa: Y015
 class UnmaskResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    HEADER_FIELD_NUMBER: _builtins.int
     SEED_SHARES_FIELD_NUMBER: _builtins.int
-    MASK_KEY_SHARES_FIELD_NUMBER: _builtins.int
+    KEY_SHARES_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def seed_shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevealedShare]:
-        """b_u shares of survivors"""
-
+    def header(self) -> Global___StageHeader: ...
     @_builtins.property
-    def mask_key_shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevealedShare]:
-        """masking-key shares of dropped parties"""
-
+    def seed_shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevealedShare]: ...
+    @_builtins.property
+    def key_shares(self) -> _containers.RepeatedCompositeFieldContainer[Global___RevealedShare]: ...
     def __init__(
         self,
         *,
+        header: Global___StageHeader | None = ...,
         seed_shares: _abc.Iterable[Global___RevealedShare] | None = ...,
-        mask_key_shares: _abc.Iterable[Global___RevealedShare] | None = ...,
+        key_shares: _abc.Iterable[Global___RevealedShare] | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["mask_key_shares", b"mask_key_shares", "seed_shares", b"seed_shares"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "key_shares", b"key_shares", "seed_shares", b"seed_shares"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -42,22 +42,22 @@ class PartyServiceStub:
         self.AdvertiseKeys = channel.unary_unary(
                 '/transport.v1.PartyService/AdvertiseKeys',
                 request_serializer=transport_dot_v1_dot_party__pb2.AdvertiseKeysRequest.SerializeToString,
-                response_deserializer=transport_dot_v1_dot_party__pb2.AdvertiseKeysResponse.FromString,
+                response_deserializer=transport_dot_v1_dot_party__pb2.AdvertiseKeys.FromString,
                 _registered_method=True)
         self.ShareKeys = channel.unary_unary(
                 '/transport.v1.PartyService/ShareKeys',
                 request_serializer=transport_dot_v1_dot_party__pb2.ShareKeysRequest.SerializeToString,
-                response_deserializer=transport_dot_v1_dot_party__pb2.ShareKeysResponse.FromString,
+                response_deserializer=transport_dot_v1_dot_party__pb2.ShareKeys.FromString,
                 _registered_method=True)
         self.MaskedInput = channel.unary_unary(
                 '/transport.v1.PartyService/MaskedInput',
                 request_serializer=transport_dot_v1_dot_party__pb2.MaskedInputRequest.SerializeToString,
-                response_deserializer=transport_dot_v1_dot_party__pb2.MaskedInputResponse.FromString,
+                response_deserializer=transport_dot_v1_dot_party__pb2.MaskedInput.FromString,
                 _registered_method=True)
         self.ConsistencyCheck = channel.unary_unary(
                 '/transport.v1.PartyService/ConsistencyCheck',
                 request_serializer=transport_dot_v1_dot_party__pb2.ConsistencyCheckRequest.SerializeToString,
-                response_deserializer=transport_dot_v1_dot_party__pb2.ConsistencyCheckResponse.FromString,
+                response_deserializer=transport_dot_v1_dot_party__pb2.ConsistencySignature.FromString,
                 _registered_method=True)
         self.Unmask = channel.unary_unary(
                 '/transport.v1.PartyService/Unmask',
@@ -140,22 +140,22 @@ def add_PartyServiceServicer_to_server(servicer, server):
             'AdvertiseKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.AdvertiseKeys,
                     request_deserializer=transport_dot_v1_dot_party__pb2.AdvertiseKeysRequest.FromString,
-                    response_serializer=transport_dot_v1_dot_party__pb2.AdvertiseKeysResponse.SerializeToString,
+                    response_serializer=transport_dot_v1_dot_party__pb2.AdvertiseKeys.SerializeToString,
             ),
             'ShareKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.ShareKeys,
                     request_deserializer=transport_dot_v1_dot_party__pb2.ShareKeysRequest.FromString,
-                    response_serializer=transport_dot_v1_dot_party__pb2.ShareKeysResponse.SerializeToString,
+                    response_serializer=transport_dot_v1_dot_party__pb2.ShareKeys.SerializeToString,
             ),
             'MaskedInput': grpc.unary_unary_rpc_method_handler(
                     servicer.MaskedInput,
                     request_deserializer=transport_dot_v1_dot_party__pb2.MaskedInputRequest.FromString,
-                    response_serializer=transport_dot_v1_dot_party__pb2.MaskedInputResponse.SerializeToString,
+                    response_serializer=transport_dot_v1_dot_party__pb2.MaskedInput.SerializeToString,
             ),
             'ConsistencyCheck': grpc.unary_unary_rpc_method_handler(
                     servicer.ConsistencyCheck,
                     request_deserializer=transport_dot_v1_dot_party__pb2.ConsistencyCheckRequest.FromString,
-                    response_serializer=transport_dot_v1_dot_party__pb2.ConsistencyCheckResponse.SerializeToString,
+                    response_serializer=transport_dot_v1_dot_party__pb2.ConsistencySignature.SerializeToString,
             ),
             'Unmask': grpc.unary_unary_rpc_method_handler(
                     servicer.Unmask,
@@ -226,7 +226,7 @@ class PartyService:
             target,
             '/transport.v1.PartyService/AdvertiseKeys',
             transport_dot_v1_dot_party__pb2.AdvertiseKeysRequest.SerializeToString,
-            transport_dot_v1_dot_party__pb2.AdvertiseKeysResponse.FromString,
+            transport_dot_v1_dot_party__pb2.AdvertiseKeys.FromString,
             options,
             channel_credentials,
             insecure,
@@ -253,7 +253,7 @@ class PartyService:
             target,
             '/transport.v1.PartyService/ShareKeys',
             transport_dot_v1_dot_party__pb2.ShareKeysRequest.SerializeToString,
-            transport_dot_v1_dot_party__pb2.ShareKeysResponse.FromString,
+            transport_dot_v1_dot_party__pb2.ShareKeys.FromString,
             options,
             channel_credentials,
             insecure,
@@ -280,7 +280,7 @@ class PartyService:
             target,
             '/transport.v1.PartyService/MaskedInput',
             transport_dot_v1_dot_party__pb2.MaskedInputRequest.SerializeToString,
-            transport_dot_v1_dot_party__pb2.MaskedInputResponse.FromString,
+            transport_dot_v1_dot_party__pb2.MaskedInput.FromString,
             options,
             channel_credentials,
             insecure,
@@ -307,7 +307,7 @@ class PartyService:
             target,
             '/transport.v1.PartyService/ConsistencyCheck',
             transport_dot_v1_dot_party__pb2.ConsistencyCheckRequest.SerializeToString,
-            transport_dot_v1_dot_party__pb2.ConsistencyCheckResponse.FromString,
+            transport_dot_v1_dot_party__pb2.ConsistencySignature.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,10 +38,10 @@ class PartyServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> PartyServiceAsyncStub: ...
     Hello: _grpc.UnaryUnaryMultiCallable[_party_pb2.HelloRequest, _party_pb2.HelloResponse]
-    AdvertiseKeys: _grpc.UnaryUnaryMultiCallable[_party_pb2.AdvertiseKeysRequest, _party_pb2.AdvertiseKeysResponse]
-    ShareKeys: _grpc.UnaryUnaryMultiCallable[_party_pb2.ShareKeysRequest, _party_pb2.ShareKeysResponse]
-    MaskedInput: _grpc.UnaryUnaryMultiCallable[_party_pb2.MaskedInputRequest, _party_pb2.MaskedInputResponse]
-    ConsistencyCheck: _grpc.UnaryUnaryMultiCallable[_party_pb2.ConsistencyCheckRequest, _party_pb2.ConsistencyCheckResponse]
+    AdvertiseKeys: _grpc.UnaryUnaryMultiCallable[_party_pb2.AdvertiseKeysRequest, _party_pb2.AdvertiseKeys]
+    ShareKeys: _grpc.UnaryUnaryMultiCallable[_party_pb2.ShareKeysRequest, _party_pb2.ShareKeys]
+    MaskedInput: _grpc.UnaryUnaryMultiCallable[_party_pb2.MaskedInputRequest, _party_pb2.MaskedInput]
+    ConsistencyCheck: _grpc.UnaryUnaryMultiCallable[_party_pb2.ConsistencyCheckRequest, _party_pb2.ConsistencySignature]
     Unmask: _grpc.UnaryUnaryMultiCallable[_party_pb2.UnmaskRequest, _party_pb2.UnmaskResponse]
     DeliverResults: _grpc.StreamUnaryMultiCallable[_party_pb2.ResultChunk, _party_pb2.DeliverResultsResponse]
     Budget: _grpc.UnaryUnaryMultiCallable[_party_pb2.BudgetRequest, _party_pb2.BudgetResponse]
@@ -53,10 +53,10 @@ class PartyServiceStub:
 class PartyServiceAsyncStub(PartyServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Hello: _aio.UnaryUnaryMultiCallable[_party_pb2.HelloRequest, _party_pb2.HelloResponse]  # type: ignore[assignment]
-    AdvertiseKeys: _aio.UnaryUnaryMultiCallable[_party_pb2.AdvertiseKeysRequest, _party_pb2.AdvertiseKeysResponse]  # type: ignore[assignment]
-    ShareKeys: _aio.UnaryUnaryMultiCallable[_party_pb2.ShareKeysRequest, _party_pb2.ShareKeysResponse]  # type: ignore[assignment]
-    MaskedInput: _aio.UnaryUnaryMultiCallable[_party_pb2.MaskedInputRequest, _party_pb2.MaskedInputResponse]  # type: ignore[assignment]
-    ConsistencyCheck: _aio.UnaryUnaryMultiCallable[_party_pb2.ConsistencyCheckRequest, _party_pb2.ConsistencyCheckResponse]  # type: ignore[assignment]
+    AdvertiseKeys: _aio.UnaryUnaryMultiCallable[_party_pb2.AdvertiseKeysRequest, _party_pb2.AdvertiseKeys]  # type: ignore[assignment]
+    ShareKeys: _aio.UnaryUnaryMultiCallable[_party_pb2.ShareKeysRequest, _party_pb2.ShareKeys]  # type: ignore[assignment]
+    MaskedInput: _aio.UnaryUnaryMultiCallable[_party_pb2.MaskedInputRequest, _party_pb2.MaskedInput]  # type: ignore[assignment]
+    ConsistencyCheck: _aio.UnaryUnaryMultiCallable[_party_pb2.ConsistencyCheckRequest, _party_pb2.ConsistencySignature]  # type: ignore[assignment]
     Unmask: _aio.UnaryUnaryMultiCallable[_party_pb2.UnmaskRequest, _party_pb2.UnmaskResponse]  # type: ignore[assignment]
     DeliverResults: _aio.StreamUnaryMultiCallable[_party_pb2.ResultChunk, _party_pb2.DeliverResultsResponse]  # type: ignore[assignment]
     Budget: _aio.UnaryUnaryMultiCallable[_party_pb2.BudgetRequest, _party_pb2.BudgetResponse]  # type: ignore[assignment]
@@ -77,28 +77,28 @@ class PartyServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _party_pb2.AdvertiseKeysRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_party_pb2.AdvertiseKeysResponse, _abc.Awaitable[_party_pb2.AdvertiseKeysResponse]]: ...
+    ) -> _typing.Union[_party_pb2.AdvertiseKeys, _abc.Awaitable[_party_pb2.AdvertiseKeys]]: ...
 
     @_abc_1.abstractmethod
     def ShareKeys(
         self,
         request: _party_pb2.ShareKeysRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_party_pb2.ShareKeysResponse, _abc.Awaitable[_party_pb2.ShareKeysResponse]]: ...
+    ) -> _typing.Union[_party_pb2.ShareKeys, _abc.Awaitable[_party_pb2.ShareKeys]]: ...
 
     @_abc_1.abstractmethod
     def MaskedInput(
         self,
         request: _party_pb2.MaskedInputRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_party_pb2.MaskedInputResponse, _abc.Awaitable[_party_pb2.MaskedInputResponse]]: ...
+    ) -> _typing.Union[_party_pb2.MaskedInput, _abc.Awaitable[_party_pb2.MaskedInput]]: ...
 
     @_abc_1.abstractmethod
     def ConsistencyCheck(
         self,
         request: _party_pb2.ConsistencyCheckRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_party_pb2.ConsistencyCheckResponse, _abc.Awaitable[_party_pb2.ConsistencyCheckResponse]]: ...
+    ) -> _typing.Union[_party_pb2.ConsistencySignature, _abc.Awaitable[_party_pb2.ConsistencySignature]]: ...
 
     @_abc_1.abstractmethod
     def Unmask(
