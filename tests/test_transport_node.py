@@ -13,7 +13,6 @@ import pytest
 
 from cleanroom.domain import Domain
 from cleanroom.errors import BudgetExceeded, InvalidInput, PermissionDenied, PreconditionFailed, SchemaError
-from party import node as node_module
 from party.node import PartyNode
 from transport import core_api, wire
 
