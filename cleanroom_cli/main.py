@@ -105,17 +105,13 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def cmd_schema_infer(args: argparse.Namespace) -> int:
-    import json
-
-    import pandas as pd
-
     from cleanroom import schema_infer
 
-    frame = pd.read_csv(args.csv)
-    schema = schema_infer.infer_schema(frame)
-    text = json.dumps(schema if isinstance(schema, dict) else schema.to_dict(), indent=2)
+    schema = schema_infer.infer_schema(args.data, target=args.target)
+    text = schema.to_json(indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
+        print(f"draft schema written to {args.out}")
     else:
         print(text)
     print(schema_infer.DOMAIN_WARNING, file=sys.stderr)
@@ -169,7 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_local(sub)
     schema = sub.add_parser("schema").add_subparsers(dest="action", required=True)
     infer = schema.add_parser("infer", help="draft a schema from a CSV (review it: see the warning)")
-    infer.add_argument("csv")
+    infer.add_argument("data", help="a CSV or Parquet file")
+    infer.add_argument("--target")
     infer.add_argument("--out")
     infer.set_defaults(handler=cmd_schema_infer)
     plan = sub.add_parser("plan").add_subparsers(dest="action", required=True)

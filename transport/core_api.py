@@ -20,12 +20,9 @@ def load_plan(path: Path) -> Any:
 
 
 def load_schema(path: Path) -> Any:
-    from cleanroom import schema as schema_module
+    from cleanroom.schema import Schema
 
-    loader = getattr(schema_module, "load_schema", None)
-    if loader is not None:
-        return loader(path)
-    return schema_module.Schema.load(path)
+    return Schema.load(path)
 
 
 def schema_hash(schema: Any) -> str:
@@ -33,14 +30,19 @@ def schema_hash(schema: Any) -> str:
 
 
 def open_source(spec: Any, schema: Any) -> Any:
-    """The party's data source (`party.sources` once it lands, else the in-memory pandas stand-in)."""
+    """The party's data source (`party.sources` once it lands, else the in-memory pandas stand-in).
+
+    `spec` is the party.toml `[data] source` value: a file path, or a table of `party.sources` keys.
+    """
     try:
+        from party.sources import SourceSpec
         from party.sources import open_source as real_open_source
     except ImportError:
         from party.local_source import open_source as local_open_source
 
         return local_open_source(spec, schema)
-    return real_open_source(spec, schema)
+    table = {"path": spec} if isinstance(spec, str) else dict(spec)
+    return real_open_source(SourceSpec.from_config(table), schema)
 
 
 def session_id(collaboration_id: str, round_index: int, plan_hash: str) -> bytes:
@@ -139,41 +141,4 @@ def sample_dataset(n_rows: int, seed: int) -> tuple[dict[str, Any], Any, str, st
     from cleanroom import sample_data
 
     frame = sample_data.generate(n_rows, seed=seed)
-    schema = sample_data.schema()
-    schema_dict = schema if isinstance(schema, dict) else schema.to_dict()
-    return schema_dict, frame, sample_data.TARGET, sample_data.TASK
-
-
-def secagg_manifest(plan: Any, schema_hash_hex: str) -> Any:
-    """The secure-aggregation manifest of a plan: its data parties in plan order with their identity keys."""
-    from cleanroom.secagg.manifest import SecAggManifest
-
-    parties = tuple(plan.data_parties)
-    return SecAggManifest(
-        collaboration_id=plan.collaboration_id,
-        parties=tuple(m.id for m in parties),
-        identity_keys=tuple(m.public_key() for m in parties),
-        min_parties=int(plan.min_parties),
-        schema_hash=schema_hash_hex,
-        threshold=int(plan.threshold),
-        coordinator_id=plan.coordinator,
-    )
-
-
-def secagg_party(manifest: Any, party_id: str, identity_key: Any, sid: bytes, reveal_record: Any) -> Any:
-    from cleanroom.secagg.party import SecAggParty
-
-    return SecAggParty(manifest, party_id, identity_key, sid, reveal_record)
-
-
-def secagg_server(manifest: Any, sid: bytes, vector_length: int) -> Any:
-    from cleanroom.secagg.server import SecAggServer
-
-    return SecAggServer(manifest, sid, vector_length)
-
-
-def reveal_record(path: Path) -> Any:
-    """Durable record of which share kind was revealed per party and session (never both)."""
-    from cleanroom.secagg.reveal import SqliteRevealRecord
-
-    return SqliteRevealRecord(path)
+    return sample_data.sample_schema().to_dict(), frame, sample_data.TARGET, "classification"
