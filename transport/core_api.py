@@ -142,3 +142,38 @@ def sample_dataset(n_rows: int, seed: int) -> tuple[dict[str, Any], Any, str, st
 
     frame = sample_data.generate(n_rows, seed=seed)
     return sample_data.sample_schema().to_dict(), frame, sample_data.TARGET, "classification"
+
+
+def secagg_manifest(plan: Any, schema_hash_hex: str) -> Any:
+    """The secure-aggregation manifest of a plan: its data parties in plan order with their identity keys."""
+    from cleanroom.secagg.manifest import SecAggManifest
+
+    parties = tuple(plan.data_parties)
+    return SecAggManifest(
+        collaboration_id=plan.collaboration_id,
+        parties=tuple(m.id for m in parties),
+        identity_keys=tuple(m.public_key() for m in parties),
+        min_parties=int(plan.min_parties),
+        schema_hash=schema_hash_hex,
+        threshold=int(plan.threshold),
+        coordinator_id=plan.coordinator,
+    )
+
+
+def secagg_party(manifest: Any, party_id: str, identity_key: Any, sid: bytes, reveal_record: Any) -> Any:
+    from cleanroom.secagg.party import SecAggParty
+
+    return SecAggParty(manifest, party_id, identity_key, sid, reveal_record)
+
+
+def secagg_server(manifest: Any, sid: bytes, vector_length: int) -> Any:
+    from cleanroom.secagg.server import SecAggServer
+
+    return SecAggServer(manifest, sid, vector_length)
+
+
+def reveal_record(path: Path) -> Any:
+    """Durable record of which share kind was revealed per party and session (never both)."""
+    from cleanroom.secagg.reveal import SqliteRevealRecord
+
+    return SqliteRevealRecord(path)
