@@ -106,6 +106,11 @@ def _pairs() -> dict[type, Any]:
     }
 
 
+def _has_header(cls: type) -> bool:
+    """Stage messages carry (sid, stage, sender) in a StageHeader; nested records do not."""
+    return any(f.name == "sid" for f in dataclasses.fields(cls))
+
+
 def _field_types(cls: type) -> dict[str, Any]:
     return typing.get_type_hints(cls)
 
@@ -114,14 +119,15 @@ def stage_to_pb(message: Any) -> Any:
     """A secagg dataclass -> its protobuf message (header fields go into `header`)."""
     pb_cls = _pairs()[type(message)]
     kwargs: dict[str, Any] = {}
+    headed = _has_header(type(message))
     for f in dataclasses.fields(message):
         value = getattr(message, f.name)
-        if f.name in _HEADER:
+        if headed and f.name in _HEADER:
             continue
         if isinstance(value, tuple):
             value = [stage_to_pb(v) if dataclasses.is_dataclass(v) else v for v in value]
         kwargs[f.name] = value
-    if any(f.name == "sid" for f in dataclasses.fields(message)):
+    if headed:
         kwargs["header"] = pb.StageHeader(sid=message.sid, stage=message.stage, sender=message.sender)
     return pb_cls(**kwargs)
 
@@ -132,8 +138,9 @@ def stage_from_pb(p: Any, cls: type | None = None) -> Any:
         cls = next(c for c, pb_cls in _pairs().items() if isinstance(p, pb_cls))
     kwargs: dict[str, Any] = {}
     hints = _field_types(cls)
+    headed = _has_header(cls)
     for f in dataclasses.fields(cls):
-        if f.name in _HEADER:
+        if headed and f.name in _HEADER:
             kwargs[f.name] = getattr(p.header, f.name)
             continue
         value = getattr(p, f.name)
