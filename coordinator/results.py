@@ -59,6 +59,8 @@ def train_model(frame: pd.DataFrame, target: str, task: str, kinds: dict[str, st
         keep = y.notna()
         frame, y = frame[keep], y[keep]
     x = frame[features].copy()
+    for c in numerical:
+        x[c] = pd.to_numeric(x[c], errors="coerce").astype(float)  # HistGradientBoosting handles NaN
     for c in categorical:
         x[c] = x[c].astype(object).where(x[c].notna(), "__missing__").astype(str)
     model = Pipeline([("encode", encode), ("model", estimator)])
