@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cleanroom.errors import DataError
 from transport import core_api
 
 
@@ -52,12 +53,14 @@ def train_model(frame: pd.DataFrame, target: str, task: str, kinds: dict[str, st
     mask = [True] * n_cat + [False] * len(numerical)
     if task == "classification":
         estimator: Any = HistGradientBoostingClassifier(categorical_features=mask or None, random_state=seed)
-        y = frame[target].astype(str)
+        y = frame[target].astype(object)
     else:
         estimator = HistGradientBoostingRegressor(categorical_features=mask or None, random_state=seed)
         y = pd.to_numeric(frame[target], errors="coerce")
-        keep = y.notna()
-        frame, y = frame[keep], y[keep]
+    keep = y.notna().to_numpy()  # synthetic rows with a missing target teach nothing about it
+    if not keep.any():
+        raise DataError(f"synthetic data: every value of the target {target!r} is missing; no model trained")
+    frame, y = frame[keep], (y[keep].astype(str) if task == "classification" else y[keep].astype(float))
     x = frame[features].copy()
     for c in numerical:
         x[c] = pd.to_numeric(x[c], errors="coerce").astype(float)  # HistGradientBoosting handles NaN
