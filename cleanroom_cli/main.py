@@ -53,11 +53,11 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
 
 def cmd_party_budget(args: argparse.Namespace) -> int:
     from party.config import PartyConfig
-    from party.run import _total_rho
+    from party.run import total_rho
     from transport import core_api
 
     config = PartyConfig.load(Path(args.config))
-    ledger = core_api.open_ledger(config.ledger, _total_rho(config))
+    ledger = core_api.open_ledger(config.ledger, total_rho(config))
     print(f"spent rho {ledger.spent():.6g}, remaining {ledger.remaining():.6g}")
     for plan_hash, rho in ledger.spent_by_plan().items():
         print(f"  plan {plan_hash[:16]}...: {rho:.6g}")

@@ -37,7 +37,7 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         schema=schema,
         schema_hash=core_api.schema_hash(schema),
         source=source,
-        ledger=core_api.open_ledger(config.ledger, _total_rho(config)),
+        ledger=core_api.open_ledger(config.ledger, total_rho(config)),
         identity_key=load_identity_key(config.identity_key),
         output_dir=config.output_dir,
         manifest=core_api.secagg_manifest(plan, core_api.schema_hash(schema)),
@@ -50,7 +50,7 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
     return node, Authorizer(plan.coordinator, pinned)
 
 
-def _total_rho(config: PartyConfig) -> float:
+def total_rho(config: PartyConfig) -> float:
     if config.rho is not None:
         return config.rho
     assert config.epsilon is not None

@@ -14,6 +14,8 @@ import pandas as pd
 import pytest
 
 from cleanroom_cli import local
+from party.config import PartyConfig
+from party.run import total_rho
 from transport import core_api
 from transport.ca import init_ca, issue
 from transport.channel import secure_channel
@@ -33,7 +35,8 @@ def _job(out: Path, **overrides: Any) -> local.LocalJob:
 
 
 def _spent(job: local.LocalJob, pid: str) -> float:
-    return float(core_api.open_ledger(job.work / "state" / f"{pid}.sqlite", 1.0).spent())
+    config = PartyConfig.load(job.work / f"{pid}.toml")
+    return float(core_api.open_ledger(config.ledger, total_rho(config)).spent())
 
 
 def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path) -> None:
