@@ -63,7 +63,7 @@ class Workflow:
             measurements = await self.measure()
             model = await self.timed("fit", asyncio.to_thread(core_api.estimate, self.planner, measurements))
             results = await self.timed(
-                "sample_train",
+                "results",
                 asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
             )
             await self.timed("deliver", self.deliver(results))
