@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from typing import Any
 from dataclasses import dataclass
 from fractions import Fraction
 from math import isqrt
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +42,7 @@ from cleanroom.errors import InvalidInput
 Int64Array = npt.NDArray[np.int64]
 U64Array = npt.NDArray[np.uint64]
 BoolArray = npt.NDArray[np.bool_]
-UIntArray = npt.NDArray[np.unsignedinteger[Any]]
+UIntArray = npt.NDArray[Any]  # uint8..uint64 depending on the bound
 RandomBytes = Callable[[int], bytes]
 
 MIN_PARTY_SIGMA2 = Fraction(4)
@@ -68,11 +68,11 @@ class _Rng:
         """
         top = bound if isinstance(bound, int) else (int(bound.max()) if bound.size else 1)
         dtype = next(t for limit, t in _WORD_TYPES if top < limit)
-        b = np.asarray(bound).astype(dtype)
+        b: UIntArray = np.asarray(bound).astype(dtype)
         # Words below 2^w mod b are rejected so the kept range is a whole multiple of b (no modulo bias).
-        reject_below = (~b + dtype(1)) % b
+        reject_below: UIntArray = (np.iinfo(dtype).max - b + dtype(1)) % b
         u = self.words(dtype, n)
-        out = u % b
+        out: UIntArray = u % b
         bad = np.flatnonzero(u < reject_below)
         while bad.size:
             bb, rr = (b, reject_below) if b.ndim == 0 else (b[bad], reject_below[bad])
@@ -83,20 +83,22 @@ class _Rng:
 
     def bernoulli(self, num: UIntArray, den: int) -> BoolArray:
         """Bernoulli(num/den) per element, num <= den."""
-        return self.below(den, num.size) < num
+        return np.asarray(self.below(den, num.size) < num, dtype=bool)
 
     def one_in(self, k: UIntArray) -> BoolArray:
         """Bernoulli(1/k) per element."""
-        return self.below(k, k.size) == 0
+        return np.asarray(self.below(k, k.size) == 0, dtype=bool)
 
-    def _series_parity(self, first_hit: BoolArray, k: U64Array, step: Callable[[U64Array], BoolArray]) -> BoolArray:
+    def _series_parity(
+        self, first_hit: BoolArray, k: U64Array, step: Callable[[Int64Array], BoolArray]
+    ) -> BoolArray:
         """Shared loop of CKS Alg. 1: increase k while Bernoulli(gamma/k) succeeds; success iff k ends odd."""
         active = np.flatnonzero(first_hit)
         k[active] += np.uint64(1)
         while active.size:
             active = active[step(active)]
             k[active] += np.uint64(1)
-        return k % np.uint64(2) == np.uint64(1)
+        return np.asarray(k % np.uint64(2) == np.uint64(1), dtype=bool)
 
     def bernoulli_exp_fraction(self, num: UIntArray, den: int) -> BoolArray:
         """Bernoulli(exp(-num/den)) per element for 0 <= num <= den."""
@@ -157,7 +159,8 @@ class _Params:
 
     @classmethod
     def of(cls, sigma2: Fraction) -> _Params:
-        return cls(sigma2.numerator, sigma2.denominator, max(1, isqrt(sigma2.numerator // sigma2.denominator)))
+        a, b = sigma2.numerator, sigma2.denominator
+        return cls(a, b, max(1, isqrt(a // b)))
 
     @property
     def s(self) -> int:
@@ -173,7 +176,8 @@ class _Params:
         for vcap in range(64, _MIN_VCAP - 1, -1):
             x_max = self.a * (vcap + 1)
             y_max = x_max // self.s
-            if x_max < _INT64_SAFE and self.acceptance_num(y_max) < _INT64_SAFE and self.mu**2 * self.b < _INT64_SAFE:
+            largest = max(x_max, self.acceptance_num(y_max), self.mu**2 * self.b)
+            if largest < _INT64_SAFE:
                 return vcap
         return 0
 
