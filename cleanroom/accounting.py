@@ -45,7 +45,8 @@ def _exact_fraction(name: str, value: object) -> Fraction:
 
 
 def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+    too_high = high is not None and isinstance(value, int) and value > high
+    if isinstance(value, bool) or not isinstance(value, int) or value < low or too_high:
         bounds = f">= {low}" if high is None else f"in [{low}, {high}]"
         raise InvalidInput(f"{name} ({value!r}) must be an integer {bounds}")
     return value
