@@ -55,8 +55,8 @@ _WORD_TYPES = ((2**8, np.uint8), (2**16, np.uint16), (2**32, np.uint32), (2**64,
 class _Rng:
     """Exact uniform integers and rational/exponential Bernoulli trials from a byte source."""
 
-    def __init__(self, random_bytes: RandomBytes = os.urandom) -> None:
-        self._random_bytes = random_bytes
+    def __init__(self, random_bytes: RandomBytes | None = None) -> None:
+        self._random_bytes = os.urandom if random_bytes is None else random_bytes
 
     def words(self, dtype: type[np.unsignedinteger[Any]], n: int) -> UIntArray:
         return np.frombuffer(self._random_bytes(np.dtype(dtype).itemsize * n), dtype=dtype)
