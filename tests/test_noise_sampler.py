@@ -38,7 +38,8 @@ def exact_pmf(sigma2: Fraction) -> tuple[np.ndarray, np.ndarray]:
     return xs, weights / weights.sum()
 
 
-def chi2_pvalue(samples: np.ndarray, sigma2: Fraction, min_expected: float = 20.0, max_bins: int = 200) -> float:
+def chi2_pvalue(samples: np.ndarray, sigma2: Fraction, min_expected: float = 20.0,
+                max_bins: int = 200) -> float:
     """Chi-square p-value against the exact pmf; adjacent support points merged so each bin is big enough."""
     xs, pmf = exact_pmf(sigma2)
     n = samples.size
@@ -109,7 +110,7 @@ def test_scalar_path_matches_pmf() -> None:
 
 
 def test_capped_geometric_continuation_is_exact() -> None:
-    """With the cap at V=1, a third of the attempts are finished with Python ints; the output must not move."""
+    """Cap at V=1: a third of the attempts are finished with Python ints; the output must not move."""
     sigma2, rng = Fraction(9), _Rng(seeded(7))
     p, parts = _Params.of(sigma2), []
     for _ in range(10):
@@ -174,7 +175,7 @@ def test_randomness_comes_from_os_urandom(monkeypatch: pytest.MonkeyPatch) -> No
 
 
 def test_uniform_below_has_no_modulo_bias() -> None:
-    """Bound 3 on 8-bit words: 256 = 85*3 + 1, so the word 0 must be rejected; a biased sampler gives 0 more."""
+    """Bound 3 on 8-bit words: 256 = 85*3 + 1, so word 0 must be rejected (else 0 is drawn more often)."""
     rng = _Rng(seeded(3))
     draws = rng.below(3, 300_000)
     assert stats.chisquare(np.bincount(draws, minlength=3)).pvalue > ALPHA
