@@ -9,7 +9,7 @@ Two choices differ from the paper's presentation, both keeping the output exactl
 * The proposal is a discrete Laplace with rational scale sigma^2/mu for the integer mu = floor(sigma) (at
   least 1). The rejection step is valid for any positive scale; this one makes the acceptance exponent
   gamma = (|Y| - mu)^2 * b / (2a) for sigma^2 = a/b, whose numerator and denominator stay small enough for
-  int64 even at sigma = 10^5 (the paper's integer scale floor(sigma)+1 would need ~2^70 at that sigma).
+  int64 even at sigma = 10^5 (the paper's integer scale floor(sigma)+1 would need ~2^67 at that sigma).
 * Everything is vectorised with numpy uint64/int64: each round makes one attempt for every missing cell and
   keeps the accepted ones. The sizes of all intermediate integers are bounded in advance (`_FastPath`); an
   attempt whose geometric part runs past that bound (probability < e^-8, in practice never) is finished
@@ -151,20 +151,21 @@ class _Rng:
 
 @dataclass(frozen=True)
 class _Params:
-    """sigma^2 = a/b; proposal discrete Laplace with scale t/s = a/(b*mu); acceptance exponent N/(2a)."""
+    """sigma^2 = a/b; proposal discrete Laplace of scale t/s = a/(b*mu) in lowest terms (small t means
+    fewer random bytes); acceptance exponent (|Y| - mu)^2 * b / (2a)."""
 
     a: int
     b: int
     mu: int
+    t: int
+    s: int
 
     @classmethod
     def of(cls, sigma2: Fraction) -> _Params:
         a, b = sigma2.numerator, sigma2.denominator
-        return cls(a, b, max(1, isqrt(a // b)))
-
-    @property
-    def s(self) -> int:
-        return self.b * self.mu
+        mu = max(1, isqrt(a // b))
+        scale = Fraction(a, b * mu)
+        return cls(a, b, mu, scale.numerator, scale.denominator)
 
     def acceptance_num(self, y_abs: int) -> int:
         return (y_abs - self.mu) ** 2 * self.b
@@ -174,7 +175,7 @@ class _Params:
         if 2 * self.a >= _INT64_SAFE:
             return 0
         for vcap in range(64, _MIN_VCAP - 1, -1):
-            x_max = self.a * (vcap + 1)
+            x_max = self.t * (vcap + 1)
             y_max = x_max // self.s
             largest = max(x_max, self.acceptance_num(y_max), self.mu**2 * self.b)
             if largest < _INT64_SAFE:
@@ -203,14 +204,14 @@ def _check_size(size: object) -> int:
 def _attempt_scalar(p: _Params, rng: _Rng, u: int | None = None, v: int | None = None) -> int | None:
     """One proposal+acceptance attempt with Python ints; `u`, `v` continue an attempt begun in numpy."""
     if u is None:
-        u = rng.randbelow(p.a)
-        if not rng.scalar_bernoulli_exp_fraction(u, p.a):
+        u = rng.randbelow(p.t)
+        if not rng.scalar_bernoulli_exp_fraction(u, p.t):
             return None
         v = 0
     assert v is not None
     while rng.scalar_bernoulli_exp_fraction(1, 1):
         v += 1
-    y = (u + p.a * v) // p.s
+    y = (u + p.t * v) // p.s
     negative = rng.randbelow(2) == 1
     if negative and y == 0:
         return None
@@ -238,16 +239,16 @@ def _attempt_vector(p: _Params, rng: _Rng, n: int, vcap: int) -> tuple[Int64Arra
     """One attempt for each of n cells; returns values and which attempts were accepted."""
     values = np.zeros(n, dtype=np.int64)
     accepted = np.zeros(n, dtype=bool)
-    a = np.uint64(p.a)
-    u = rng.below(p.a, n).astype(np.uint64)
-    idx = np.flatnonzero(rng.bernoulli_exp_fraction(u, p.a))
+    t = np.uint64(p.t)
+    u = rng.below(p.t, n).astype(np.uint64)
+    idx = np.flatnonzero(rng.bernoulli_exp_fraction(u, p.t))
     u = u[idx]
     v, running = _geometric_capped(rng, idx.size, vcap)
     for i in np.flatnonzero(running):  # rare: finish exactly with Python ints
         result = _attempt_scalar(p, rng, int(u[i]), int(v[i]))
         values[idx[i]], accepted[idx[i]] = result or 0, result is not None
     idx, u, v = idx[~running], u[~running], v[~running]
-    y = ((u + a * v) // np.uint64(p.s)).astype(np.int64)
+    y = ((u + t * v) // np.uint64(p.s)).astype(np.int64)
     negative = (rng.words(np.uint8, idx.size) & np.uint8(1)).astype(bool)
     keep = ~(negative & (y == 0))
     idx, y, negative = idx[keep], y[keep], negative[keep]
