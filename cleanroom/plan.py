@@ -31,6 +31,12 @@ RECEIVE_SYNTHETIC_DATA = "receive_synthetic_data"
 RECEIVE_MODEL = "receive_model"
 READ_AUDIT_LOG = "read_audit_log"
 ABILITIES = frozenset({RUN_JOBS, RECEIVE_RESULTS, RECEIVE_SYNTHETIC_DATA, RECEIVE_MODEL, READ_AUDIT_LOG})
+# Which ability a member needs to be sent each kind of job output.
+OUTPUT_ABILITIES = {
+    "report": RECEIVE_RESULTS,
+    "synthetic_data": RECEIVE_SYNTHETIC_DATA,
+    "model": RECEIVE_MODEL,
+}
 RESULT_FORMATS = frozenset({"csv", "parquet"})
 MODEL_FORMATS = frozenset({"skops"})
 TASKS = frozenset({"classification", "regression"})
@@ -255,6 +261,28 @@ class Plan:
 
     def members_with(self, ability: str) -> tuple[Member, ...]:
         return tuple(m for m in self.members if ability in m.abilities)
+
+    def recipients(self, output_kind: str) -> tuple[Member, ...]:
+        """Members allowed to receive `report` (metrics), `synthetic_data` or `model` outputs."""
+        if output_kind not in OUTPUT_ABILITIES:
+            raise InvalidInput(f"unknown output kind {output_kind!r} (known: {sorted(OUTPUT_ABILITIES)})")
+        return self.members_with(OUTPUT_ABILITIES[output_kind])
+
+    def describe(self) -> str:
+        """A readable summary for `cleanroom plan show`."""
+        lines = [
+            f"plan {self.source}", f"  hash {self.hash}", f"  collaboration {self.collaboration_id}",
+            f"  task {self.task} on target {self.target!r}, synthesizer {self.synthesizer}",
+            f"  privacy epsilon {self.epsilon} delta {self.delta} (per job <= {self.max_epsilon_per_job})",
+            f"  parties {len(self.data_parties)}, min {self.min_parties}, dropout tolerance "
+            f"{self.dropout_tolerance}, colluders {self.colluders}, threshold {self.effective_threshold}, "
+            f"n_min {self.n_min}",
+            f"  coordinator {self.coordinator!r}; retention {self.retention_days} days",
+        ]  # fmt: skip
+        for m in self.members:
+            where = m.address or "(no node)"
+            lines.append(f"  member {m.id} at {where}: {', '.join(sorted(m.abilities)) or 'no abilities'}")
+        return "\n".join(lines) + "\n"
 
     # ---------------------------------------------------------------- loading
     @classmethod

@@ -45,6 +45,13 @@ def test_abilities(tmp_path: Path) -> None:
         plan.require("analyst", "run_jobs")
     with pytest.raises(InvalidInput, match="unknown ability"):
         plan.can("p0", "fly")
+    assert [m.id for m in plan.recipients("model")] == ["p0", "analyst"]
+    assert [m.id for m in plan.recipients("synthetic_data")] == ["p0"]
+    assert [m.id for m in plan.recipients("report")] == ["p0", "analyst"]
+    with pytest.raises(InvalidInput, match="unknown output kind"):
+        plan.recipients("secrets")
+    text = plan.describe()
+    assert plan.hash in text and "member analyst at (no node): receive_model, receive_results" in text
 
 
 def test_coordinator_and_member_lookup(tmp_path: Path) -> None:
