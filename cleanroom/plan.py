@@ -173,10 +173,11 @@ class Plan:
             raise self._fail(f"synthetic_rows ({self.synthetic_rows}) must be >= 0 (0 = noisy total count)")
 
     def _check_parties(self) -> None:
-        ids = [m.id for m in self.members]
-        duplicates = sorted({i for i in ids if ids.count(i) > 1})
-        if duplicates:
-            raise self._fail(f"member ids {duplicates} are not unique")
+        for name in ("id", "cert_sha256", "identity_key"):
+            values = [getattr(m, name) for m in self.members if getattr(m, name)]
+            duplicates = sorted({v for v in values if values.count(v) > 1})
+            if duplicates:
+                raise self._fail(f"member {name}s {duplicates} are not unique")
         n = len(self.data_parties)
         if n < 1:
             raise self._fail("members: at least one member needs an address (a data party)")

@@ -128,6 +128,7 @@ def test_validation_errors_name_file_and_field(
     ("member_toml", "message"),
     [
         ('[[members]]\nid = "p0"\n', r"member ids \['p0'\] are not unique"),
+        (f'[[members]]\nid = "x"\ncert_sha256 = "{hashlib.sha256(b"p1").hexdigest()}"\n', r"cert_sha256s \["),
         ('[[members]]\nid = "x"\nabilities = ["run_jobs", "fly"]\n', r"unknown abilities \['fly'\]"),
         ('[[members]]\nid = "x"\naddress = "h:1"\n', r"a data party .* needs cert_sha256 and"),
         ('[[members]]\nid = "x"\ncert_sha256 = "xyz"\n', r"member 'x': cert_sha256 \('xyz'\) must be 64"),
@@ -171,3 +172,12 @@ def test_parse_without_schema_check(tmp_path: Path) -> None:
     files = write_plan(tmp_path, overrides={"schema": '"elsewhere.json"'})
     plan = Plan.parse(files.path.read_bytes(), files.path, check_schema=False)
     assert plan.schema_path.name == "elsewhere.json"
+
+
+def test_shared_identity_key_rejected(tmp_path: Path) -> None:
+    files = write_plan(tmp_path)
+    text = files.path.read_text()
+    key_line = next(line for line in text.splitlines() if line.startswith("identity_key"))
+    files.path.write_text(text + f'\n[[members]]\nid = "twin"\n{key_line}\n')
+    with pytest.raises(InvalidInput, match="member identity_keys .* are not unique"):
+        Plan.load(files.path)
