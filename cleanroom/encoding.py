@@ -28,7 +28,7 @@ from cleanroom.schema import CATEGORICAL, OTHER, Column, Schema
 
 @dataclass(frozen=True)
 class ColumnCounts:
-    """Per-column counts of values changed by a policy (`missing` = missing values kept as the missing level)."""
+    """Per-column counts of values changed by a policy; `missing` counts genuine missing values kept."""
 
     name: str
     clipped: int = 0
@@ -37,8 +37,12 @@ class ColumnCounts:
     missing: int = 0
 
     def to_dict(self) -> dict[str, int]:
-        return {"clipped": self.clipped, "other": self.other, "missing_mapped": self.missing_mapped,
-                "missing": self.missing}
+        return {
+            "clipped": self.clipped,
+            "other": self.other,
+            "missing_mapped": self.missing_mapped,
+            "missing": self.missing,
+        }
 
 
 @dataclass(frozen=True)
@@ -57,11 +61,15 @@ class EncodingReport:
 
     @property
     def adjusted(self) -> int:
-        """Values changed by a policy (clipped, mapped to other or to missing); genuine missing not included."""
+        """Values changed by a policy (clipped, mapped to other or to missing); genuine missing excluded."""
         return sum(c.clipped + c.other + c.missing_mapped for c in self.columns)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"source": self.source, "rows": self.rows, "columns": {c.name: c.to_dict() for c in self.columns}}
+        return {
+            "source": self.source,
+            "rows": self.rows,
+            "columns": {c.name: c.to_dict() for c in self.columns},
+        }
 
 
 @dataclass(frozen=True)
@@ -72,7 +80,9 @@ class EncodedData:
 
     def __post_init__(self) -> None:
         if self.codes.ndim != 2 or self.codes.shape[1] != len(self.domain):
-            raise ValueError(f"codes shape {self.codes.shape} does not fit a domain of {len(self.domain)} attributes")
+            raise ValueError(
+                f"codes shape {self.codes.shape} does not fit a domain of {len(self.domain)} attributes"
+            )
 
 
 def code_dtype(domain: Domain) -> np.dtype[Any]:
@@ -125,8 +135,7 @@ def _reject(source: str, column: Column, values: pd.Series, bad: np.ndarray, wha
     value = values.iloc[row]
     value = value.item() if isinstance(value, np.generic) else value
     return DataError(
-        f"{source}: column {column.name!r}, row {row}: {what} {value!r} "
-        f"({int(bad.sum())} such rows)"
+        f"{source}: column {column.name!r}, row {row}: {what} {value!r} ({int(bad.sum())} such rows)"
     )
 
 
@@ -152,8 +161,12 @@ def _encode_categorical(column: Column, values: pd.Series, source: str) -> tuple
     if missing.any():
         codes[missing] = _required_missing_code(column, source)
     n_unknown = int(unknown.sum())
-    counts = ColumnCounts(column.name, other=n_unknown if action == "other" else 0,
-                          missing_mapped=n_unknown if action == "missing" else 0, missing=n_missing)
+    counts = ColumnCounts(
+        column.name,
+        other=n_unknown if action == "other" else 0,
+        missing_mapped=n_unknown if action == "missing" else 0,
+        missing=n_missing,
+    )
     return codes, counts
 
 
@@ -193,8 +206,12 @@ def _encode_numerical(column: Column, values: pd.Series, source: str) -> tuple[n
     if missing.any():
         codes[missing] = _required_missing_code(column, source)
     n_outside = int(outside.sum())
-    counts = ColumnCounts(column.name, clipped=n_outside if action == "clip" else 0,
-                          missing_mapped=n_outside if action == "missing" else 0, missing=n_missing)
+    counts = ColumnCounts(
+        column.name,
+        clipped=n_outside if action == "clip" else 0,
+        missing_mapped=n_outside if action == "missing" else 0,
+        missing=n_missing,
+    )
     return codes, counts
 
 
@@ -229,7 +246,7 @@ def surrogate_ids(n_rows: int) -> np.ndarray:
 
 
 def _decode_categorical(column: Column, codes: np.ndarray) -> pd.Series:
-    labels: list[object] = list(column.categories) + ([OTHER] if column.has_other else [])
+    labels: list[object] = [*column.categories, *([OTHER] if column.has_other else [])]
     if column.has_missing:
         labels.append(np.nan)
     return pd.Series(np.array(labels, dtype=object)[codes], dtype=object)

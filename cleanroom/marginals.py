@@ -61,7 +61,11 @@ def split_vector(vector: np.ndarray, domain: Domain, cliques: Sequence[Sequence[
     shapes = [domain.project(domain.canonical(tuple(c))).shape for c in cliques]
     sizes = [int(np.prod(s, dtype=np.int64)) for s in shapes]
     if vector.ndim != 1 or vector.size != sum(sizes):
-        raise ValueError(f"vector of shape {vector.shape} does not hold tables of {sum(sizes)} cells in total")
+        raise ValueError(
+            f"vector of shape {vector.shape} does not hold tables of {sum(sizes)} cells in total"
+        )
     offsets = np.cumsum([0, *sizes])
-    return [vector[start:stop].reshape(shape) for start, stop, shape in
-            zip(offsets[:-1], offsets[1:], shapes, strict=True)]
+    return [
+        vector[start:stop].reshape(shape)
+        for start, stop, shape in zip(offsets[:-1], offsets[1:], shapes, strict=True)
+    ]

@@ -65,20 +65,22 @@ def generate(n_rows: int, seed: int) -> pd.DataFrame:
     room = _room(rng, affluence, nights)
     channel = _channel(rng, age, business)
     upgrade = _upgrade(rng, affluence, business, tier, cabin, age, channel)
-    return pd.DataFrame({
-        "customer_id": _customer_ids(rng, n_rows),
-        "age": age,
-        "region": np.array(list(REGIONS), dtype=object)[region_index],
-        "country": _countries(rng, region_index),
-        "loyalty_tier": np.array(LOYALTY_TIERS, dtype=object)[tier],
-        "flights_per_year": flights,
-        "avg_fare": fare,
-        "cabin_class": np.array(CABIN_CLASSES, dtype=object)[cabin],
-        "hotel_nights": nights,
-        "room_type": room,
-        "booking_channel": np.array(BOOKING_CHANNELS, dtype=object)[channel],
-        TARGET: np.where(upgrade, "yes", "no").astype(object),
-    })
+    return pd.DataFrame(
+        {
+            "customer_id": _customer_ids(rng, n_rows),
+            "age": age,
+            "region": np.array(list(REGIONS), dtype=object)[region_index],
+            "country": _countries(rng, region_index),
+            "loyalty_tier": np.array(LOYALTY_TIERS, dtype=object)[tier],
+            "flights_per_year": flights,
+            "avg_fare": fare,
+            "cabin_class": np.array(CABIN_CLASSES, dtype=object)[cabin],
+            "hotel_nights": nights,
+            "room_type": room,
+            "booking_channel": np.array(BOOKING_CHANNELS, dtype=object)[channel],
+            TARGET: np.where(upgrade, "yes", "no").astype(object),
+        }
+    )
 
 
 def _customer_ids(rng: np.random.Generator, n_rows: int) -> np.ndarray:
@@ -92,24 +94,26 @@ def _countries(rng: np.random.Generator, region_index: np.ndarray) -> np.ndarray
         rows = region_index == i
         # the first country of each region is its largest market
         weights = np.array([2.0] + [1.0] * (len(countries) - 1))
-        out[rows] = rng.choice(np.array(countries, dtype=object), size=int(rows.sum()), p=weights / weights.sum())
+        out[rows] = rng.choice(
+            np.array(countries, dtype=object), size=int(rows.sum()), p=weights / weights.sum()
+        )
     return out
 
 
 def _flights(rng: np.random.Generator, affluence: np.ndarray, business: np.ndarray) -> np.ndarray:
     rate = np.exp(0.8 + 1.6 * business + 0.3 * affluence)
     heavy = rng.gamma(2.0, 0.5, affluence.shape)  # overdispersion: a few very frequent flyers
-    return np.minimum(rng.poisson(rate * heavy), 150).astype(np.int64)
+    return np.asarray(np.minimum(rng.poisson(rate * heavy), 150), dtype=np.int64)
 
 
 def _loyalty(rng: np.random.Generator, flights: np.ndarray) -> np.ndarray:
     score = np.log1p(flights) + rng.normal(0, 0.45, flights.shape)
-    return np.digitize(score, (1.6, 2.5, 3.3)).astype(np.int64)
+    return np.asarray(np.digitize(score, (1.6, 2.5, 3.3)), dtype=np.int64)
 
 
 def _choose(rng: np.random.Generator, logits: np.ndarray) -> np.ndarray:
     """One draw per row from softmax(logits) (rows x options), by the Gumbel-max trick."""
-    return np.argmax(logits + rng.gumbel(size=logits.shape), axis=1).astype(np.int64)
+    return np.asarray(np.argmax(logits + rng.gumbel(size=logits.shape), axis=1), dtype=np.int64)
 
 
 def _cabin(rng: np.random.Generator, affluence: np.ndarray, business: np.ndarray) -> np.ndarray:
@@ -119,8 +123,13 @@ def _cabin(rng: np.random.Generator, affluence: np.ndarray, business: np.ndarray
     return _choose(rng, logits)
 
 
-def _fare(rng: np.random.Generator, affluence: np.ndarray, business: np.ndarray, cabin: np.ndarray,
-          flights: np.ndarray) -> np.ndarray:
+def _fare(
+    rng: np.random.Generator,
+    affluence: np.ndarray,
+    business: np.ndarray,
+    cabin: np.ndarray,
+    flights: np.ndarray,
+) -> np.ndarray:
     log_fare = 5.3 + 0.35 * affluence + 0.25 * business + np.array([0.0, 0.5, 1.2, 1.8])[cabin]
     fare = np.clip(np.round(np.exp(log_fare + rng.normal(0, 0.3, affluence.shape)), 2), 20.0, 4999.0)
     return np.where(flights > 0, fare, np.nan)
@@ -129,7 +138,8 @@ def _fare(rng: np.random.Generator, affluence: np.ndarray, business: np.ndarray,
 def _room(rng: np.random.Generator, affluence: np.ndarray, nights: np.ndarray) -> np.ndarray:
     logits = np.array([1.5, 0.0, -2.0]) + np.outer(affluence, [0.0, 0.8, 1.5])
     room = np.array(ROOM_TYPES, dtype=object)[_choose(rng, logits)]
-    return np.where(nights > 0, room, None)
+    room[nights == 0] = None
+    return room
 
 
 def _channel(rng: np.random.Generator, age: np.ndarray, business: np.ndarray) -> np.ndarray:
@@ -139,8 +149,15 @@ def _channel(rng: np.random.Generator, age: np.ndarray, business: np.ndarray) ->
     return _choose(rng, logits)
 
 
-def _upgrade(rng: np.random.Generator, affluence: np.ndarray, business: np.ndarray, tier: np.ndarray,
-             cabin: np.ndarray, age: np.ndarray, channel: np.ndarray) -> np.ndarray:
+def _upgrade(
+    rng: np.random.Generator,
+    affluence: np.ndarray,
+    business: np.ndarray,
+    tier: np.ndarray,
+    cabin: np.ndarray,
+    age: np.ndarray,
+    channel: np.ndarray,
+) -> np.ndarray:
     log_odds = (
         -3.0
         + 1.1 * affluence
@@ -150,7 +167,7 @@ def _upgrade(rng: np.random.Generator, affluence: np.ndarray, business: np.ndarr
         - 0.015 * (age - 44)
         + np.array([0.0, 0.4, -0.3, -0.2])[channel]
     )
-    return rng.random(age.shape) < 1.0 / (1.0 + np.exp(-log_odds))
+    return np.asarray(rng.random(age.shape) < 1.0 / (1.0 + np.exp(-log_odds)), dtype=bool)
 
 
 def sample_schema() -> Schema:

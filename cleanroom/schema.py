@@ -41,7 +41,18 @@ UNKNOWN_CATEGORY_ACTIONS = ("reject", "other", "missing")
 OUT_OF_RANGE_ACTIONS = ("clip", "reject", "missing")
 MISSING_ACTIONS = ("level", "reject")
 
-_COLUMN_KEYS = {"name", "type", "categories", "lower", "upper", "bins", "n_bins", "integer", "target", "policy"}
+_COLUMN_KEYS = {
+    "name",
+    "type",
+    "categories",
+    "lower",
+    "upper",
+    "bins",
+    "n_bins",
+    "integer",
+    "target",
+    "policy",
+}
 _SCHEMA_KEYS = {"columns", "policy"}
 
 
@@ -72,7 +83,11 @@ class Policy:
             raise SchemaError(f"{where}: {exc}") from None
 
     def to_dict(self) -> dict[str, str]:
-        return {"unknown_category": self.unknown_category, "out_of_range": self.out_of_range, "missing": self.missing}
+        return {
+            "unknown_category": self.unknown_category,
+            "out_of_range": self.out_of_range,
+            "missing": self.missing,
+        }
 
 
 def _check_choice(name: str, value: object, choices: Sequence[str]) -> None:
@@ -98,7 +113,9 @@ class Column:
         if not isinstance(self.name, str) or not self.name:
             raise SchemaError(f"column name ({self.name!r}) must be a non-empty string")
         if self.type not in COLUMN_TYPES:
-            raise SchemaError(f"column {self.name!r}: unknown type {self.type!r}, expected one of {list(COLUMN_TYPES)}")
+            raise SchemaError(
+                f"column {self.name!r}: unknown type {self.type!r}, expected one of {list(COLUMN_TYPES)}"
+            )
         if self.type == CATEGORICAL:
             self._check_categorical()
         elif self.type == NUMERICAL:
@@ -150,7 +167,9 @@ class Column:
         for i, (left, right) in enumerate(zip(self.bins, self.bins[1:], strict=False)):
             first_int = math.ceil(left)
             if first_int > right or (first_int == right and i != last):
-                raise self._fail(f"integer column: bin [{left}, {right}{']' if i == last else ')'} holds no integer")
+                raise self._fail(
+                    f"integer column: bin [{left}, {right}{']' if i == last else ')'} holds no integer"
+                )
 
     def _check_identifier(self) -> None:
         if self.target:
@@ -233,7 +252,9 @@ class Column:
         if self.type == CATEGORICAL:
             out["categories"] = list(self.categories)
         if self.type == NUMERICAL:
-            out.update(lower=_number(self.lower), upper=_number(self.upper), bins=[_number(e) for e in self.bins])
+            out.update(
+                lower=_number(self.lower), upper=_number(self.upper), bins=[_number(e) for e in self.bins]
+            )
             out["integer"] = self.integer
         if self.target:
             out["target"] = True
@@ -265,7 +286,9 @@ def _flag(data: Mapping[str, Any], key: str, label: str) -> bool:
     return value
 
 
-def _materialise_bins(data: Mapping[str, Any], lower: float | None, upper: float | None, label: str) -> tuple[float, ...]:
+def _materialise_bins(
+    data: Mapping[str, Any], lower: float | None, upper: float | None, label: str
+) -> tuple[float, ...]:
     bins = data.get("bins")
     if bins is not None:
         if "n_bins" in data:
@@ -334,7 +357,7 @@ class Schema:
             raise SchemaError(f"{path}: {exc}") from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The normalised form: bins materialised, per-column policy only where it differs from the default."""
+        """Normalised form: bins materialised, per-column policy only where it differs from the default."""
         return {"columns": [c.to_dict(self.policy) for c in self.columns], "policy": self.policy.to_dict()}
 
     def to_json(self, indent: int | None = 1) -> str:

@@ -58,8 +58,10 @@ def infer_schema(
     if max_categories < 1 or n_bins < 1:
         raise InvalidInput(f"max_categories ({max_categories}) and n_bins ({n_bins}) must be >= 1")
     policy = Policy(unknown_category="other")
-    columns = [_infer_column(str(name), df[name], max_categories, n_bins, max_integer_levels, policy)
-               for name in df.columns]
+    columns = [
+        _infer_column(str(name), df[name], max_categories, n_bins, max_integer_levels, policy)
+        for name in df.columns
+    ]
     if target is not None:
         columns = [_as_target(c) if c.name == target else c for c in columns]
     return Schema(tuple(columns), policy)
@@ -71,8 +73,9 @@ def _as_target(column: Column) -> Column:
     return replace(column, target=True)
 
 
-def _infer_column(name: str, values: pd.Series, max_categories: int, n_bins: int,
-                  max_integer_levels: int, policy: Policy) -> Column:
+def _infer_column(
+    name: str, values: pd.Series, max_categories: int, n_bins: int, max_integer_levels: int, policy: Policy
+) -> Column:
     present = values.dropna()
     is_number = pd.api.types.is_numeric_dtype(values.dtype) and not pd.api.types.is_bool_dtype(values.dtype)
     if is_number and len(present):

@@ -17,7 +17,14 @@ from tests.schema_paths import ADULT_DIR
 def make_schema(policy: dict[str, str] | None = None, **overrides: dict[str, str]) -> Schema:
     columns: list[dict[str, Any]] = [
         {"name": "id", "type": "identifier"},
-        {"name": "age", "type": "numerical", "lower": 0, "upper": 100, "bins": [0, 18, 65, 100], "integer": True},
+        {
+            "name": "age",
+            "type": "numerical",
+            "lower": 0,
+            "upper": 100,
+            "bins": [0, 18, 65, 100],
+            "integer": True,
+        },
         {"name": "score", "type": "numerical", "lower": 0, "upper": 1, "n_bins": 4},
         {"name": "color", "type": "categorical", "categories": ["red", "green", "13"]},
     ]
@@ -28,8 +35,14 @@ def make_schema(policy: dict[str, str] | None = None, **overrides: dict[str, str
 
 
 def test_codes_for_known_values() -> None:
-    df = pd.DataFrame({"id": ["a", "b", "c", "d"], "age": [0, 18, 64, 100], "score": [0.0, 0.25, 0.9, 1.0],
-                       "color": ["red", "green", 13, "13"]})
+    df = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "age": [0, 18, 64, 100],
+            "score": [0.0, 0.25, 0.9, 1.0],
+            "color": ["red", "green", 13, "13"],
+        }
+    )
     encoded = encode(make_schema(), df, source="t.csv")
     assert encoded.codes.tolist() == [[0, 0, 0], [1, 1, 1], [1, 3, 2], [2, 3, 2]]
     assert encoded.report.rows == 4 and encoded.report.adjusted == 0
@@ -42,8 +55,14 @@ def test_float_integers_match_string_categories() -> None:
 
 
 def test_missing_values_become_missing_level_and_are_counted() -> None:
-    df = pd.DataFrame({"id": list("abcde"), "age": [np.nan, 5, None, 7, 8],
-                       "score": ["", " ", "0.3", None, "1"], "color": [None, "", "red", np.nan, "green"]})
+    df = pd.DataFrame(
+        {
+            "id": list("abcde"),
+            "age": [np.nan, 5, None, 7, 8],
+            "score": ["", " ", "0.3", None, "1"],
+            "color": [None, "", "red", np.nan, "green"],
+        }
+    )
     encoded = encode(make_schema(), df)
     schema = make_schema()
     assert encoded.codes[:, 0].tolist() == [3, 0, 3, 0, 0]
@@ -53,8 +72,9 @@ def test_missing_values_become_missing_level_and_are_counted() -> None:
 
 
 def test_out_of_range_policies() -> None:
-    df = pd.DataFrame({"id": ["a", "b", "c"], "age": [-5, 50, 150], "score": [0.5, -1.0, 2.0],
-                       "color": ["red"] * 3})
+    df = pd.DataFrame(
+        {"id": ["a", "b", "c"], "age": [-5, 50, 150], "score": [0.5, -1.0, 2.0], "color": ["red"] * 3}
+    )
     clipped = encode(make_schema(), df)
     assert clipped.codes[:, 0].tolist() == [0, 1, 2]
     assert clipped.codes[:, 1].tolist() == [2, 0, 3]
@@ -68,8 +88,9 @@ def test_out_of_range_policies() -> None:
 
 
 def test_unknown_category_policies() -> None:
-    df = pd.DataFrame({"id": ["a", "b", "c"], "age": [1, 2, 3], "score": [0.1] * 3,
-                       "color": ["red", "blue", "pink"]})
+    df = pd.DataFrame(
+        {"id": ["a", "b", "c"], "age": [1, 2, 3], "score": [0.1] * 3, "color": ["red", "blue", "pink"]}
+    )
     with pytest.raises(DataError, match=r"shop\.csv: column 'color', row 1: unknown category 'blue'"):
         encode(make_schema(), df, source="shop.csv")
     other = encode(make_schema({"unknown_category": "other"}), df)
@@ -92,7 +113,9 @@ def test_structural_errors() -> None:
     df = pd.DataFrame({"id": ["a"], "age": [1], "color": ["red"]})
     with pytest.raises(SchemaError, match=r"db\.table: column 'score' of the schema is missing"):
         encode(make_schema(), df, source="db.table")
-    bad = pd.DataFrame({"id": ["a", "b", "c"], "age": [1, 2, "twelve"], "score": [0.1] * 3, "color": ["red"] * 3})
+    bad = pd.DataFrame(
+        {"id": ["a", "b", "c"], "age": [1, 2, "twelve"], "score": [0.1] * 3, "color": ["red"] * 3}
+    )
     with pytest.raises(DataError, match=r"x\.csv: column 'age', row 2: cannot cast to a number: 'twelve'"):
         encode(make_schema(), bad, source="x.csv")
 
@@ -151,6 +174,8 @@ def test_adult_encodes_cleanly() -> None:
     encoded = encode(schema, df, source="holdout.csv")
     assert encoded.codes.shape == (len(df), 15)
     assert encoded.report.adjusted == 0
-    assert int((encoded.codes[:, schema.domain.index("income")] == 1).sum()) == int((df["income"] == ">50K").sum())
+    assert int((encoded.codes[:, schema.domain.index("income")] == 1).sum()) == int(
+        (df["income"] == ">50K").sum()
+    )
     decoded = decode(schema, encoded.codes, np.random.default_rng(0))
     assert np.array_equal(encode(schema, decoded).codes, encoded.codes)

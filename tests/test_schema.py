@@ -10,7 +10,6 @@ import pytest
 
 from cleanroom.errors import SchemaError
 from cleanroom.schema import MISSING, OTHER, Column, Policy, Schema
-
 from tests.schema_paths import ADULT_DIR
 
 ADULT_SCHEMA = ADULT_DIR / "schema.json"
@@ -21,10 +20,21 @@ def small_schema_dict() -> dict[str, Any]:
         "policy": {"unknown_category": "other"},
         "columns": [
             {"name": "id", "type": "identifier"},
-            {"name": "age", "type": "numerical", "lower": 0, "upper": 100, "bins": [0, 18, 65, 100], "integer": True},
+            {
+                "name": "age",
+                "type": "numerical",
+                "lower": 0,
+                "upper": 100,
+                "bins": [0, 18, 65, 100],
+                "integer": True,
+            },
             {"name": "score", "type": "numerical", "lower": 0, "upper": 1, "n_bins": 4},
-            {"name": "color", "type": "categorical", "categories": ["red", "green"],
-             "policy": {"unknown_category": "reject", "missing": "reject"}},
+            {
+                "name": "color",
+                "type": "categorical",
+                "categories": ["red", "green"],
+                "policy": {"unknown_category": "reject", "missing": "reject"},
+            },
             {"name": "label", "type": "categorical", "categories": ["0", "1"], "target": True},
         ],
     }
@@ -56,8 +66,13 @@ def test_round_trip_and_hash_stable() -> None:
     assert len(schema.hash()) == 64
     # n_bins and the equivalent explicit bins normalise to the same schema
     data = small_schema_dict()
-    data["columns"][2] = {"name": "score", "type": "numerical", "lower": 0.0, "upper": 1.0,
-                          "bins": [0, 0.25, 0.5, 0.75, 1]}
+    data["columns"][2] = {
+        "name": "score",
+        "type": "numerical",
+        "lower": 0.0,
+        "upper": 1.0,
+        "bins": [0, 0.25, 0.5, 0.75, 1],
+    }
     assert Schema.from_dict(data).hash() == schema.hash()
 
 
@@ -78,11 +93,26 @@ def _with_column(column: dict[str, Any]) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("column", "fragment"),
     [
-        ({"name": "n", "type": "numerical", "lower": 0, "upper": 10, "bins": [0, 5, 5, 10]}, "strictly increasing"),
-        ({"name": "n", "type": "numerical", "lower": 0, "upper": 10, "bins": [1, 5, 10]}, "must start at lower"),
+        (
+            {"name": "n", "type": "numerical", "lower": 0, "upper": 10, "bins": [0, 5, 5, 10]},
+            "strictly increasing",
+        ),
+        (
+            {"name": "n", "type": "numerical", "lower": 0, "upper": 10, "bins": [1, 5, 10]},
+            "must start at lower",
+        ),
         ({"name": "n", "type": "numerical", "lower": 0, "upper": 10, "bins": [0, 5, 9]}, "end at upper"),
-        ({"name": "n", "type": "numerical", "lower": 0, "upper": 2, "bins": [0, 0.2, 0.6, 2], "integer": True},
-         "holds no integer"),
+        (
+            {
+                "name": "n",
+                "type": "numerical",
+                "lower": 0,
+                "upper": 2,
+                "bins": [0, 0.2, 0.6, 2],
+                "integer": True,
+            },
+            "holds no integer",
+        ),
         ({"name": "n", "type": "numerical", "lower": 10, "upper": 0}, "below upper"),
         ({"name": "n", "type": "numerical", "upper": 3}, "needs lower and upper"),
         ({"name": "n", "type": "numerical", "lower": 0, "upper": 1, "n_bins": 0}, "n_bins"),
@@ -112,16 +142,23 @@ def test_integer_bins_last_bin_closed_may_be_a_point() -> None:
 
 
 def test_more_than_one_target() -> None:
-    data = {"columns": [{"name": "a", "type": "categorical", "categories": ["x"], "target": True},
-                        {"name": "b", "type": "categorical", "categories": ["y"], "target": True}]}
+    data = {
+        "columns": [
+            {"name": "a", "type": "categorical", "categories": ["x"], "target": True},
+            {"name": "b", "type": "categorical", "categories": ["y"], "target": True},
+        ]
+    }
     with pytest.raises(SchemaError, match=r"more than one target column: \['a', 'b'\]"):
         Schema.from_dict(data)
 
 
 def test_load_names_the_file(tmp_path: Path) -> None:
     path = tmp_path / "bad.json"
-    path.write_text(json.dumps(_with_column({"name": "n", "type": "numerical", "lower": 0, "upper": 1,
-                                             "bins": [0, 0.5, 0.4, 1]})))
+    path.write_text(
+        json.dumps(
+            _with_column({"name": "n", "type": "numerical", "lower": 0, "upper": 1, "bins": [0, 0.5, 0.4, 1]})
+        )
+    )
     with pytest.raises(SchemaError, match=r"bad\.json: column 'n': bins must be strictly increasing"):
         Schema.load(path)
     broken = tmp_path / "broken.json"
