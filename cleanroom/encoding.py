@@ -109,25 +109,32 @@ def encode(schema: Schema, df: pd.DataFrame, source: str = "<data>") -> EncodedD
     return EncodedData(domain, codes, EncodingReport(source, len(df), tuple(counts)))
 
 
-def _missing_mask(values: pd.Series) -> np.ndarray:
-    mask = values.isna().to_numpy(dtype=bool)
-    if values.dtype == object or pd.api.types.is_string_dtype(values.dtype):
-        blank = values.astype("string").str.strip().eq("").fillna(False)
-        mask = mask | blank.to_numpy(dtype=bool)
-    return mask
+_UNKNOWN = -1
+_MISSING = -2
 
 
-def _as_strings(values: pd.Series) -> pd.Series:
-    """str() of every value, with integral floats written as integers (13.0 -> "13")."""
-    if pd.api.types.is_bool_dtype(values.dtype):
-        return values.astype(str)
-    if pd.api.types.is_float_dtype(values.dtype):
-        floats = values.to_numpy(dtype=float, na_value=np.nan)
-        integral = np.isfinite(floats) & (np.floor(floats) == floats)
-        out = values.astype(object).astype(str)
-        out[integral] = floats[integral].astype(np.int64).astype(str)
-        return out
-    return values.astype(object).astype(str)
+def _is_missing(value: object) -> bool:
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, float | np.floating):
+        return bool(np.isnan(value))
+    return value is None or value is pd.NA or value is pd.NaT
+
+
+def _category_key(value: object) -> str:
+    """str() of a value, with integral floats written as integers (13.0 -> "13")."""
+    if isinstance(value, float | np.floating) and np.isfinite(value) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _category_status(column: Column, values: pd.Series) -> np.ndarray:
+    """Per row: the category index, _UNKNOWN or _MISSING (work is per distinct value, not per row)."""
+    factor, uniques = pd.factorize(values, use_na_sentinel=True)
+    index = {category: i for i, category in enumerate(column.categories)}
+    lookup = [_MISSING if _is_missing(u) else index.get(_category_key(u), _UNKNOWN) for u in uniques]
+    # the NA sentinel -1 picks the appended last entry
+    return np.asarray([*lookup, _MISSING], dtype=np.int64)[factor]
 
 
 def _reject(source: str, column: Column, values: pd.Series, bad: np.ndarray, what: str) -> DataError:
@@ -146,18 +153,17 @@ def _missing_counts(column: Column, values: pd.Series, missing: np.ndarray, sour
 
 
 def _encode_categorical(column: Column, values: pd.Series, source: str) -> tuple[np.ndarray, ColumnCounts]:
-    missing = _missing_mask(values)
+    codes = _category_status(column, values)
+    missing = codes == _MISSING
     n_missing = _missing_counts(column, values, missing, source)
-    strings = _as_strings(values)
-    codes = pd.Categorical(strings, categories=list(column.categories)).codes.astype(np.int64)
-    unknown = (codes < 0) & ~missing
+    unknown = codes == _UNKNOWN
     action = column.policy.unknown_category
     if unknown.any() and action == "reject":
         raise _reject(source, column, values, unknown, "unknown category")
     if action == "other":
         codes[unknown] = len(column.categories)
     elif action == "missing":
-        codes[unknown] = _required_missing_code(column, source)
+        missing |= unknown
     if missing.any():
         codes[missing] = _required_missing_code(column, source)
     n_unknown = int(unknown.sum())
@@ -177,21 +183,29 @@ def _required_missing_code(column: Column, source: str) -> int:
     return code
 
 
-def _numeric_values(column: Column, values: pd.Series, missing: np.ndarray, source: str) -> np.ndarray:
-    if pd.api.types.is_bool_dtype(values.dtype):
-        raise _reject(source, column, values, np.ones(len(values), dtype=bool), "cannot cast to a number:")
-    as_objects = values.astype(object).where(~missing, np.nan)
-    numbers = pd.to_numeric(as_objects, errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    failed = np.isnan(numbers) & ~missing
+def _numeric_values(column: Column, values: pd.Series, source: str) -> tuple[np.ndarray, np.ndarray]:
+    """Values as floats and the missing mask; anything that is neither a number nor missing is an error."""
+    dtype = values.dtype
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        numbers = values.to_numpy(dtype=float, na_value=np.nan)
+        return numbers, np.isnan(numbers)
+    factor, uniques = pd.factorize(values, use_na_sentinel=True)
+    distinct = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
+    blank = distinct.map(_is_missing).to_numpy(dtype=bool)
+    is_bool = distinct.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+    parsed = pd.to_numeric(distinct.where(~blank & ~is_bool), errors="coerce").to_numpy(
+        dtype=float, na_value=np.nan
+    )
+    failed_distinct = np.isnan(parsed) & ~blank
+    failed = np.append(failed_distinct, False)[factor]
     if failed.any():
         raise _reject(source, column, values, failed, "cannot cast to a number:")
-    return numbers
+    return np.append(parsed, np.nan)[factor], np.append(blank, True)[factor]
 
 
 def _encode_numerical(column: Column, values: pd.Series, source: str) -> tuple[np.ndarray, ColumnCounts]:
-    missing = _missing_mask(values)
+    numbers, missing = _numeric_values(column, values, source)
     n_missing = _missing_counts(column, values, missing, source)
-    numbers = _numeric_values(column, values, missing, source)
     assert column.lower is not None and column.upper is not None
     outside = ~missing & ((numbers < column.lower) | (numbers > column.upper))
     action = column.policy.out_of_range

@@ -137,7 +137,7 @@ def _fare(
 
 def _room(rng: np.random.Generator, affluence: np.ndarray, nights: np.ndarray) -> np.ndarray:
     logits = np.array([1.5, 0.0, -2.0]) + np.outer(affluence, [0.0, 0.8, 1.5])
-    room = np.array(ROOM_TYPES, dtype=object)[_choose(rng, logits)]
+    room: np.ndarray = np.array(ROOM_TYPES, dtype=object)[_choose(rng, logits)]
     room[nights == 0] = None
     return room
 
