@@ -8,8 +8,10 @@ demo data. Run: `python scripts/bench_marginals.py [--rows 1000000]`.
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -19,8 +21,7 @@ from cleanroom.marginals import count_tables
 from cleanroom.sample_data import generate, sample_schema
 
 
-def best_of(repeats: int, action: object) -> float:
-    assert callable(action)
+def best_of(repeats: int, action: Callable[[], object]) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -37,20 +38,23 @@ def main() -> None:
     schema = sample_schema()
     frame = generate(args.rows, seed=0)
     encode_seconds = best_of(1, lambda: encode(schema, frame, source="bench"))
-    print(f"encode: {args.rows:,} rows x {len(schema.domain)} columns in {encode_seconds:.2f} s "
-          f"({args.rows / encode_seconds / 1e6:.2f} M rows/s)")
+    print(
+        f"encode: {args.rows:,} rows x {len(schema.domain)} columns in {encode_seconds:.2f} s "
+        f"({args.rows / encode_seconds / 1e6:.2f} M rows/s)"
+    )
     codes = encode(schema, frame, source="bench").codes
     domain: Domain = schema.domain
     print(f"codes dtype {codes.dtype}, domain sizes {domain.shape}")
-    one_way = [(a,) for a in domain.attrs]
-    two_way = list(itertools.combinations(domain.attrs, 2))
+    one_way: list[tuple[str, ...]] = [(a,) for a in domain.attrs]
+    two_way: list[tuple[str, ...]] = list(itertools.combinations(domain.attrs, 2))
     for label, cliques in (("1-way", one_way), ("2-way", two_way)):
-        seconds = best_of(args.repeats, lambda cliques=cliques: count_tables(codes, domain, cliques))
+        seconds = best_of(args.repeats, functools.partial(count_tables, codes, domain, cliques))
         row_cells = args.rows * len(cliques)
-        print(f"{label}: {len(cliques)} cliques, {seconds:.3f} s, {row_cells / seconds / 1e6:.1f} M row-cells/s")
+        rate = row_cells / seconds / 1e6
+        print(f"{label}: {len(cliques)} cliques, {seconds:.3f} s, {rate:.1f} M row-cells/s")
     total = sum(int(t.sum()) for t in count_tables(codes, domain, one_way))
     assert total == args.rows * len(one_way), "counts lost rows"
-    print(f"threads: numpy single-threaded for bincount; measured on {np.__version__}")
+    print(f"single thread (np.bincount); numpy {np.__version__}")
 
 
 if __name__ == "__main__":

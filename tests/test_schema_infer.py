@@ -59,7 +59,13 @@ def test_bad_target() -> None:
 
 @pytest.mark.parametrize(
     ("span", "n_bins", "integer", "step"),
-    [(73, 10, True, 10.0), (1.0, 4, False, 0.25), (3, 10, True, 1.0), (4900, 10, False, 500.0), (0.07, 10, False, 0.01)],
+    [
+        (73, 10, True, 10.0),
+        (1.0, 4, False, 0.25),
+        (3, 10, True, 1.0),
+        (4900, 10, False, 500.0),
+        (0.07, 10, False, 0.01),
+    ],
 )
 def test_nice_step(span: float, n_bins: int, integer: bool, step: float) -> None:
     assert nice_step(span, n_bins, integer) == pytest.approx(step)
