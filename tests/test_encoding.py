@@ -179,3 +179,46 @@ def test_adult_encodes_cleanly() -> None:
     )
     decoded = decode(schema, encoded.codes, np.random.default_rng(0))
     assert np.array_equal(encode(schema, decoded).codes, encoded.codes)
+
+
+def test_mixed_object_and_nullable_inputs() -> None:
+    df = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d"],
+            "age": pd.array([3, None, 70, 20], dtype="Int64"),
+            "score": pd.Series(["0.1", "", None, 1], dtype=object),
+            "color": pd.Series([13, "13", 13.0, "red"], dtype=object),
+        }
+    )
+    encoded = encode(make_schema(), df)
+    assert encoded.codes.tolist() == [[0, 0, 2], [3, 4, 2], [2, 4, 2], [1, 3, 0]]
+    assert encoded.report.column("score").missing == 2
+
+
+def test_string_dtype_column_with_missing() -> None:
+    df = pd.DataFrame(
+        {"age": [1, 2, 3], "score": [0.1] * 3, "color": pd.array(["red", pd.NA, "green"], "string")}
+    )
+    assert encode(make_schema(), df).codes[:, 2].tolist() == [0, 3, 1]
+
+
+def test_booleans_are_not_numbers() -> None:
+    df = pd.DataFrame({"age": [True, False], "score": [0.1] * 2, "color": ["red"] * 2})
+    with pytest.raises(DataError, match="column 'age', row 0: cannot cast to a number: True"):
+        encode(make_schema(), df)
+
+
+def test_wide_categorical_uses_wider_codes() -> None:
+    categories = [f"c{i}" for i in range(300)]
+    schema = Schema.from_dict({"columns": [{"name": "c", "type": "categorical", "categories": categories}]})
+    encoded = encode(schema, pd.DataFrame({"c": ["c299", "c0", None]}))
+    assert encoded.codes.dtype == np.uint16
+    assert encoded.codes[:, 0].tolist() == [299, 0, 300]
+
+
+def test_decode_rejects_codes_outside_the_domain() -> None:
+    schema = make_schema()
+    with pytest.raises(ValueError, match="codes of column 'color' outside"):
+        decode(schema, np.array([[0, 0, 4]]), np.random.default_rng(0))
+    empty = decode(schema, np.zeros((0, 3), dtype=np.uint8), np.random.default_rng(0))
+    assert list(empty.columns) == list(schema.names) and len(empty) == 0

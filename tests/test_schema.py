@@ -183,3 +183,11 @@ def test_adult_schema_loads() -> None:
     assert schema.column("education_num").categories[12] == "13"
     assert schema.domain.size("age") == 16  # 15 bins + missing
     assert schema.domain.size("income") == 3
+
+
+def test_documented_example_is_valid() -> None:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text(encoding="utf-8")
+    example = text.split("```json", 1)[1].split("```", 1)[0]
+    schema = Schema.from_dict(json.loads(example))
+    assert schema.target == "premium_upgrade"
+    assert schema.domain.shape == (7, 11, 5, 3)
