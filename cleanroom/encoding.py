@@ -99,6 +99,9 @@ def encode(schema: Schema, df: pd.DataFrame, source: str = "<data>") -> EncodedD
     missing = [c.name for c in schema.measured_columns if c.name not in df.columns]
     if missing:
         raise SchemaError(f"{source}: column {missing[0]!r} of the schema is missing (absent: {missing})")
+    repeated = sorted({c.name for c in schema.measured_columns if list(df.columns).count(c.name) > 1})
+    if repeated:
+        raise SchemaError(f"{source}: column {repeated[0]!r} appears more than once")
     domain = schema.domain
     codes = np.empty((len(df), len(domain)), dtype=code_dtype(domain))
     counts = []

@@ -225,7 +225,12 @@ class Column:
         if not isinstance(data, Mapping):
             raise SchemaError(f"column #{position} must be an object, got {type(data).__name__}")
         name = data.get("name")
-        label = f"column {name!r}" if isinstance(name, str) else f"column #{position}"
+        if not isinstance(name, str) or not name:
+            raise SchemaError(f"column #{position}: name ({name!r}) must be a non-empty string")
+        label = f"column {name!r}"
+        categories = data.get("categories", [])
+        if not isinstance(categories, list):
+            raise SchemaError(f"{label}: categories must be a list of strings")
         unknown = set(data) - _COLUMN_KEYS
         if unknown:
             raise SchemaError(f"{label}: unknown keys {sorted(unknown)}")
@@ -236,9 +241,9 @@ class Column:
         if kind == NUMERICAL:
             bins = _materialise_bins(data, lower, upper, label)
         return cls(
-            name=name if isinstance(name, str) else "",
+            name=name,
             type=str(kind),
-            categories=tuple(data.get("categories") or ()),
+            categories=tuple(categories),
             lower=lower,
             upper=upper,
             bins=bins,

@@ -222,3 +222,9 @@ def test_decode_rejects_codes_outside_the_domain() -> None:
         decode(schema, np.array([[0, 0, 4]]), np.random.default_rng(0))
     empty = decode(schema, np.zeros((0, 3), dtype=np.uint8), np.random.default_rng(0))
     assert list(empty.columns) == list(schema.names) and len(empty) == 0
+
+
+def test_repeated_data_column_is_refused() -> None:
+    df = pd.DataFrame([[1, 0.5, "red", "green"]], columns=["age", "score", "color", "color"])
+    with pytest.raises(SchemaError, match="d.csv: column 'color' appears more than once"):
+        encode(make_schema(), df, source="d.csv")

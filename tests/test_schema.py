@@ -121,6 +121,7 @@ def _with_column(column: dict[str, Any]) -> dict[str, Any]:
         ({"name": "c", "type": "categorical", "categories": [1, 2]}, "must be strings"),
         ({"name": "c", "type": "categorical", "categories": ["__other__"]}, "reserved"),
         ({"name": "c", "type": "text"}, "unknown type 'text'"),
+        ({"name": "c", "type": "categorical", "categories": "abc"}, "must be a list"),
         ({"name": "c", "type": "categorical", "categories": ["a"], "colour": 1}, "unknown keys"),
         ({"name": "c", "type": "categorical", "categories": ["a"], "policy": {"missing": "drop"}}, "missing"),
         ({"name": "x", "type": "categorical", "categories": ["b"]}, "duplicate column names ['x']"),
@@ -191,3 +192,8 @@ def test_documented_example_is_valid() -> None:
     schema = Schema.from_dict(json.loads(example))
     assert schema.target == "premium_upgrade"
     assert schema.domain.shape == (7, 11, 5, 3)
+
+
+def test_column_without_name_is_named_by_position() -> None:
+    with pytest.raises(SchemaError, match=r"column #1: name \(None\) must be a non-empty string"):
+        Schema.from_dict(_with_column({"type": "identifier"}))
