@@ -116,6 +116,7 @@ class Column:
             raise SchemaError(
                 f"column {self.name!r}: unknown type {self.type!r}, expected one of {list(COLUMN_TYPES)}"
             )
+        self._check_policy()
         if self.type == CATEGORICAL:
             self._check_categorical()
         elif self.type == NUMERICAL:
@@ -125,6 +126,13 @@ class Column:
 
     def _fail(self, message: str) -> SchemaError:
         return SchemaError(f"column {self.name!r}: {message}")
+
+    def _check_policy(self) -> None:
+        maps_to_missing = (self.type == CATEGORICAL and self.policy.unknown_category == "missing") or (
+            self.type == NUMERICAL and self.policy.out_of_range == "missing"
+        )
+        if maps_to_missing and self.policy.missing == "reject":
+            raise self._fail("a policy maps values to the missing level, but missing values are rejected")
 
     def _check_categorical(self) -> None:
         if not self.categories:

@@ -125,6 +125,16 @@ def _with_column(column: dict[str, Any]) -> dict[str, Any]:
         ({"name": "c", "type": "categorical", "categories": ["a"], "colour": 1}, "unknown keys"),
         ({"name": "c", "type": "categorical", "categories": ["a"], "policy": {"missing": "drop"}}, "missing"),
         ({"name": "x", "type": "categorical", "categories": ["b"]}, "duplicate column names ['x']"),
+        (
+            {
+                "name": "n",
+                "type": "numerical",
+                "lower": 0,
+                "upper": 1,
+                "policy": {"out_of_range": "missing", "missing": "reject"},
+            },
+            "missing values are rejected",
+        ),
         ({"name": "t", "type": "identifier", "target": True}, "identifier column cannot be the target"),
     ],
 )
