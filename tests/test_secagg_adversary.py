@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cleanroom.errors import PreconditionFailed, ProtocolAbort
+from cleanroom.errors import InvalidInput, PreconditionFailed, ProtocolAbort
 from cleanroom.secagg import server as server_module
 from cleanroom.secagg.local import LocalRound, make_test_collaboration
 from cleanroom.secagg.messages import (
@@ -21,6 +21,7 @@ from cleanroom.secagg.messages import (
     ShareKeysRequest,
     Stage,
     UnmaskRequest,
+    message_size,
 )
 from cleanroom.secagg.party import TRANSITIONS, PartyState, SecAggParty
 from cleanroom.secagg.reveal import MemoryRevealRecord, ShareKind, SqliteRevealRecord
@@ -340,3 +341,19 @@ def test_identical_retry_returns_the_identical_answer() -> None:
     changed = dataclasses.replace(masked_request, shares=masked_request.shares[:1])
     with pytest.raises(PreconditionFailed, match="MaskedInput: party p00 is in state masked"):
         p00.masked_input(changed, np.arange(6))
+
+
+def test_messages_validate_their_structure() -> None:
+    sid = b"s" * 32
+    with pytest.raises(InvalidInput, match="sid must be 32 bytes"):
+        AdvertiseKeysRequest(b"short", Stage.ADVERTISE_KEYS.value, "coordinator")
+    with pytest.raises(InvalidInput, match="not a protocol stage"):
+        AdvertiseKeysRequest(sid, "Reveal", "coordinator")
+    with pytest.raises(InvalidInput, match="ciphertext must be bytes"):
+        EncryptedShares("p00", "p01", "not bytes")  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="survivors must be a tuple"):
+        ConsistencyCheckRequest(sid, Stage.CONSISTENCY_CHECK.value, "c", ["p00"])  # type: ignore[arg-type]
+    request = MaskedInputRequest(
+        sid, Stage.MASKED_INPUT.value, "coordinator", (EncryptedShares("a", "b", b"xy"),)
+    )
+    assert message_size(request) == (32 + 2) + (11 + 2) + (11 + 2) + ((1 + 2) + (1 + 2) + (2 + 2) + 2) + 2

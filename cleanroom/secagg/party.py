@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import enum
 import secrets
+import threading
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
@@ -96,6 +97,7 @@ class SecAggParty:
         self._record: RevealRecord = reveal_record if reveal_record is not None else MemoryRevealRecord()
         self._state = PartyState.NEW
         self._last: tuple[Stage, Any, Any] | None = None
+        self._lock = threading.Lock()  # a gRPC server may deliver concurrent (retried) calls
         self._enc_key = sm.generate_x25519()
         self._mask_key = sm.generate_x25519()
         self._seed = b""
@@ -139,6 +141,12 @@ class SecAggParty:
         return self._last is not None and self._last[0] is stage and self._last[1] == request
 
     def _step(self, stage: Stage, request: object, kind: type[StageMessage], action: Callable[[], R]) -> R:
+        with self._lock:
+            return self._step_locked(stage, request, kind, action)
+
+    def _step_locked(
+        self, stage: Stage, request: object, kind: type[StageMessage], action: Callable[[], R]
+    ) -> R:
         if self._state is PartyState.ABORTED:
             raise PreconditionFailed(f"{stage.value}: party {self.party_id} has aborted this session")
         if self._last is not None and self._is_retry(stage, request):
