@@ -1,0 +1,111 @@
+"""Federated MST planner: rounds, budget split, selection from noisy aggregates, end to end."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
+
+from cleanroom.domain import Domain
+from cleanroom.errors import InvalidInput
+from cleanroom.measurement import Measurement
+from cleanroom.synth import MSTPlanner, synthesize
+from cleanroom.synth.centralised import measure_round
+from cleanroom.synth.mst import project_to_one_ways, round_sigma2
+
+
+def _run_rounds(planner: MSTPlanner, codes: np.ndarray, rng: np.random.Generator) -> tuple[list, list]:
+    specs, measurements = [], []
+    spec = planner.first_round()
+    while spec is not None:
+        specs.append(spec)
+        measurements += measure_round(codes, planner.domain, spec, rng)
+        spec = planner.next_round(measurements)
+    return specs, measurements
+
+
+@pytest.mark.parametrize("rho", [1e6, 50.0])
+def test_selection_recovers_the_true_tree(rho: float) -> None:
+    codes = tree_data(np.random.default_rng(2), 5000)
+    planner = MSTPlanner(TREE_DOMAIN, rho)
+    specs, _ = _run_rounds(planner, codes, np.random.default_rng(3))
+    assert [s.name for s in specs] == ["one-way", "candidates", "tree"]
+    assert {tuple(sorted(c)) for c in specs[2].cliques} == TREE_EDGES
+
+
+def test_round_budgets_sum_to_total_and_sigma_is_calibrated() -> None:
+    codes = tree_data(np.random.default_rng(4), 500)
+    rho = 0.3
+    specs, _ = _run_rounds(MSTPlanner(TREE_DOMAIN, rho), codes, np.random.default_rng(5))
+    assert [len(s.cliques) for s in specs] == [5, 10, 4]
+    for spec in specs:
+        assert isinstance(spec.sigma_total2, Fraction)
+        assert spec.rho == pytest.approx(len(spec.cliques) / (2 * float(spec.sigma_total2)))
+        assert spec.rho <= rho / 3
+    total = sum(s.rho for s in specs)
+    assert rho * (1 - 1e-6) <= total <= rho
+
+
+def test_round_sigma2_rounds_up_to_a_small_rational() -> None:
+    sigma2 = round_sigma2(7, 0.01)
+    assert sigma2.denominator <= 10**6 and sigma2 >= Fraction(7) / (2 * Fraction(0.01))
+    assert sigma2 - Fraction(7) / (2 * Fraction(0.01)) < Fraction(1, 10**6)
+
+
+def test_next_round_rejects_measurements_out_of_order() -> None:
+    planner = MSTPlanner(TREE_DOMAIN, 1.0)
+    ones = [Measurement((a,), np.zeros(TREE_DOMAIN.size(a)), 1.0) for a in TREE_DOMAIN.attrs]
+    with pytest.raises(InvalidInput, match="1-way"):
+        planner.next_round(ones[::-1])
+    wrong_pair = Measurement(("a", "c"), np.zeros((3, 2)), 1.0)
+    with pytest.raises(InvalidInput, match="candidate pairs"):
+        planner.next_round(ones + [wrong_pair] * 10)
+    with pytest.raises(InvalidInput, match="shape"):
+        planner.next_round(ones[:-1] + [Measurement(("e",), np.zeros(4), 1.0)])
+
+
+def test_single_level_attributes_and_pair_cap() -> None:
+    domain = Domain(("a", "one", "big", "b"), (3, 1, 50, 2))
+    planner = MSTPlanner(domain, 1.0, max_pair_cells=150)
+    assert planner.candidate_pairs() == (("a", "big"), ("a", "b"), ("big", "b"))
+    capped = MSTPlanner(domain, 1.0, max_pair_cells=10)
+    assert capped.candidate_pairs() == (("a", "b"),)
+    only_one = MSTPlanner(Domain(("x", "one"), (4, 1)), 2.0)
+    spec = only_one.first_round()
+    assert spec.rho == pytest.approx(2.0, rel=1e-6)  # no pairs: the whole budget goes to the 1-ways
+    codes = np.array([[0, 0], [3, 0], [3, 0]])
+    measurements = measure_round(codes, only_one.domain, spec, np.random.default_rng(0))
+    assert only_one.next_round(measurements) is None
+    assert only_one.estimate(measurements).sample(10, np.random.default_rng(1)).shape == (10, 2)
+
+
+def test_projection_to_one_ways_sums_cells_and_scales_noise() -> None:
+    m = Measurement(("a", "b"), np.arange(12.0).reshape(3, 4), 2.0)
+    a, b = project_to_one_ways(m)
+    np.testing.assert_allclose(a.noisy_values, [6, 22, 38])
+    assert a.stddev == pytest.approx(4.0) and b.stddev == pytest.approx(2.0 * np.sqrt(3))
+
+
+def test_estimate_uses_every_round_and_fits_the_data() -> None:
+    codes = tree_data(np.random.default_rng(6), 20000)
+    planner = MSTPlanner(TREE_DOMAIN, 5.0)
+    _, measurements = _run_rounds(planner, codes, np.random.default_rng(7))
+    model = planner.estimate(measurements)
+    for a, b in sorted(TREE_EDGES):
+        truth = count(codes, TREE_DOMAIN, (a, b))
+        assert 0.5 * np.abs(model.marginal((a, b)) - truth).sum() / len(codes) < 0.02
+
+
+def test_synthesize_end_to_end_preserves_dependencies() -> None:
+    codes = tree_data(np.random.default_rng(8), 10000)
+    synthetic = synthesize(TREE_DOMAIN, codes, 2.0, 8000, np.random.default_rng(9))
+    assert synthetic.shape == (8000, 5)
+    assert synthetic.min() >= 0 and np.all(synthetic.max(axis=0) < np.array(TREE_DOMAIN.shape))
+    for clique in [("a", "b"), ("d", "e"), ("b", "c")]:
+        p = count(codes, TREE_DOMAIN, clique) / len(codes)
+        q = count(synthetic, TREE_DOMAIN, clique) / len(synthetic)
+        assert 0.5 * np.abs(p - q).sum() < 0.05
+    with pytest.raises(InvalidInput, match="outside the domain"):
+        synthesize(TREE_DOMAIN, codes + 10, 2.0, 10, np.random.default_rng(0))
