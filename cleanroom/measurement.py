@@ -53,6 +53,7 @@ class Measurement:
         object.__setattr__(self, "noisy_values", values)
         if not (math.isfinite(self.stddev) and self.stddev > 0):
             raise InvalidInput(f"Measurement {self.clique}: stddev ({self.stddev}) must be finite and > 0")
+        object.__setattr__(self, "stddev", float(self.stddev))  # accepts Fraction (e.g. from sigma_total2)
         if not (math.isfinite(self.sensitivity) and self.sensitivity > 0):
             raise InvalidInput(
                 f"Measurement {self.clique}: sensitivity ({self.sensitivity}) must be finite and > 0"

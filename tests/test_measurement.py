@@ -65,3 +65,8 @@ def test_roundspec_validation_and_stddev() -> None:
         RoundSpec("r", (), Fraction(1), 0.5)
     with pytest.raises(InvalidInput, match="name"):
         RoundSpec("", (("a",),), Fraction(1), 0.5)
+
+
+def test_fraction_stddev_is_accepted_as_float() -> None:
+    m = Measurement(("a",), np.zeros(2), Fraction(3, 2))  # type: ignore[arg-type]
+    assert isinstance(m.stddev, float) and m.variance == pytest.approx(2.25)

@@ -109,3 +109,18 @@ def test_synthesize_end_to_end_preserves_dependencies() -> None:
         assert 0.5 * np.abs(p - q).sum() < 0.05
     with pytest.raises(InvalidInput, match="outside the domain"):
         synthesize(TREE_DOMAIN, codes + 10, 2.0, 10, np.random.default_rng(0))
+
+
+def test_extra_pairs_respect_the_model_caps() -> None:
+    codes = tree_data(np.random.default_rng(10), 5000)
+    rng = np.random.default_rng(11)
+    for cells, total, biggest in [(0, 0, 20), (40, 10_000, 40), (10_000, 10_000, 10_000)]:
+        planner = MSTPlanner(TREE_DOMAIN, 50.0, extra_clique_cells=cells, extra_total_cells=total)
+        _, measurements = _run_rounds(planner, codes, rng)
+        model = planner.estimate(measurements)
+        sizes = [TREE_DOMAIN.project(c).size() for c in model.tree.cliques]
+        assert max(sizes) <= biggest
+        if cells == 0:
+            assert all(len(c) <= 2 for c in model.tree.cliques) and len(model.tree.cliques) == 4
+        else:
+            assert len(model.tree.cliques) < 4 or max(len(c) for c in model.tree.cliques) > 2

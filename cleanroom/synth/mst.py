@@ -22,8 +22,12 @@ Privacy cost of this choice: round 2 spends a third of the budget on many noisy 
 exponential-mechanism selection, so selection is noisier than centralised MST when there are many pairs;
 in exchange nothing but additive noisy counts ever leaves a party, the cost is exactly the Gaussian
 mechanism's (rho = k / (2 sigma^2) for k tables of L2 sensitivity 1 each), and the round-2 tables are not
-wasted: estimation uses every released measurement, the round-2 tables of tree pairs directly and the others
-summed down to 1-way marginals (stddev sigma * sqrt(cells summed)).
+wasted: estimation uses every released measurement. The round-2 tables of tree pairs are fitted as they are;
+so are further round-2 pairs, best (positive) score first, as long as the junction tree of the model stays
+within `extra_clique_cells` per clique and `extra_total_cells` in all (a small extension of MST's tree model
+that costs nothing in privacy and, on adult, lifts TSTR AUC by several points; set extra_clique_cells=0 for
+the plain tree). The remaining round-2 tables are summed down to 1-way marginals (stddev sigma *
+sqrt(cells summed)).
 
 Noise calibration: a round of k tables, each changed by one record in one cell by 1 (L2^2 = k in total),
 with per-cell total noise variance sigma^2 costs rho = k / (2 sigma^2). sigma^2 is rounded *up* to a
@@ -52,6 +56,7 @@ from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.synth.estimation import EstimationConfig, estimate, estimate_total
+from cleanroom.synth.junction_tree import build_junction_tree
 from cleanroom.synth.model import GraphicalModel
 
 SIGMA2_DENOMINATOR = 10**6
@@ -79,6 +84,8 @@ class MSTPlanner:
     split: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)
     max_pair_cells: int = 100_000
     estimation: EstimationConfig = field(default_factory=EstimationConfig)
+    extra_clique_cells: int = 5_000
+    extra_total_cells: int = 30_000
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rho_total) and self.rho_total > 0):
@@ -87,6 +94,11 @@ class MSTPlanner:
             raise InvalidInput(f"split {self.split} must be three positive shares summing to 1")
         if self.max_pair_cells < 1:
             raise InvalidInput(f"max_pair_cells ({self.max_pair_cells}) must be >= 1")
+        if self.extra_clique_cells < 0 or self.extra_total_cells < 0:
+            raise InvalidInput(
+                f"extra_clique_cells ({self.extra_clique_cells}) and extra_total_cells"
+                f" ({self.extra_total_cells}) must be >= 0"
+            )
 
     def candidate_pairs(self) -> tuple[Clique, ...]:
         informative = [a for a in self.domain.attrs if self.domain.size(a) > 1]
@@ -140,10 +152,41 @@ class MSTPlanner:
             raise InvalidInput("MSTPlanner.estimate: no measurements")
         one_way, pairs, tree = self._split_rounds(measurements)
         on_tree = {m.clique for m in tree or []}
+        if pairs and self.extra_clique_cells > 0:
+            on_tree |= extra_pairs(
+                self.domain, one_way, pairs, on_tree, self.extra_clique_cells, self.extra_total_cells
+            )
         kept = one_way + list(tree or [])
         for m in pairs or []:
             kept.extend([m] if m.clique in on_tree else project_to_one_ways(m))
         return estimate(self.domain, kept, self.estimation)
+
+
+def extra_pairs(
+    domain: Domain,
+    one_way: Sequence[Measurement],
+    pairs: Sequence[Measurement],
+    chosen: set[Clique],
+    clique_cells: int,
+    total_cells: int,
+) -> set[Clique]:
+    """Round-2 pairs to keep as 2-way measurements beyond `chosen`, best score first.
+
+    A pair is added if its noise-corrected score is positive and the junction tree of all kept pairs keeps
+    every clique within `clique_cells` and the sum of clique sizes within `total_cells` (speed and memory).
+    """
+    scores = pair_scores(domain, one_way, pairs)
+    extra: set[Clique] = set()
+    for pair in sorted(scores, key=lambda p: (-scores[p], p)):
+        if pair in chosen or scores[pair] <= 0:
+            continue
+        try:
+            tree = build_junction_tree(domain, sorted(chosen | extra | {pair}), clique_cells)
+        except InvalidInput:
+            continue
+        if sum(domain.project(c).size() for c in tree.cliques) <= total_cells:
+            extra.add(pair)
+    return extra
 
 
 def project_to_one_ways(m: Measurement) -> list[Measurement]:
