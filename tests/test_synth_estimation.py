@@ -101,3 +101,13 @@ def test_estimate_rejects_mismatched_tables() -> None:
         estimate(TREE_DOMAIN, [Measurement(("a",), np.zeros(4), 1.0)])
     with pytest.raises(InvalidInput, match="no measurements"):
         estimate(TREE_DOMAIN, [])
+
+
+def test_config_and_model_validation() -> None:
+    with pytest.raises(InvalidInput, match="max_iters"):
+        EstimationConfig(max_iters=-1)
+    with pytest.raises(InvalidInput, match="max_cells"):
+        EstimationConfig(max_cells=0)
+    model = estimate(TREE_DOMAIN, exact(tree_data(np.random.default_rng(0), 50), TREE_DOMAIN, [("a", "b")]))
+    with pytest.raises(InvalidInput, match="n_rows"):
+        model.sample(-1, np.random.default_rng(0))

@@ -53,11 +53,11 @@ class EstimationConfig:
 
     def __post_init__(self) -> None:
         if self.max_iters < 0:
-            raise ValueError(f"max_iters ({self.max_iters}) must be >= 0")
+            raise InvalidInput(f"EstimationConfig: max_iters ({self.max_iters}) must be >= 0")
         if not self.tol >= 0:
-            raise ValueError(f"tol ({self.tol}) must be >= 0")
+            raise InvalidInput(f"EstimationConfig: tol ({self.tol}) must be >= 0")
         if self.max_cells < 1:
-            raise ValueError(f"max_cells ({self.max_cells}) must be >= 1")
+            raise InvalidInput(f"EstimationConfig: max_cells ({self.max_cells}) must be >= 1")
 
 
 @dataclass(frozen=True)

@@ -59,12 +59,14 @@ class GraphicalModel:
 
     def __post_init__(self) -> None:
         if len(self.theta) != len(self.tree.cliques):
-            raise ValueError(f"theta has {len(self.theta)} tables for {len(self.tree.cliques)} cliques")
+            raise InvalidInput(
+                f"GraphicalModel: theta has {len(self.theta)} tables for {len(self.tree.cliques)} cliques"
+            )
         for clique, table in zip(self.tree.cliques, self.theta, strict=True):
             if table.shape != self.domain.project(clique).shape:
-                raise ValueError(f"theta table for {clique} has shape {table.shape}")
+                raise InvalidInput(f"GraphicalModel: theta table for {clique} has shape {table.shape}")
         if not self.total > 0:
-            raise ValueError(f"total ({self.total}) must be > 0")
+            raise InvalidInput(f"GraphicalModel: total ({self.total}) must be > 0")
 
     def _expand(self, table: FloatArray, sub: Clique, clique: Clique) -> FloatArray:
         return table.reshape(expand_shape(self.domain, clique, sub))
@@ -107,7 +109,7 @@ class GraphicalModel:
     def sample(self, n_rows: int, rng: np.random.Generator) -> IntArray:
         """`n_rows` independent records as codes of shape (n_rows, n_attrs), column j = domain attribute j."""
         if n_rows < 0:
-            raise ValueError(f"n_rows ({n_rows}) must be >= 0")
+            raise InvalidInput(f"GraphicalModel.sample: n_rows ({n_rows}) must be >= 0")
         codes = np.zeros((n_rows, len(self.domain)), dtype=np.int64)
         beliefs = self.log_beliefs()
         for node in self.tree.order:
