@@ -93,9 +93,7 @@ def _attach(domain: Domain, tree: JunctionTree, measurements: Sequence[Measureme
     return attached
 
 
-def _initial_theta(
-    domain: Domain, tree: JunctionTree, attached: list[_Attached], total: float
-) -> list[FloatArray]:
+def _initial_theta(domain: Domain, tree: JunctionTree, attached: list[_Attached]) -> list[FloatArray]:
     theta = []
     for node, clique in enumerate(tree.cliques):
         exact = [a for a in attached if a.node == node and not a.axes]
@@ -143,7 +141,7 @@ def estimate(
     )
     attached = _attach(domain, tree, measurements)
     total = estimate_total(measurements)
-    model = GraphicalModel(domain, tree, tuple(_initial_theta(domain, tree, attached, total)), total)
+    model = GraphicalModel(domain, tree, tuple(_initial_theta(domain, tree, attached)), total)
     return _mirror_descent(model, attached, config)
 
 
