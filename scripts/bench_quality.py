@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import resource
 import sys
 import time
@@ -27,6 +26,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cleanroom.accounting import cdp_rho  # noqa: E402
 from cleanroom.domain import Domain  # noqa: E402
 from cleanroom.synth import synthesize  # noqa: E402
 from cleanroom.synth.centralised import count_table  # noqa: E402
@@ -38,24 +38,6 @@ ADULT_CANDIDATES = [
     ROOT / ".." / ".." / "shared" / "data" / "adult",
 ]
 ADULT = next((p for p in ADULT_CANDIDATES if p.is_dir()), ADULT_CANDIDATES[0])
-
-
-def cdp_rho(epsilon: float, delta: float) -> float:
-    """Largest zCDP rho whose tight (eps, delta) conversion (Canonne, Kamath, Steinke 2020) fits.
-
-    TODO: use cleanroom.accounting.cdp_rho once it lands.
-    """
-    alpha = np.exp(np.linspace(math.log(1.0001), math.log(1e4), 200_000))
-
-    def delta_of(rho: float) -> float:
-        log_delta = (alpha - 1) * (alpha * rho - epsilon) + alpha * np.log1p(-1 / alpha) - np.log(alpha - 1)
-        return min(1.0, float(np.exp(log_delta.min())))
-
-    low, high = 0.0, epsilon + 1.0
-    for _ in range(60):
-        mid = (low + high) / 2
-        low, high = (mid, high) if delta_of(mid) <= delta else (low, mid)
-    return low
 
 
 def encode_local(schema: dict, df: pd.DataFrame) -> tuple[Domain, np.ndarray]:

@@ -1,6 +1,6 @@
 """Synthesizers: graphical-model estimation from noisy marginals and the federated MST planner."""
 
-from cleanroom.synth.centralised import synthesize
+from cleanroom.synth.centralised import synthesize, synthesize_dp
 from cleanroom.synth.estimation import EstimationConfig, estimate
 from cleanroom.synth.junction_tree import JunctionTree, build_junction_tree
 from cleanroom.synth.model import GraphicalModel
@@ -15,4 +15,5 @@ __all__ = [
     "estimate",
     "select_tree",
     "synthesize",
+    "synthesize_dp",
 ]

@@ -1,9 +1,9 @@
 """Centralised one-call MST: count, noise, plan, fit and sample in one process (tests, benchmarks, demos).
 
-The noise here is continuous Gaussian from `rng` added to the exact counts (the Gaussian mechanism with
-the planner's sigma), which is fine for tests and benchmarks. Production noise is added by the parties
-with `cleanroom.noise` (exact discrete Gaussian); TODO: use it here too once it lands, and count with
-`cleanroom.marginals.count_table`.
+By default the noise is the production noise: exact discrete Gaussian N_Z(0, sigma_total2) per cell from
+`cleanroom.noise` (OS randomness, so not reproducible from `rng`). `exact_noise=False` adds continuous
+Gaussian noise drawn from `rng` instead (reproducible; for tests and statistical experiments).
+TODO: count with `cleanroom.marginals.count_table` once it lands.
 """
 
 from __future__ import annotations
@@ -11,9 +11,11 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from cleanroom.accounting import cdp_rho
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
+from cleanroom.noise import sample_discrete_gaussian
 from cleanroom.synth.mst import MSTPlanner
 
 IntArray = npt.NDArray[np.int64]
@@ -29,16 +31,24 @@ def count_table(codes: npt.NDArray[np.integer], domain: Domain, clique: Clique) 
 
 
 def measure_round(
-    codes: npt.NDArray[np.integer], domain: Domain, spec: RoundSpec, rng: np.random.Generator
+    codes: npt.NDArray[np.integer],
+    domain: Domain,
+    spec: RoundSpec,
+    rng: np.random.Generator,
+    exact_noise: bool = False,
 ) -> list[Measurement]:
-    """Noisy tables of one round: exact counts plus N(0, sigma_total2) per cell."""
-    stddev = spec.stddev
-    return [
-        Measurement(
-            c, count_table(codes, domain, c) + rng.normal(0.0, stddev, domain.project(c).shape), stddev
-        )
-        for c in spec.cliques
-    ]
+    """Noisy tables of one round: exact counts plus noise of variance sigma_total2 per cell."""
+    measurements = []
+    for clique in spec.cliques:
+        shape = domain.project(clique).shape
+        noise: npt.NDArray[np.float64] | IntArray
+        if exact_noise:
+            noise = sample_discrete_gaussian(spec.sigma_total2, int(np.prod(shape))).reshape(shape)
+        else:
+            noise = rng.normal(0.0, spec.stddev, shape)
+        noisy = (count_table(codes, domain, clique) + noise).astype(np.float64)
+        measurements.append(Measurement(clique, noisy, spec.stddev))
+    return measurements
 
 
 def synthesize(
@@ -48,6 +58,7 @@ def synthesize(
     n_rows: int,
     rng: np.random.Generator,
     planner: MSTPlanner | None = None,
+    exact_noise: bool = True,
 ) -> IntArray:
     """MST synthetic codes (n_rows, n_attrs) from `codes` at zCDP `rho` (all three rounds together)."""
     codes = np.asarray(codes)
@@ -61,6 +72,19 @@ def synthesize(
     measurements: list[Measurement] = []
     spec: RoundSpec | None = planner.first_round()
     while spec is not None:
-        measurements += measure_round(codes, domain, spec, rng)
+        measurements += measure_round(codes, domain, spec, rng, exact_noise)
         spec = planner.next_round(measurements)
     return planner.estimate(measurements).sample(n_rows, rng)
+
+
+def synthesize_dp(
+    domain: Domain,
+    codes: npt.NDArray[np.integer],
+    epsilon: float,
+    delta: float,
+    n_rows: int,
+    rng: np.random.Generator,
+    exact_noise: bool = True,
+) -> IntArray:
+    """`synthesize` at (epsilon, delta)-DP: rho from the tight zCDP conversion `cdp_rho`."""
+    return synthesize(domain, codes, cdp_rho(epsilon, delta), n_rows, rng, exact_noise=exact_noise)

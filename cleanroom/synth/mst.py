@@ -29,10 +29,11 @@ that costs nothing in privacy and, on adult, lifts TSTR AUC by several points; s
 the plain tree). The remaining round-2 tables are summed down to 1-way marginals (stddev sigma *
 sqrt(cells summed)).
 
-Noise calibration: a round of k tables, each changed by one record in one cell by 1 (L2^2 = k in total),
-with per-cell total noise variance sigma^2 costs rho = k / (2 sigma^2). sigma^2 is rounded *up* to a
-rational with denominator 10^6, so each round costs at most its share and the three shares sum to at most
-rho_total. TODO: switch to `cleanroom.accounting` (distributed discrete Gaussian, tau term) once it lands.
+Noise calibration: a round of k tables, each changed by one record in one cell by 1 (L2 sensitivity sqrt(k),
+L1 sensitivity k), with per-cell total noise variance sigma^2 costs about rho = k / (2 sigma^2).
+`cleanroom.accounting.calibrate` picks sigma_total2 (an exact Fraction, per-party share rounded up, never
+below sigma_party = 2) for the distributed discrete Gaussian with `n_min` honest shares, tau term included;
+`RoundSpec.rho` is the realised cost, at most the round's share, so the rounds sum to at most rho_total.
 
 Domain handling: an attribute with one level has no information in any pair: it is measured only in round 1
 and is an isolated node of the model. MST's domain compression (merging rare levels before the 2-way
@@ -46,12 +47,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from itertools import combinations
 
 import numpy as np
 import numpy.typing as npt
 
+from cleanroom.accounting import DistributedGaussian, calibrate
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
@@ -59,20 +60,16 @@ from cleanroom.synth.estimation import EstimationConfig, estimate, estimate_tota
 from cleanroom.synth.junction_tree import build_junction_tree
 from cleanroom.synth.model import GraphicalModel
 
-SIGMA2_DENOMINATOR = 10**6
 
-
-def round_sigma2(n_tables: int, rho: float) -> Fraction:
-    """Smallest multiple of 1e-6 with n_tables / (2 sigma^2) <= rho (unit-sensitivity tables)."""
-    if n_tables < 1 or not (math.isfinite(rho) and rho > 0):
-        raise InvalidInput(f"round_sigma2: need n_tables >= 1 ({n_tables}) and rho > 0 ({rho})")
-    exact = Fraction(n_tables) / (2 * Fraction(rho))
-    return Fraction(math.ceil(exact * SIGMA2_DENOMINATOR), SIGMA2_DENOMINATOR)
-
-
-def round_spec(name: str, cliques: Sequence[Clique], rho: float) -> RoundSpec:
-    sigma2 = round_sigma2(len(cliques), rho)
-    return RoundSpec(name, tuple(cliques), sigma2, float(Fraction(len(cliques)) / (2 * sigma2)))
+def round_spec(
+    domain: Domain, name: str, cliques: Sequence[Clique], rho: float, n_min: int, n_parties: int
+) -> RoundSpec:
+    """A round measuring `cliques` at zCDP cost at most `rho` (distributed discrete Gaussian noise)."""
+    k = len(cliques)
+    dim = sum(domain.project(c).size() for c in cliques)
+    sigma2 = calibrate(rho, math.sqrt(k), n_min, n_parties=n_parties, sensitivity_l1=k, dim=dim)
+    realised = DistributedGaussian(sigma2, n_parties, n_min).rho(k, math.sqrt(k), dim)
+    return RoundSpec(name, tuple(cliques), sigma2, realised)
 
 
 @dataclass(frozen=True)
@@ -86,6 +83,8 @@ class MSTPlanner:
     estimation: EstimationConfig = field(default_factory=EstimationConfig)
     extra_clique_cells: int = 5_000
     extra_total_cells: int = 30_000
+    n_min: int = 1
+    n_parties: int | None = None
 
     def __post_init__(self) -> None:
         if not (math.isfinite(self.rho_total) and self.rho_total > 0):
@@ -94,6 +93,8 @@ class MSTPlanner:
             raise InvalidInput(f"split {self.split} must be three positive shares summing to 1")
         if self.max_pair_cells < 1:
             raise InvalidInput(f"max_pair_cells ({self.max_pair_cells}) must be >= 1")
+        if not 1 <= self.n_min <= (self.n_parties or self.n_min):
+            raise InvalidInput(f"n_min ({self.n_min}) must be in [1, n_parties ({self.n_parties})]")
         if self.extra_clique_cells < 0 or self.extra_total_cells < 0:
             raise InvalidInput(
                 f"extra_clique_cells ({self.extra_clique_cells}) and extra_total_cells"
@@ -110,19 +111,21 @@ class MSTPlanner:
 
     def first_round(self) -> RoundSpec:
         share = self.split[0] if self.candidate_pairs() else 1.0
-        return round_spec("one-way", [(a,) for a in self.domain.attrs], self.rho_total * share)
+        return self._spec("one-way", [(a,) for a in self.domain.attrs], share)
+
+    def _spec(self, name: str, cliques: Sequence[Clique], share: float) -> RoundSpec:
+        parties = self.n_parties or self.n_min
+        return round_spec(self.domain, name, cliques, self.rho_total * share, self.n_min, parties)
 
     def next_round(self, measurements: Sequence[Measurement]) -> RoundSpec | None:
         """The next round given every measurement released so far, in round order (None when done)."""
         one_way, pairs, tree = self._split_rounds(measurements)
         if pairs is None:
             candidates = self.candidate_pairs()
-            return (
-                round_spec("candidates", candidates, self.rho_total * self.split[1]) if candidates else None
-            )
+            return self._spec("candidates", candidates, self.split[1]) if candidates else None
         if tree is None:
             selected = select_tree(self.domain, one_way, pairs)
-            return round_spec("tree", selected, self.rho_total * self.split[2]) if selected else None
+            return self._spec("tree", selected, self.split[2]) if selected else None
         return None
 
     def _split_rounds(
