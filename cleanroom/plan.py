@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import importlib
-import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
+from cleanroom.schema import Schema
 
 RUN_JOBS = "run_jobs"
 RECEIVE_RESULTS = "receive_results"
@@ -329,29 +328,8 @@ def require_approved_hash(plan_hash: str, approved: Iterable[str]) -> None:
 
 
 def schema_file_hash(path: Path) -> str:
-    """`Schema.hash()` of the schema file, by `cleanroom.schema` when present (else the raw-JSON rule)."""
-    try:
-        module = importlib.import_module("cleanroom.schema")
-    except ImportError:
-        module = None
-    loader = _schema_loader(module)
-    if loader is not None:
-        return str(loader(path).hash())
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"schema file {path} cannot be read as JSON: {exc}") from None
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _schema_loader(module: Any) -> Any:
-    if module is None:
-        return None
-    schema_cls = getattr(module, "Schema", None)
-    for candidate in (getattr(schema_cls, "load", None), getattr(module, "load_schema", None)):
-        if callable(candidate):
-            return candidate
-    return None
+    """`Schema.hash()` of the schema file (the normalised schema, so formatting changes do not matter)."""
+    return Schema.load(path).hash()
 
 
 # -------------------------------------------------------------------- TOML reading
