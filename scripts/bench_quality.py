@@ -1,7 +1,7 @@
 """Benchmark the MST synthesizer: TSTR AUC, marginal TVD, wall time and peak memory at several epsilons.
 
     python scripts/bench_quality.py --adult            # /work/shared/data/adult (train, holdout, schema)
-    python scripts/bench_quality.py                    # toy data from a known tree (until sample_data lands)
+    python scripts/bench_quality.py                    # the built-in sample data (cleanroom.sample_data)
 
 TSTR: HistGradientBoostingClassifier trained on the synthetic codes, AUC on the real holdout's codes;
 train-on-real is the same classifier trained on the real training codes. TVD: mean over every 1-way and
@@ -12,7 +12,6 @@ Wall time and peak memory cover one synthesis (fit + sample); peak memory is the
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -28,8 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from cleanroom.accounting import cdp_rho  # noqa: E402
 from cleanroom.domain import Domain  # noqa: E402
+from cleanroom.encoding import encode  # noqa: E402
+from cleanroom.marginals import count_table  # noqa: E402
+from cleanroom.sample_data import generate, sample_schema  # noqa: E402
+from cleanroom.schema import Schema  # noqa: E402
 from cleanroom.synth import synthesize  # noqa: E402
-from cleanroom.synth.centralised import count_table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # the shared folder sits beside the checkout (or beside the worktrees' folder)
@@ -40,55 +42,27 @@ ADULT_CANDIDATES = [
 ADULT = next((p for p in ADULT_CANDIDATES if p.is_dir()), ADULT_CANDIDATES[0])
 
 
-def encode_local(schema: dict, df: pd.DataFrame) -> tuple[Domain, np.ndarray]:
-    """Codes by the schema (right-open bins, last closed, clip; categories then __missing__).
-
-    TODO: replace with cleanroom.encoding.encode once it lands.
-    """
-    names, sizes, columns = [], [], []
-    for col in schema["columns"]:
-        values = df[col["name"]]
-        missing = values.isna().to_numpy()
-        if col["type"] == "numerical":
-            edges = np.asarray(col["bins"], dtype=float)
-            clipped = np.clip(values.to_numpy(dtype=float), edges[0], edges[-1])
-            code = np.clip(np.searchsorted(edges, clipped, side="right") - 1, 0, len(edges) - 2)
-            levels = len(edges) - 1
-        else:
-            lookup = {c: i for i, c in enumerate(col["categories"])}
-            code = np.array([lookup.get(str(v), -1) for v in values])
-            if np.any((code < 0) & ~missing):
-                raise ValueError(f"column {col['name']}: unknown categories")
-            levels = len(lookup)
-        code = np.where(missing, levels, code)
-        names.append(col["name"])
-        sizes.append(levels + 1)
-        columns.append(code)
-    return Domain(tuple(names), tuple(sizes)), np.stack(columns, axis=1).astype(np.int64)
-
-
-def toy_data(rng: np.random.Generator, n: int) -> tuple[Domain, np.ndarray, np.ndarray, str]:
-    sizes = {"x0": 6, "x1": 5, "x2": 8, "x3": 4, "x4": 10, "y": 2}
-    codes = np.zeros((n, len(sizes)), dtype=np.int64)
-    codes[:, 0] = rng.integers(0, 6, n)
-    codes[:, 1] = (codes[:, 0] + rng.integers(0, 2, n)) % 5
-    codes[:, 2] = (2 * codes[:, 1] + rng.integers(0, 3, n)) % 8
-    codes[:, 3] = (codes[:, 0] // 2 + (rng.random(n) < 0.2)) % 4
-    codes[:, 4] = (codes[:, 2] + rng.integers(0, 4, n)) % 10
-    codes[:, 5] = ((codes[:, 2] > 3) ^ (rng.random(n) < 0.15)).astype(np.int64)
-    domain = Domain(tuple(sizes), tuple(sizes.values()))
-    cut = int(0.8 * n)
-    return domain, codes[:cut], codes[cut:], "y"
+def positive_level(schema: Schema, target: str) -> int:
+    """Code of the positive class: the second of a two-category target (">50K", "yes"), else the last."""
+    categories = [level for level in schema.column(target).levels if not level.startswith("__")]
+    return schema.column(target).levels.index(categories[1] if len(categories) == 2 else categories[-1])
 
 
 def load(args: argparse.Namespace) -> tuple[Domain, np.ndarray, np.ndarray, str, int]:
     if args.adult:
-        schema = json.loads((ADULT / "schema.json").read_text())
-        domain, train = encode_local(schema, pd.read_csv(ADULT / "train.csv"))
-        _, holdout = encode_local(schema, pd.read_csv(ADULT / "holdout.csv"))
-        return domain, train, holdout, "income", 1
-    domain, train, holdout, target = toy_data(np.random.default_rng(1), 20000)
-    return domain, train, holdout, target, 1
+        schema = Schema.load(ADULT / "schema.json")
+        train = encode(schema, pd.read_csv(ADULT / "train.csv"), source="train.csv").codes
+        holdout = encode(schema, pd.read_csv(ADULT / "holdout.csv"), source="holdout.csv").codes
+    else:
+        schema = sample_schema()
+        data = encode(schema, generate(args.rows, seed=args.seed + 1), source="sample_data").codes
+        cut = int(0.8 * len(data))
+        train, holdout = data[:cut], data[cut:]
+    target = schema.target
+    if target is None:
+        sys.exit("the schema has no target column")
+    train, holdout = train.astype(np.int64), holdout.astype(np.int64)
+    return schema.domain, train, holdout, target, positive_level(schema, target)
 
 
 def tstr_auc(domain: Domain, train: np.ndarray, holdout: np.ndarray, target: str, positive: int) -> float:
@@ -120,6 +94,7 @@ def main() -> None:
     parser.add_argument("--epsilons", type=float, nargs="+", default=[0.3, 1.0, 3.0])
     parser.add_argument("--delta", type=float, default=1e-9)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rows", type=int, default=20000, help="rows of sample data (without --adult)")
     args = parser.parse_args()
     if args.adult and not ADULT.is_dir():
         sys.exit(f"adult data not found at {ADULT}")

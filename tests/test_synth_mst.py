@@ -9,8 +9,10 @@ import pytest
 from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
 
 from cleanroom.domain import Domain
+from cleanroom.encoding import decode, encode
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
+from cleanroom.sample_data import generate, sample_schema
 from cleanroom.synth import MSTPlanner, synthesize, synthesize_dp
 from cleanroom.synth.centralised import measure_round
 from cleanroom.synth.mst import project_to_one_ways
@@ -147,3 +149,13 @@ def test_exact_discrete_noise_path_and_dp_wrapper() -> None:
     assert 200 < np.var(residuals) < 800
     synthetic = synthesize_dp(TREE_DOMAIN, codes, 5.0, 1e-6, 500, np.random.default_rng(1))
     assert synthetic.shape == (500, 5) and np.all(synthetic.max(axis=0) < np.array(TREE_DOMAIN.shape))
+
+
+def test_synthesize_accepts_a_schema_and_output_decodes() -> None:
+    schema = sample_schema()
+    encoded = encode(schema, generate(3000, seed=3), source="sample")
+    rng = np.random.default_rng(13)
+    synthetic = synthesize(schema, encoded.codes, 1.0, 400, rng, exact_noise=False)
+    assert synthetic.shape == (400, len(schema.domain))
+    decoded = decode(schema, synthetic, rng)
+    assert list(decoded.columns) == list(schema.names) and len(decoded) == 400

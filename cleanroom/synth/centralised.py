@@ -3,7 +3,7 @@
 By default the noise is the production noise: exact discrete Gaussian N_Z(0, sigma_total2) per cell from
 `cleanroom.noise` (OS randomness, so not reproducible from `rng`). `exact_noise=False` adds continuous
 Gaussian noise drawn from `rng` instead (reproducible; for tests and statistical experiments).
-TODO: count with `cleanroom.marginals.count_table` once it lands.
+Counting is `cleanroom.marginals.count_table`, as on a party node.
 """
 
 from __future__ import annotations
@@ -12,22 +12,15 @@ import numpy as np
 import numpy.typing as npt
 
 from cleanroom.accounting import cdp_rho
-from cleanroom.domain import Clique, Domain
+from cleanroom.domain import Domain
 from cleanroom.errors import InvalidInput
+from cleanroom.marginals import count_table
 from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.noise import sample_discrete_gaussian
+from cleanroom.schema import Schema
 from cleanroom.synth.mst import MSTPlanner
 
 IntArray = npt.NDArray[np.int64]
-
-
-def count_table(codes: npt.NDArray[np.integer], domain: Domain, clique: Clique) -> IntArray:
-    """Exact counts of `clique` (canonical order) over `codes` (n_rows, n_attrs)."""
-    canonical = domain.canonical(clique)
-    shape = domain.project(canonical).shape
-    columns = tuple(np.asarray(codes[:, domain.index(a)], dtype=np.int64) for a in canonical)
-    flat = np.ravel_multi_index(columns, shape) if codes.shape[0] else np.zeros(0, dtype=np.int64)
-    return np.bincount(flat, minlength=int(np.prod(shape))).reshape(shape).astype(np.int64)
 
 
 def measure_round(
@@ -52,7 +45,7 @@ def measure_round(
 
 
 def synthesize(
-    domain: Domain,
+    domain: Domain | Schema,
     codes: npt.NDArray[np.integer],
     rho: float,
     n_rows: int,
@@ -60,7 +53,12 @@ def synthesize(
     planner: MSTPlanner | None = None,
     exact_noise: bool = True,
 ) -> IntArray:
-    """MST synthetic codes (n_rows, n_attrs) from `codes` at zCDP `rho` (all three rounds together)."""
+    """MST synthetic codes (n_rows, n_attrs) from `codes` at zCDP `rho` (all three rounds together).
+
+    `domain` may be a `Schema` (its measured columns' domain); decode the result with `cleanroom.encoding`.
+    """
+    if isinstance(domain, Schema):
+        domain = domain.domain
     codes = np.asarray(codes)
     if codes.ndim != 2 or codes.shape[1] != len(domain):
         raise InvalidInput(f"synthesize: codes shape {codes.shape} does not match {len(domain)} attributes")
@@ -78,7 +76,7 @@ def synthesize(
 
 
 def synthesize_dp(
-    domain: Domain,
+    domain: Domain | Schema,
     codes: npt.NDArray[np.integer],
     epsilon: float,
     delta: float,
