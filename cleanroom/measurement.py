@@ -109,3 +109,16 @@ class RoundSpec:
     def stddev(self) -> float:
         """Standard deviation of the total noise in one cell."""
         return math.sqrt(self.sigma_total2)
+
+    @property
+    def sensitivity_l1(self) -> float:
+        """L1 sensitivity of the round's flattened vector: one record adds 1 to one cell of every table."""
+        return float(len(self.cliques))
+
+    @property
+    def sensitivity_l2(self) -> float:
+        return math.sqrt(len(self.cliques))
+
+    def dim(self, domain: Domain) -> int:
+        """Cells in the round's flattened vector (all tables)."""
+        return sum(domain.project(c).size() for c in self.cliques)

@@ -70,3 +70,9 @@ def test_roundspec_validation_and_stddev() -> None:
 def test_fraction_stddev_is_accepted_as_float() -> None:
     m = Measurement(("a",), np.zeros(2), Fraction(3, 2))  # type: ignore[arg-type]
     assert isinstance(m.stddev, float) and m.variance == pytest.approx(2.25)
+
+
+def test_roundspec_sensitivities_and_dim() -> None:
+    spec = RoundSpec("pairs", (("a", "b"), ("b", "c"), ("c",)), Fraction(10), 0.15)
+    assert spec.sensitivity_l1 == 3 and spec.sensitivity_l2 == pytest.approx(3**0.5)
+    assert spec.dim(DOMAIN) == 6 + 12 + 4

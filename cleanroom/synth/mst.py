@@ -67,8 +67,10 @@ def round_spec(
     """A round measuring `cliques` at zCDP cost at most `rho` (distributed discrete Gaussian noise)."""
     k = len(cliques)
     dim = sum(domain.project(c).size() for c in cliques)
-    sigma2 = calibrate(rho, math.sqrt(k), n_min, n_parties=n_parties, sensitivity_l1=k, dim=dim)
-    realised = DistributedGaussian(sigma2, n_parties, n_min).rho(k, math.sqrt(k), dim)
+    l1, l2 = float(k), math.sqrt(k)
+    sigma2 = calibrate(rho, l2, n_min, n_parties=n_parties, sensitivity_l1=l1, dim=dim)
+    noise = DistributedGaussian(sigma2, n_parties, n_min)
+    realised = noise.rho(sensitivity_l1=l1, sensitivity_l2=l2, dim=dim)
     return RoundSpec(name, tuple(cliques), sigma2, realised)
 
 
