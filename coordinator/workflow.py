@@ -127,10 +127,6 @@ class Workflow:
     def n_min(self) -> int:
         return int(self.plan.n_min)
 
-    def threshold(self, n: int) -> int:
-        """The plan's threshold, or floor(n/2)+1 over the round's participants."""
-        return int(self.plan.threshold) or n // 2 + 1
-
     async def measure(self) -> list[Any]:
         rho_total = core_api.rho_for(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
         self.planner = planner = core_api.mst_planner(

@@ -155,7 +155,7 @@ def secagg_manifest(plan: Any, schema_hash_hex: str) -> Any:
         identity_keys=tuple(m.public_key() for m in parties),
         min_parties=int(plan.min_parties),
         schema_hash=schema_hash_hex,
-        threshold=int(plan.threshold),
+        threshold=int(plan.effective_threshold),
         coordinator_id=plan.coordinator,
     )
 
