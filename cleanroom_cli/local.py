@@ -84,7 +84,9 @@ def free_port() -> int:
 def prepare(job: LocalJob) -> dict[str, Path]:
     """Write certificates, data, plan and configs; returns party id -> party.toml path."""
     work = job.work
-    work.mkdir(parents=True, exist_ok=True)
+    if work.exists():
+        shutil.rmtree(work)  # a previous local run's CA, ledgers and configs: always start fresh
+    work.mkdir(parents=True)
     certs = work / "certs"
     if not (certs / "ca.pem").exists():
         ca.init_ca(certs)
@@ -193,7 +195,12 @@ def write_party_config(job: LocalJob, member: dict[str, Any], plan_hash: str) ->
         (job.work / schema_file).write_text(json.dumps(job.party_schemas[pid], indent=2))
     text += "\n[data]\n" + toml_table({"schema": schema_file, "source": f"data/{pid}.csv"})
     text += "\n[budget]\n" + toml_table(
-        {"epsilon": max(10.0, 10 * job.epsilon), "delta": job.delta, "ledger": f"state/{pid}.sqlite"}
+        {
+            "epsilon": max(10.0, 10 * job.epsilon),
+            "delta": job.delta,
+            "ledger": f"state/{pid}.sqlite",
+            "audit_log": f"state/{pid}-audit.jsonl",
+        }
     )
     (job.work / "state").mkdir(exist_ok=True)
     path = job.work / f"{pid}.toml"

@@ -10,6 +10,7 @@ key = "certs/coordinator.key"
 out = "out/coordinator"              # job record (timings, bytes, privacy report)
 call_deadline_s = 120                # deadline of every call to a party
 seed = 0                             # optional: seeds synthesis and training (noise never uses it)
+train_threads = 1                    # OpenMP threads for model training
 ```
 """
 
@@ -36,8 +37,11 @@ class CoordinatorConfig:
     schema: Any
     call_deadline_s: float = 120.0
     seed: int | None = None
+    train_threads: int = 1
 
     def __post_init__(self) -> None:
+        if self.train_threads < 1:
+            raise InvalidInput(f"[coordinator] train_threads ({self.train_threads}) must be >= 1")
         if self.call_deadline_s <= 0:
             raise InvalidInput(f"[coordinator] call_deadline_s ({self.call_deadline_s}) must be > 0")
         if self.coordinator_id != self.plan.coordinator:
@@ -71,6 +75,7 @@ class CoordinatorConfig:
                 schema=schema,
                 call_deadline_s=float(table.get("call_deadline_s", 120.0)),
                 seed=table.get("seed"),
+                train_threads=int(table.get("train_threads", 1)),
             )
         except KeyError as error:
             raise InvalidInput(f"{path}: missing key {error}") from None

@@ -28,7 +28,9 @@ def synthetic_rows(config: Any, measurements: list[Any]) -> int:
     return max(1, int(round(float(np.median(estimates))))) if estimates else 1000
 
 
-def train_model(frame: pd.DataFrame, target: str, task: str, kinds: dict[str, str], seed: int | None) -> Any:
+def train_model(
+    frame: pd.DataFrame, target: str, task: str, kinds: dict[str, str], seed: int | None, threads: int = 1
+) -> Any:
     from sklearn.compose import ColumnTransformer
     from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
     from sklearn.pipeline import Pipeline
@@ -67,7 +69,11 @@ def train_model(frame: pd.DataFrame, target: str, task: str, kinds: dict[str, st
     for c in categorical:
         x[c] = x[c].astype(object).where(x[c].notna(), "__missing__").astype(str)
     model = Pipeline([("encode", encode), ("model", estimator)])
-    model.fit(x, y)
+    from threadpoolctl import threadpool_limits
+
+    # OpenMP oversubscription on a shared machine: 1 thread trained 90k rows in 2.2 s, the default 8.7 s.
+    with threadpool_limits(limits=threads):
+        model.fit(x, y)
     return model
 
 
@@ -95,7 +101,9 @@ def build_results(
         start = time.perf_counter()
         import skops.io as sio
 
-        trained = train_model(frame, target, str(plan.task), core_api.column_kinds(schema), config.seed)
+        trained = train_model(
+            frame, target, str(plan.task), core_api.column_kinds(schema), config.seed, config.train_threads
+        )
         files["model.skops"] = out / "model.skops"
         sio.dump(trained, files["model.skops"])
         record.timings["train"] = time.perf_counter() - start

@@ -115,6 +115,6 @@ class PartyConfig:
             approved_plans=tuple(raw.get("approved_plans", ())),
             audit_log=rel(budget["audit_log"])
             if "audit_log" in budget
-            else rel(budget["ledger"]).parent / "audit.jsonl",
+            else rel(budget["ledger"]).with_name(rel(budget["ledger"]).stem + "-audit.jsonl"),
             call_deadline_s=float(raw.get("call_deadline_s", 120.0)),
         )
