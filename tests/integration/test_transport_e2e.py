@@ -101,3 +101,26 @@ def test_real_node_refuses_foreign_ca_and_impersonation(tmp_path: Path) -> None:
         assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
     finally:
         local.stop(procs)
+
+
+def test_unreachable_party_stops_the_job_with_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    job = _job(tmp_path / "run")
+    configs = local.prepare(job)
+    running = {pid: path for pid, path in configs.items() if pid != "party3"}
+    procs = local.start_parties(job, running)
+    try:
+        asyncio.run(local._wait_all(job, running, procs))
+        result = subprocess.run(
+            [sys.executable, "-m", "cleanroom_cli.main", "coordinator", "run", "--config",
+             str(job.work / "collaboration.toml")],
+            capture_output=True, text=True, env=local._env(), cwd=job.work, timeout=300,
+        )  # fmt: skip
+    finally:
+        local.stop(procs)
+    assert result.returncode == 3, result.stderr
+    assert "party3" in result.stderr and "UNAVAILABLE" in result.stderr
+    for pid in ("party1", "party2"):
+        assert _spent(job, pid) == 0.0
