@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,9 @@ from transport.options import CHUNK_BYTES
 from transport.tls import TlsFiles
 from transport.v1 import party_pb2 as pb
 from transport.v1 import party_pb2_grpc as pb_grpc
+
+RETRIES = 2
+RETRY_PAUSE_S = 0.25
 
 
 @dataclass
@@ -37,10 +41,21 @@ class PartyClient:
             await self._channel.close()
 
     async def _call(self, method: str, request: Any) -> Any:
-        try:
-            response = await getattr(self.stub, method)(request, timeout=self.deadline_s)
-        except grpc.RpcError as error:
-            raise_for_rpc_error(error, f"party {self.party_id} ({self.address})", method)
+        """Unary call with a deadline; a transient UNAVAILABLE is retried RETRIES times.
+
+        Every unary RPC is idempotent per (sid, stage, party): a party answers a verbatim repeat with the
+        identical response (no fresh noise, no second charge).
+        """
+        for attempt in range(RETRIES + 1):
+            try:
+                response = await getattr(self.stub, method)(request, timeout=self.deadline_s)
+                break
+            except grpc.RpcError as error:
+                transient = error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+                if transient and attempt < RETRIES:
+                    await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
+                    continue
+                raise_for_rpc_error(error, f"party {self.party_id} ({self.address})", method)
         self.bytes_received += response.ByteSize()
         return response
 
