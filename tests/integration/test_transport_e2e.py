@@ -124,3 +124,31 @@ def test_unreachable_party_stops_the_job_with_a_clear_error(tmp_path: Path) -> N
     assert "party3" in result.stderr and "UNAVAILABLE" in result.stderr
     for pid in ("party1", "party2"):
         assert _spent(job, pid) == 0.0
+
+
+def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) -> None:
+    from cleanroom_cli.main import main
+
+    schema, frame, target, _ = core_api.sample_dataset(900, seed=11)
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    args = [
+        "simulate",
+        "--schema",
+        str(tmp_path / "schema.json"),
+        "--target",
+        target,
+        "--task",
+        "classification",
+    ]
+    for i, name in enumerate(("airline", "hotel")):
+        frame.iloc[i::2].to_csv(tmp_path / f"{name}.csv", index=False)
+        args += ["--party", f"{name}={tmp_path / name}.csv"]
+    out = tmp_path / "out"
+    assert main([*args, "--epsilon", "1", "--rows", "300", "--format", "parquet", "--out", str(out)]) == 0
+    for name in ("airline", "hotel"):
+        assert sorted(p.name for p in (out / name).iterdir()) == [
+            "model.skops",
+            "report.json",
+            "synthetic.parquet",
+        ]
+        assert len(pd.read_parquet(out / name / "synthetic.parquet")) == 300
