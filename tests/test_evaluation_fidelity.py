@@ -11,7 +11,6 @@ from cleanroom.domain import Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.evaluation.fidelity import (
     combined_fidelity,
-    count_table,
     cramers_v,
     default_fidelity_cliques,
     fidelity_sensitivity_l2,
@@ -20,6 +19,7 @@ from cleanroom.evaluation.fidelity import (
     local_fidelity,
     total_variation,
 )
+from cleanroom.marginals import count_table
 
 DOMAIN = Domain(("a", "b", "c", "d"), (3, 4, 2, 5))
 

@@ -14,6 +14,7 @@ from cleanroom.evaluation.membership import (
     ATTACKS,
     FeatureSpace,
     attack_statistics,
+    codes_max_distance,
     combined_attack_score,
     dcr_scores,
     density_ratio_scores,
@@ -22,7 +23,10 @@ from cleanroom.evaluation.membership import (
     gate,
     membership_split,
     run_attacks,
+    schema_code_features,
+    schema_feature_space,
 )
+from cleanroom.sample_data import generate, sample_schema
 
 DOMAIN = Domain(tuple(f"x{i}" for i in range(8)), (2, 3, 4, 5, 6, 3, 4, 8))
 N = 800  # per group; the null AUC's standard deviation is about 0.0144
@@ -136,3 +140,24 @@ def test_gate_fails_closed() -> None:
     assert not unknown.released and "density_ratio" in unknown.reason
     with pytest.raises(InvalidInput, match="max_membership_inference_score"):
         gate({"dcr": 0.5}, 0.4)
+
+
+def test_ordinal_codes_with_missing_level_and_schema_helpers() -> None:
+    domain = Domain(("n", "c"), (5, 3))  # n: 4 bins + __missing__ (code 4)
+    codes = np.array([[0, 0], [3, 0], [4, 0], [0, 2]])
+    feats = features_from_codes(codes, domain, ordinal=("n",), missing_codes={"n": 4})
+    assert np.linalg.norm(feats[0] - feats[1]) == pytest.approx(1.0)
+    assert np.linalg.norm(feats[0] - feats[2]) == pytest.approx(1.0)  # missing: indicator only
+    assert np.linalg.norm(feats[0] - feats[3]) == pytest.approx(1.0)
+    assert codes_max_distance(domain, ("n",), {"n": 4}) == pytest.approx(math.sqrt(3.0))
+
+    schema = sample_schema()
+    ordinal, missing = schema_code_features(schema)
+    numerical = [c.name for c in schema.measured_columns if c.type == "numerical"]
+    assert list(ordinal) == numerical and set(missing) <= set(numerical)
+    frame = generate(50, seed=1)
+    space = schema_feature_space(schema)
+    encoded = space.transform(frame)
+    assert encoded.shape[0] == 50
+    distances = np.linalg.norm(encoded[:, None, :] - encoded[None, :, :], axis=2)
+    assert distances.max() <= space.max_distance + 1e-9

@@ -147,3 +147,36 @@ def test_invalid_inputs_are_named() -> None:
         TargetBounds(1.0, 1.0)
     with pytest.raises(InvalidInput, match="length"):
         classification_metrics_from_vector(np.zeros(5), n_bins=10)
+
+
+def test_combined_tstr_auc_matches_pooled_direct_auc_within_noise_and_binning() -> None:
+    """A model trained on 'synthetic' rows, scored by 3 parties; summed noisy vectors vs the pooled AUC."""
+    from sklearn.linear_model import LogisticRegression
+
+    from cleanroom.evaluation.utility import positive_scores
+
+    rng = np.random.default_rng(10)
+    weights = np.array([1.0, -0.7, 0.4])
+
+    def rows(n: int) -> tuple[np.ndarray, np.ndarray]:
+        x = rng.normal(size=(n, 3))
+        return x, np.where(rng.random(n) < 1 / (1 + np.exp(-x @ weights)), ">50K", "<=50K")
+
+    model = LogisticRegression().fit(*rows(2000))
+    real_x, real_y = rows(6000)
+    scores = positive_scores(model, real_x, ">50K")
+    labels = real_y == ">50K"
+    vectors = [classification_statistics(labels[i], scores[i]) for i in party_slices(6000, 3, 11)]
+    sigma = 2.0  # per-cell standard deviation of the summed noise
+    noisy = np.sum(vectors, axis=0) + rng.normal(0, sigma, vectors[0].size).round().astype(np.int64)
+    combined = classification_metrics_from_vector(noisy)
+    direct = roc_auc_score(labels, scores)
+    # Noise in the AUC numerator: sum_i pos_i * (noise of negatives below i) has sd <= P * sigma * sqrt(B),
+    # plus the positives' noise times at most N; 4 standard deviations of that, relative to P * N.
+    n_pos, n_neg = labels.sum(), (~labels).sum()
+    noise_bound = 4 * sigma * math.sqrt(100) * (n_pos + n_neg) / (n_pos * n_neg)
+    assert abs(combined.auc - direct) <= combined.auc_binning_bound + noise_bound
+    assert noise_bound + combined.auc_binning_bound < 0.06  # small enough to mean something
+    assert combined.accuracy == pytest.approx(accuracy_score(real_y, model.predict(real_x)), abs=0.01)
+    with pytest.raises(InvalidInput, match="positive class"):
+        positive_scores(model, real_x, "yes")

@@ -30,6 +30,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
+from cleanroom.marginals import count_table, split_vector
 
 IntVector = NDArray[np.int64]
 FloatArray = NDArray[np.float64]
@@ -59,15 +60,6 @@ def _check_codes(codes: ArrayLike, domain: Domain, what: str) -> NDArray[np.int6
     return array
 
 
-def count_table(codes: NDArray[np.int64], domain: Domain, clique: Sequence[str]) -> IntVector:
-    """int64 count table of `clique`, axes in canonical (domain) order."""
-    names = domain.canonical(clique)
-    shape = domain.project(names).shape
-    columns = tuple(codes[:, domain.index(a)] for a in names)
-    flat = np.ravel_multi_index(columns, shape) if columns else np.zeros(len(codes), dtype=np.int64)
-    return np.bincount(flat, minlength=math.prod(shape)).astype(np.int64).reshape(shape)
-
-
 def fidelity_vector_length(domain: Domain, cliques: Sequence[Clique]) -> int:
     return sum(domain.project(c).size() for c in cliques)
 
@@ -92,13 +84,7 @@ def split_tables(vector: ArrayLike, domain: Domain, cliques: Sequence[Clique]) -
         raise InvalidInput(
             f"fidelity vector has length {values.size}, expected {expected} for {len(cliques)} cliques"
         )
-    tables, start = [], 0
-    for clique in cliques:
-        shape = domain.project(domain.canonical(clique)).shape
-        size = math.prod(shape)
-        tables.append(values[start : start + size].reshape(shape))
-        start += size
-    return tables
+    return list(split_vector(values, domain, cliques))
 
 
 def _distribution(table: ArrayLike) -> FloatArray:

@@ -43,6 +43,7 @@ from cleanroom.evaluation.utility import (
     check_n_bins,
     score_histogram,
 )
+from cleanroom.schema import CATEGORICAL, NUMERICAL, Schema
 
 ATTACK_SENSITIVITY_L2 = 1.0
 DEFAULT_BANDWIDTH = 0.35
@@ -137,20 +138,59 @@ class FeatureSpace:
         return np.concatenate(blocks, axis=1)
 
 
-def features_from_codes(codes: ArrayLike, domain: Domain, ordinal: Sequence[str] = ()) -> FloatArray:
+def features_from_codes(
+    codes: ArrayLike,
+    domain: Domain,
+    ordinal: Sequence[str] = (),
+    missing_codes: Mapping[str, int] | None = None,
+) -> FloatArray:
     """Encode integer codes: `ordinal` attributes as code / (levels - 1), the others one-hot.
 
-    Each attribute adds at most 1 to the squared distance, so the largest distance is sqrt(len(domain)).
+    An ordinal attribute with an entry in `missing_codes` (its last level, `__missing__`) is scaled over the
+    other levels and gets a missing indicator. Each attribute adds at most 1 (ordinal with missing: 2) to the
+    squared distance between two rows; `codes_max_distance` gives the largest distance.
     """
     array = np.asarray(codes, dtype=np.int64)
+    missing = dict(missing_codes or {})
     blocks: list[FloatArray] = []
     for j, (name, size) in enumerate(zip(domain.attrs, domain.shape, strict=True)):
         column = array[:, j]
-        if name in ordinal:
-            blocks.append((column / max(size - 1, 1)).astype(np.float64)[:, None])
-        else:
+        if name not in ordinal:
             blocks.append(np.eye(size)[column] * _ONE_HOT_WEIGHT)
+        elif name in missing:
+            is_missing = column == missing[name]
+            scaled = np.where(is_missing, 0.0, column / max(missing[name] - 1, 1))
+            blocks.append(np.stack([scaled, is_missing.astype(np.float64)], axis=1))
+        else:
+            blocks.append((column / max(size - 1, 1)).astype(np.float64)[:, None])
     return np.concatenate(blocks, axis=1)
+
+
+def codes_max_distance(
+    domain: Domain, ordinal: Sequence[str] = (), missing_codes: Mapping[str, int] | None = None
+) -> float:
+    """Largest distance between two rows encoded by `features_from_codes` with the same arguments."""
+    missing = missing_codes or {}
+    return math.sqrt(len(domain) + sum(1 for name in ordinal if name in missing))
+
+
+def schema_code_features(schema: Schema) -> tuple[tuple[str, ...], dict[str, int]]:
+    """`ordinal` and `missing_codes` for `features_from_codes`: a schema's numerical columns are ordinal."""
+    numerical = tuple(c for c in schema.measured_columns if c.type == NUMERICAL)
+    missing = {c.name: c.missing_code for c in numerical if c.missing_code is not None}
+    return tuple(c.name for c in numerical), missing
+
+
+def schema_feature_space(schema: Schema) -> FeatureSpace:
+    """A `FeatureSpace` for raw (decoded) records from a schema's public categories and bounds."""
+    measured = schema.measured_columns
+    categorical = {c.name: c.categories for c in measured if c.type == CATEGORICAL}
+    numerical = {
+        c.name: (float(c.lower), float(c.upper))
+        for c in measured
+        if c.type == NUMERICAL and c.lower is not None and c.upper is not None
+    }
+    return FeatureSpace(categorical, numerical)
 
 
 def dcr_scores(query: ArrayLike, synthetic: ArrayLike, max_distance: float) -> FloatArray:

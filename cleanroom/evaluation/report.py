@@ -30,6 +30,7 @@ from cleanroom.domain import Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.evaluation.fidelity import FidelityReport
 from cleanroom.evaluation.membership import AttackOutcome, GateDecision
+from cleanroom.schema import Schema
 
 SECTIONS = ("release", "privacy-spent", "utility", "fidelity", "membership-inference", "local-detail")
 TASKS = ("classification", "regression")
@@ -91,6 +92,11 @@ class PartyReport:
     fidelity: FidelityReport | None = None
     local: LocalData | None = None
     privacy_total: PrivacyStage | None = None  # the accountant's composed total (rho, tight epsilon, delta)
+
+
+def schema_level_names(schema: Schema) -> dict[str, tuple[str, ...]]:
+    """Level labels of every measured column, for `LocalData.level_names`."""
+    return {c.name: c.levels for c in schema.measured_columns}
 
 
 def _clean(value: object) -> object:
