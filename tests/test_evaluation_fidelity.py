@@ -11,6 +11,7 @@ from cleanroom.domain import Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.evaluation.fidelity import (
     combined_fidelity,
+    combined_tvd,
     cramers_v,
     default_fidelity_cliques,
     fidelity_sensitivity_l2,
@@ -18,6 +19,8 @@ from cleanroom.evaluation.fidelity import (
     fidelity_vector_length,
     local_fidelity,
     total_variation,
+    tvd_sensitivity_l2,
+    tvd_statistics,
 )
 from cleanroom.marginals import count_table
 
@@ -101,3 +104,29 @@ def test_bad_codes_and_vectors_are_refused() -> None:
         fidelity_statistics(np.array([[0, 4, 0, 0]]), DOMAIN, cliques)
     with pytest.raises(InvalidInput, match="length"):
         combined_fidelity(np.zeros(3), independent_codes(10, 1), DOMAIN, cliques)
+
+
+def test_combined_tvd_is_weighted_mean_of_party_tvds_and_bounds_pooled_tvd() -> None:
+    real, synthetic = correlated_codes(3000, seed=9), independent_codes(2500, seed=10)
+    cliques = default_fidelity_cliques(DOMAIN)
+    parts = np.array_split(real, [400, 1400])
+    summed = np.sum([tvd_statistics(p, synthetic, DOMAIN, cliques) for p in parts], axis=0)
+    combined = combined_tvd(summed, DOMAIN, cliques)
+    locals_ = [local_fidelity(p, synthetic, DOMAIN, cliques) for p in parts]
+    pooled = local_fidelity(real, synthetic, DOMAIN, cliques)
+    for pair, value in combined.two_way_tvd.items():
+        weighted = sum(len(p) * r.two_way_tvd[pair] for p, r in zip(parts, locals_, strict=True)) / len(real)
+        assert value == pytest.approx(weighted, abs=1e-5)
+        assert value >= pooled.two_way_tvd[pair] - 1e-5
+    assert math.isnan(combined.summary()["mean_association_difference"])
+
+
+def test_tvd_vector_moves_within_its_sensitivity() -> None:
+    real, synthetic = correlated_codes(500, seed=11), independent_codes(700, seed=12)
+    cliques = default_fidelity_cliques(DOMAIN)
+    base = tvd_statistics(real[:-1], synthetic, DOMAIN, cliques)
+    added = tvd_statistics(real, synthetic, DOMAIN, cliques)
+    assert np.abs(added - base).max() <= 1024 + 1  # one S per entry (+1 for rounding)
+    assert np.linalg.norm(added - base) <= tvd_sensitivity_l2(cliques) + math.sqrt(len(cliques) + 1)
+    with pytest.raises(InvalidInput, match="length"):
+        combined_tvd(base[:-1], DOMAIN, cliques)

@@ -13,15 +13,19 @@ from cleanroom.errors import InvalidInput
 from cleanroom.evaluation.membership import (
     ATTACKS,
     FeatureSpace,
+    attack_rank_statistics,
     attack_statistics,
     codes_max_distance,
     combined_attack_score,
+    combined_rank_score,
     dcr_scores,
     density_ratio_scores,
     exact_attack_score,
     features_from_codes,
     gate,
     membership_split,
+    rank_score_stddev,
+    rank_sensitivity_l2,
     run_attacks,
     schema_code_features,
     schema_feature_space,
@@ -55,8 +59,9 @@ def attack_scores(synthetic: np.ndarray, seed: int) -> dict[str, float]:
         max_distance=math.sqrt(len(DOMAIN)),
     )
     assert tuple(o.attack for o in outcomes) == ATTACKS
-    for outcome in outcomes:  # the binned combined score agrees with the exact local one
-        assert combined_attack_score(outcome.statistics) == pytest.approx(outcome.local_score, abs=0.01)
+    for outcome in outcomes:  # both additive forms give back the exact local score
+        assert combined_rank_score(outcome.statistics) == pytest.approx(outcome.local_score, abs=1e-5)
+        assert combined_attack_score(outcome.histogram) == pytest.approx(outcome.local_score, abs=0.01)
     return {o.attack: o.local_score for o in outcomes}
 
 
@@ -161,3 +166,27 @@ def test_ordinal_codes_with_missing_level_and_schema_helpers() -> None:
     assert encoded.shape[0] == 50
     distances = np.linalg.norm(encoded[:, None, :] - encoded[None, :, :], axis=2)
     assert distances.max() <= space.max_distance + 1e-9
+
+
+def test_rank_vectors_sum_to_the_member_weighted_mean_of_party_aucs() -> None:
+    rng = np.random.default_rng(12)
+    parties = [(rng.beta(3, 2, n), rng.beta(2, 2, n)) for n in (300, 500, 1200)]
+    summed = np.sum([attack_rank_statistics(m, nm) for m, nm in parties], axis=0)
+    weighted = sum(len(m) * exact_attack_score(m, nm) for m, nm in parties) / sum(len(m) for m, _ in parties)
+    assert combined_rank_score(summed) == pytest.approx(weighted, abs=1e-5)
+    sigma = rank_sensitivity_l2() * 20
+    noisy = summed + np.round(rng.normal(0, sigma, 2)).astype(np.int64)
+    stddev = rank_score_stddev(noisy, sigma)
+    assert 0.0 < stddev < 0.01  # 20 sensitivity units of noise over 2000 members
+    assert combined_rank_score(noisy) == pytest.approx(weighted, abs=4 * stddev)
+
+
+def test_rank_vector_moves_within_its_sensitivity() -> None:
+    rng = np.random.default_rng(13)
+    members, nonmembers = rng.random(401), rng.random(401)
+    base = attack_rank_statistics(members[:400], nonmembers[:400])
+    for changed in (attack_rank_statistics(members[1:], nonmembers[1:]),  # one non-member + coupled member
+                    attack_rank_statistics(np.r_[members[:399], 1.0], nonmembers[:400])):  # a member swapped
+        assert np.linalg.norm(changed - base) <= rank_sensitivity_l2()
+    with pytest.raises(InvalidInput, match="equal"):
+        attack_rank_statistics(members[:10], nonmembers[:11])

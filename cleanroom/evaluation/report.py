@@ -271,9 +271,10 @@ def _fidelity_section(fidelity: FidelityReport | None) -> str:
     summary = _table(["measure", "value"], list(fidelity.summary().items()))
     columns = _table(["column", "1-way TVD"], list(fidelity.one_way_tvd.items()))
     intro = (
-        "<p>Total variation distance (0 = identical distributions, 1 = disjoint) between the pooled real "
-        "data's noisy 1-way/2-way tables and the synthetic data's, and the difference in association "
-        "(Cramér's V) per attribute pair.</p>"
+        "<p>Total variation distance (TVD: 0 = identical distributions, 1 = disjoint) between the real data "
+        "of all parties (combined with noise by secure aggregation) and the synthetic data, per column and "
+        "per pair of columns; with the per-party form it is the row-weighted mean of each party's own TVD. "
+        "Association differences (Cramér's V) are shown only when pooled count tables were combined.</p>"
     )
     return _section("fidelity", "Fidelity (all parties, combined)", intro + summary + columns)
 
