@@ -69,6 +69,8 @@ def test_attacks_detect_a_synthesizer_that_copies_members() -> None:
     scores = attack_scores(lambda members: members.copy(), seed=1)
     assert scores["dcr"] > 0.95
     assert scores["density_ratio"] > 0.7
+    assert not gate(scores, max_score=0.9).released  # a gate below the measured scores blocks
+    assert gate(scores, max_score=1.0).released
 
 
 def test_attacks_are_blind_to_an_independent_sample() -> None:
