@@ -12,8 +12,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-import importlib
-import json
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +22,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
+from cleanroom.schema import Schema
+from cleanroom.secagg.manifest import required_threshold
 
 RUN_JOBS = "run_jobs"
 RECEIVE_RESULTS = "receive_results"
@@ -193,15 +193,20 @@ class Plan:
             )
         if self.threshold and not (2 * self.threshold > n and self.threshold <= n):
             raise self._fail(f"threshold ({self.threshold}) must be > n/2 = {n / 2} and <= n = {n}")
-        if self.effective_threshold > n - self.dropout_tolerance:
-            raise self._fail(
-                f"threshold ({self.effective_threshold}) must be <= data parties - dropout_tolerance "
-                f"= {n - self.dropout_tolerance}, or tolerated dropouts could not be unmasked"
-            )
         if self.n_min < 1:
             raise self._fail(
                 f"data parties ({n}) - dropout_tolerance ({self.dropout_tolerance}) - colluders "
                 f"({self.colluders}) must be >= 1"
+            )
+        if self.threshold and self.threshold < required_threshold(n, self.colluders):
+            raise self._fail(
+                f"threshold ({self.threshold}) must be >= {required_threshold(n, self.colluders)} "
+                f"to tolerate {self.colluders} colluders (t > (n + c)/2 and t > c)"
+            )
+        if self.effective_threshold > n - self.dropout_tolerance:
+            raise self._fail(
+                f"threshold ({self.effective_threshold}) must be <= data parties - dropout_tolerance "
+                f"= {n - self.dropout_tolerance}, or tolerated dropouts could not be unmasked"
             )
 
     def _check_outputs(self) -> None:
@@ -223,8 +228,12 @@ class Plan:
 
     @property
     def effective_threshold(self) -> int:
-        """Secure-aggregation threshold t: the explicit value, or floor(n/2)+1 over data parties."""
-        return self.threshold or len(self.data_parties) // 2 + 1
+        """Secure-aggregation threshold t: the explicit value, or the smallest t safe against `colluders`.
+
+        With c parties colluding with a lying coordinator, t must exceed (n + c)/2 and c
+        (`cleanroom.secagg.manifest.required_threshold`); with c = 0 that is floor(n/2)+1.
+        """
+        return self.threshold or required_threshold(len(self.data_parties), self.colluders)
 
     @property
     def n_min(self) -> int:
@@ -329,29 +338,8 @@ def require_approved_hash(plan_hash: str, approved: Iterable[str]) -> None:
 
 
 def schema_file_hash(path: Path) -> str:
-    """`Schema.hash()` of the schema file, by `cleanroom.schema` when present (else the raw-JSON rule)."""
-    try:
-        module = importlib.import_module("cleanroom.schema")
-    except ImportError:
-        module = None
-    loader = _schema_loader(module)
-    if loader is not None:
-        return str(loader(path).hash())
-    try:
-        doc = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise InvalidInput(f"schema file {path} cannot be read as JSON: {exc}") from None
-    return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def _schema_loader(module: Any) -> Any:
-    if module is None:
-        return None
-    schema_cls = getattr(module, "Schema", None)
-    for candidate in (getattr(schema_cls, "load", None), getattr(module, "load_schema", None)):
-        if callable(candidate):
-            return candidate
-    return None
+    """`Schema.hash()` of the schema file (the normalised schema, so formatting changes do not matter)."""
+    return Schema.load(path).hash()
 
 
 # -------------------------------------------------------------------- TOML reading

@@ -181,3 +181,20 @@ def test_shared_identity_key_rejected(tmp_path: Path) -> None:
     files.path.write_text(text + f'\n[[members]]\nid = "twin"\n{key_line}\n')
     with pytest.raises(InvalidInput, match="member identity_keys .* are not unique"):
         Plan.load(files.path)
+
+
+def test_default_threshold_grows_with_declared_colluders(tmp_path: Path) -> None:
+    files = write_plan(
+        tmp_path, n_parties=5,
+        overrides={"threshold": "0", "dropout_tolerance": "1", "colluders": "1", "min_parties": "2"},
+    )
+    assert Plan.load(files.path).effective_threshold == 4  # t > (5 + 1)/2
+
+
+def test_explicit_threshold_too_small_for_colluders_is_refused(tmp_path: Path) -> None:
+    files = write_plan(
+        tmp_path, n_parties=5,
+        overrides={"threshold": "3", "dropout_tolerance": "1", "colluders": "1", "min_parties": "2"},
+    )
+    with pytest.raises(InvalidInput, match=r"threshold \(3\) must be >= 4 to tolerate 1 colluders"):
+        Plan.load(files.path)
