@@ -5,9 +5,8 @@ evaluation vectors on its own rows and adds its share of distributed discrete Ga
 summed (secure aggregation's result, without the masking) and turned into the combined figures; party 0's
 report is written as HTML + JSON.
 
-Until the project's MST synthesizer lands, the synthetic data comes from a clearly labelled *stand-in*: a
-naive-Bayes-shaped model from noisy 2-way tables (attribute, target), measured with the same distributed
-discrete Gaussian noise. Its figures are not the MST's.
+The synthetic data come from the project's MST (`cleanroom.synth.mst.MSTPlanner`), its three rounds
+measured the federated way (each party's count tables plus its noise share, summed).
 
 Usage: PYTHONPATH=. python scripts/bench_evaluation_adult.py [--data DIR] [--out DIR] [--max-score 0.6]
 """
@@ -17,7 +16,6 @@ from __future__ import annotations
 import argparse
 import math
 import time
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +23,7 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
-from cleanroom.accounting import cdp_eps, cdp_rho, gaussian_rho
+from cleanroom.accounting import DistributedGaussian, calibrate, cdp_eps, cdp_rho
 from cleanroom.domain import Domain
 from cleanroom.encoding import encode
 from cleanroom.evaluation.fidelity import (
@@ -47,6 +45,7 @@ from cleanroom.evaluation.membership import (
     features_from_codes,
     gate,
     membership_split,
+    rank_score_stddev,
     rank_sensitivity_l2,
     run_attacks,
     schema_code_features,
@@ -68,13 +67,16 @@ from cleanroom.evaluation.utility import (
     positive_scores,
 )
 from cleanroom.marginals import count_table
+from cleanroom.measurement import Measurement
 from cleanroom.noise import party_noise_share
 from cleanroom.schema import Schema
+from cleanroom.synth.mst import MSTPlanner
 
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "adult"
 N_PARTIES, EPSILON, DELTA = 3, 1.0, 1e-9
+SIGMAS: list[float] = []  # noise sd of the sum, per `noisy_sum` call
 SHARES = {
-    "synthesizer (stand-in)": 0.75,
+    "MST synthesizer": 0.75,
     "utility statistics": 0.05,
     "fidelity statistics": 0.10,
     "attack dcr": 0.05,
@@ -82,46 +84,33 @@ SHARES = {
 }
 
 
-def party_sigma2(sensitivity_l2: float, rho: float) -> Fraction:
-    """Per-party noise variance so that the sum over all parties has sigma^2 = sens^2 / (2 rho)."""
-    total = Fraction(sensitivity_l2**2).limit_denominator(10**6) / (
-        2 * Fraction(rho).limit_denominator(10**12)
-    )
-    return max(total / N_PARTIES, Fraction(4))
-
-
 def noisy_sum(vectors: list[np.ndarray], sensitivity_l2: float, rho: float) -> tuple[np.ndarray, float]:
-    """Sum of the parties' vectors, each plus its noise share; returns the sum and the rho actually spent."""
-    sigma2 = party_sigma2(sensitivity_l2, rho)
-    total = sum(v + party_noise_share(v.size, sigma2) for v in vectors)
-    return np.asarray(total), gaussian_rho(sensitivity_l2, float(sigma2 * N_PARTIES))
+    """The parties' vectors, each plus its distributed discrete Gaussian share, summed; and the rho."""
+    dim = int(vectors[0].size)
+    sigma_total2 = calibrate(rho, sensitivity_l2, N_PARTIES, n_parties=N_PARTIES, dim=dim)
+    noise = DistributedGaussian(sigma_total2, N_PARTIES, N_PARTIES)
+    total = sum(v + party_noise_share(dim, noise.sigma_party2) for v in vectors)
+    SIGMAS.append(math.sqrt(float(sigma_total2)))
+    return np.asarray(total), noise.rho(sensitivity_l2 * math.sqrt(dim), sensitivity_l2, dim)
 
 
-def stand_in_synthesizer(
-    parties: list[np.ndarray], domain: Domain, target: str, rho: float, n_rows: int, rng: np.random.Generator
+def federated_mst(
+    parties: list[np.ndarray], domain: Domain, rho: float, n_rows: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, float]:
-    """Noisy (attribute, target) tables summed across parties; sample target, then attribute | target."""
-    others = [a for a in domain.attrs if a != target]
-    cliques = [(a, target) for a in others]
-    sens = math.sqrt(len(cliques))
-    vectors = [np.concatenate([count_table(p, domain, c).ravel() for c in cliques]) for p in parties]
-    summed, spent = noisy_sum(vectors, sens, rho)
-    codes = np.zeros((n_rows, len(domain)), dtype=np.int64)
-    start, target_counts, conditionals = 0, np.zeros(domain.size(target)), {}
-    for attr in others:
-        shape = domain.project(domain.canonical((attr, target))).shape
-        table = np.clip(summed[start : start + math.prod(shape)].reshape(shape).astype(float), 0, None)
-        start += math.prod(shape)
-        table = table if domain.index(attr) < domain.index(target) else table.T  # -> (attr, target)
-        target_counts += table.sum(axis=0) / len(others)
-        conditionals[attr] = (table + 1e-9) / (table + 1e-9).sum(axis=0)
-    y = rng.choice(domain.size(target), size=n_rows, p=target_counts / target_counts.sum())
-    codes[:, domain.index(target)] = y
-    for attr, cond in conditionals.items():
-        cumulative = np.cumsum(cond[:, y].T, axis=1)
-        draws = rng.random((n_rows, 1)) * cumulative[:, -1:]
-        codes[:, domain.index(attr)] = (cumulative < draws).sum(axis=1)
-    return codes, spent
+    """MST's rounds as the coordinator runs them: every party counts and adds its noise share; sum; plan."""
+    planner = MSTPlanner(domain, rho, n_min=N_PARTIES, n_parties=N_PARTIES)
+    measurements: list[Measurement] = []
+    spent = 0.0
+    spec = planner.first_round()
+    while spec is not None:
+        sigma_party2 = spec.sigma_total2 / N_PARTIES
+        for clique in spec.cliques:
+            tables = [count_table(p, domain, clique) for p in parties]
+            summed = sum(t + party_noise_share(t.size, sigma_party2).reshape(t.shape) for t in tables)
+            measurements.append(Measurement(clique, np.asarray(summed, dtype=np.float64), spec.stddev))
+        spent += spec.rho
+        spec = planner.next_round(measurements)
+    return planner.estimate(measurements).sample(n_rows, rng).astype(np.int64), spent
 
 
 def main() -> None:
@@ -146,11 +135,10 @@ def main() -> None:
     rho = {name: share * rho_total for name, share in SHARES.items()}
     spent: dict[str, float] = {}
 
-    synthetic, spent["synthesizer (stand-in)"] = stand_in_synthesizer(
+    synthetic, spent["MST synthesizer"] = federated_mst(
         [p[s.members] for p, s in zip(parties, splits, strict=True)],
         domain,
-        target,
-        rho["synthesizer (stand-in)"],
+        rho["MST synthesizer"],
         args.synthetic_rows,
         rng,
     )
@@ -206,12 +194,13 @@ def main() -> None:
             for idx in (scored, s.nonmembers, s.reference)
         ]
         outcomes.append(run_attacks(f[0], f[1], syn_features, f[2], max_distance))
-    scores, histogram_scores = {}, {}
+    scores, histogram_scores, stddevs = {}, {}, {}
     for k, name in enumerate(ATTACKS):
         summed_attack, spent[f"attack {name}"] = noisy_sum(
             [o[k].statistics for o in outcomes], rank_sensitivity_l2(), rho[f"attack {name}"]
         )
         scores[name] = combined_rank_score(summed_attack)
+        stddevs[name] = rank_score_stddev(summed_attack, SIGMAS[-1])
         # The pooled-histogram form at the same budget, for comparison only (not charged, not reported).
         summed_hist, _ = noisy_sum(
             [o[k].histogram for o in outcomes], ATTACK_SENSITIVITY_L2, rho[f"attack {name}"]
@@ -232,7 +221,7 @@ def main() -> None:
             "classification",
             combined_utility.to_dict(),
             synthetic_metrics.to_dict(),
-            "HistGradientBoosting trained on synthetic data (stand-in synthesizer)",
+            "HistGradientBoosting trained on MST synthetic data",
         ),
         fidelity=fidelity,
         local=LocalData(
@@ -265,8 +254,8 @@ def main() -> None:
     for k, name in enumerate(ATTACKS):
         local = ", ".join(f"{o[k].local_score:.3f}" for o in outcomes)
         print(
-            f"attack {name:14s} combined rank form {scores[name]:.4f} | histogram form "
-            f"{histogram_scores[name]:.4f} | per party exact {local}"
+            f"attack {name:14s} combined rank form {scores[name]:.4f} (noise sd {stddevs[name]:.4f}) | "
+            f"histogram form {histogram_scores[name]:.4f} | per party exact {local}"
         )
     print(f"gate at {args.max_score}: {decision.reason}")
     print(f"report: {html_path} ({html_path.stat().st_size // 1024} KiB), {json_path}")
