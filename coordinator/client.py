@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,9 +11,10 @@ from typing import Any
 
 import grpc
 
+from cleanroom.errors import PermissionDenied
 from transport import serde, wire
-from transport.channel import secure_channel
-from transport.errors import raise_for_rpc_error
+from transport.channel import secure_channel, server_cert_sha256
+from transport.errors import RemoteError, raise_for_rpc_error
 from transport.options import CHUNK_BYTES
 from transport.tls import TlsFiles
 from transport.v1 import party_pb2 as pb
@@ -58,6 +60,21 @@ class PartyClient:
                 raise_for_rpc_error(error, f"party {self.party_id} ({self.address})", method)
         self.bytes_received += response.ByteSize()
         return response
+
+    async def verify_pin(self, pinned_sha256: str) -> None:
+        """Refuse a node whose certificate is not the one the plan pins for this member."""
+        try:
+            actual = await asyncio.to_thread(server_cert_sha256, self.address, self.tls, self.party_id)
+        except (OSError, ssl.SSLError) as error:
+            status = grpc.StatusCode.UNAVAILABLE
+            raise RemoteError(
+                f"party {self.party_id} ({self.address})", "TLS handshake", status, str(error)
+            ) from None
+        if actual != pinned_sha256.lower():
+            raise PermissionDenied(
+                f"party {self.party_id} ({self.address}) presents certificate {actual[:16]}..., "
+                f"the plan pins {pinned_sha256[:16]}..."
+            )
 
     async def hello(self, msg: wire.Hello) -> wire.HelloReply:
         return serde.hello_reply_from_pb(await self._call("Hello", serde.hello_to_pb(msg)))

@@ -111,6 +111,8 @@ class Workflow:
             SOFTWARE_VERSION,
         )
         self.last_errors = {}
+        pins = {p: c.verify_pin(self.members[p].cert_sha256) for p, c in self.clients.items()}
+        await self.gather(pins, "certificate check", len(self.clients))
         replies = await self.gather(
             {p: c.hello(hello) for p, c in self.clients.items()}, "handshake", len(self.clients)
         )

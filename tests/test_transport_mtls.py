@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import socket
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -161,3 +163,32 @@ async def test_message_over_the_size_limit_is_refused_and_the_server_stays_healt
         assert (await _hello(address, client)).party_id == "airline"
     finally:
         await server.server.stop(None)
+
+
+async def test_coordinator_refuses_a_node_whose_certificate_is_not_the_pinned_one(node_server, pki) -> None:  # type: ignore[no-untyped-def]
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    from cleanroom.errors import PermissionDenied
+    from coordinator.client import PartyClient
+    from transport.errors import RemoteError
+
+    der = x509.load_pem_x509_certificate((pki.good / "airline.pem").read_bytes()).public_bytes(
+        serialization.Encoding.DER
+    )
+    client = PartyClient("airline", node_server.address, pki.tls(pki.good, "coordinator"), 10.0)
+    try:
+        await client.verify_pin(hashlib.sha256(der).hexdigest())
+        with pytest.raises(PermissionDenied, match="pins"):
+            await client.verify_pin("0" * 64)
+    finally:
+        await client.close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    gone = PartyClient("airline", closed, pki.tls(pki.good, "coordinator"), 10.0)
+    try:
+        with pytest.raises(RemoteError, match="UNAVAILABLE"):
+            await gone.verify_pin("0" * 64)
+    finally:
+        await gone.close()

@@ -43,3 +43,30 @@ async def wait_healthy(
                 last = error
             await asyncio.sleep(0.1)
     raise TimeoutError(f"{expected_id} at {address} did not become healthy: {last}")
+
+
+def server_cert_sha256(
+    address: str, tls: TlsFiles, expected_id: str, timeout: float = HEALTH_DEADLINE_S
+) -> str:
+    """SHA-256 (hex, of the DER) of the certificate a node presents, fetched over a separate mTLS handshake.
+
+    gRPC's Python client does not expose the server certificate of a call, so the coordinator checks the
+    plan's pinned `cert_sha256` with this pre-flight handshake (same CA and client certificate, hostname =
+    member id). It is a check of the node's configured certificate, not of every later connection.
+    """
+    import hashlib
+    import socket
+    import ssl
+
+    host, _, port = address.rpartition(":")
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(tls.ca))
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    context.set_alpn_protocols(["h2"])
+    with (
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout) as raw,
+        context.wrap_socket(raw, server_hostname=expected_id) as conn,
+    ):
+        der = conn.getpeercert(binary_form=True)
+    if der is None:
+        raise ConnectionError(f"{expected_id} at {address} presented no certificate")
+    return hashlib.sha256(der).hexdigest()
