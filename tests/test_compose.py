@@ -66,3 +66,29 @@ def test_dockerfile_entrypoint_is_the_cli() -> None:
     text = (REPO / "Dockerfile").read_text()
     assert 'ENTRYPOINT ["cleanroom"]' in text
     assert "USER " in text
+
+
+def test_setup_script_output_matches_every_mount(tmp_path: Path, services: dict[str, Any]) -> None:
+    import tomllib
+
+    from cleanroom.plan import Plan
+    from cleanroom_cli.compose import prepare_compose
+
+    deploy = tmp_path / "deploy"
+    plan_path = prepare_compose(deploy, rows_per_party=50)
+    for name, service in services.items():
+        for volume in service["volumes"]:
+            host, container = volume.split(":")[:2]
+            assert host.startswith("./deploy/"), volume
+            assert (tmp_path / host).exists(), f"{name}: {host} missing after setup"
+        if name == "coordinator":
+            continue
+        config = tomllib.loads((deploy / name / "party.toml").read_text())
+        keys = deploy / name / "keys"
+        for key in ("ca", "cert", "key", "identity_key"):
+            assert config["tls"][key].startswith("/keys/")
+            assert (keys / Path(config["tls"][key]).name).is_file()
+        assert (deploy / name / "data" / Path(config["data"]["source"]).name).is_file()
+        plan = Plan.load(plan_path)
+        assert config["approved_plans"] == [plan.hash]
+        assert plan.member(name).address == f"{name}:50051"
