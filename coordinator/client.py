@@ -30,6 +30,7 @@ class PartyClient:
     address: str
     tls: TlsFiles
     deadline_s: float
+    bytes_sent: int = 0  # request payloads sent to this party
     bytes_received: int = 0  # everything this party uploaded to the coordinator (response payloads)
     vector_bytes: int = 0  # of which masked vectors
     _channel: grpc.aio.Channel | None = field(default=None, repr=False)
@@ -58,6 +59,7 @@ class PartyClient:
                     await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
                     continue
                 raise_for_rpc_error(error, f"party {self.party_id} ({self.address})", method)
+        self.bytes_sent += request.ByteSize()
         self.bytes_received += response.ByteSize()
         return response
 

@@ -56,8 +56,12 @@ class Workflow:
         self.last_errors: dict[str, CleanroomError] = {}
         self.planner: Any = None
         self.manifest = core_api.secagg_manifest(self.plan, core_api.schema_hash(config.schema))
+        self.job: Any = None  # cleanroom.joblog.JobRun, opened by run()
 
     async def run(self) -> JobRecord:
+        self.job = core_api.job_log(self.config.out / "job-log.jsonl").start(
+            self.record.job_id, self.config.plan_hash, list(self.clients)
+        )
         try:
             await self.timed("handshake", self.handshake())
             measurements = await self.measure()
@@ -68,14 +72,24 @@ class Workflow:
             )
             await self.timed("deliver", self.deliver(results))
             self.write_record()
-            return self.record
+        except BaseException as error:
+            self.finish_log(f"error: {type(error).__name__}: {error}")
+            raise
         finally:
             for client in self.clients.values():
                 await client.close()
+        self.finish_log("ok")
+        return self.record
+
+    def finish_log(self, outcome: str) -> None:
+        for pid, client in self.clients.items():
+            self.job.add_bytes(pid, sent=client.bytes_sent, received=client.bytes_received)
+        self.job.finish(outcome, {"rho_spent": self.record.rho_spent})
 
     async def timed(self, stage: str, work: Awaitable[T]) -> T:
         start = time.perf_counter()
-        result = await work
+        with self.job.stage(stage):
+            result = await work
         self.record.timings[stage] = self.record.timings.get(stage, 0.0) + time.perf_counter() - start
         progress(f"{stage}: {time.perf_counter() - start:.2f} s")
         return result
@@ -92,6 +106,7 @@ class Workflow:
                 if not isinstance(outcome, CleanroomError):
                     raise outcome
                 self.last_errors[name] = outcome
+                self.job.dropped(name, stage, str(outcome))
             else:
                 ok[name] = outcome
         if len(ok) < required:

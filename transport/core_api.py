@@ -125,6 +125,12 @@ def audit_log(path: Path) -> Any:
     return AuditLog(path)
 
 
+def job_log(path: Path) -> Any:
+    from cleanroom.joblog import JobLog
+
+    return JobLog(path)
+
+
 def decode(schema: Any, codes: np.ndarray, rng: np.random.Generator) -> Any:
     from cleanroom.encoding import decode as real_decode
 

@@ -58,6 +58,11 @@ def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path)
         assert _spent(job, pid) > 0
     assert not (job.out / "party3").exists() or not any((job.out / "party3").iterdir())
     assert _spent(job, "party3") > 0  # it contributed, it just receives nothing
+    events = [
+        json.loads(line) for line in (job.work / "coordinator" / "job-log.jsonl").read_text().splitlines()
+    ]
+    assert events[-1]["event"] == "job_finished" and events[-1]["outcome"] == "ok"
+    assert set(events[-1]["bytes_received"]) == {"party1", "party2", "party3"}
 
 
 def test_schema_mismatch_at_one_party_stops_the_job_before_any_budget_is_spent(tmp_path: Path) -> None:
@@ -122,6 +127,11 @@ def test_unreachable_party_stops_the_job_with_a_clear_error(tmp_path: Path) -> N
         local.stop(procs)
     assert result.returncode == 3, result.stderr
     assert "party3" in result.stderr and "UNAVAILABLE" in result.stderr
+    events = [
+        json.loads(line) for line in (job.work / "coordinator" / "job-log.jsonl").read_text().splitlines()
+    ]
+    assert [e["party"] for e in events if e["event"] == "party_dropped"] == ["party3"]
+    assert events[-1]["event"] == "job_finished" and events[-1]["outcome"].startswith("error")
     for pid in ("party1", "party2"):
         assert _spent(job, pid) == 0.0
 
