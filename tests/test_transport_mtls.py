@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import socket
 from pathlib import Path
@@ -192,3 +193,31 @@ async def test_coordinator_refuses_a_node_whose_certificate_is_not_the_pinned_on
             await gone.verify_pin("0" * 64)
     finally:
         await gone.close()
+
+
+async def test_client_without_certificate_is_refused(node_server, pki) -> None:  # type: ignore[no-untyped-def]
+    credentials = grpc.ssl_channel_credentials(root_certificates=(pki.good / "ca.pem").read_bytes())
+    options = [("grpc.ssl_target_name_override", "airline")]
+    async with grpc.aio.secure_channel(node_server.address, credentials, options=options) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await pb_grpc.PartyServiceStub(channel).Hello(
+                pb.HelloRequest(coordinator_id="coordinator"), timeout=10
+            )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert node_server.node.calls == []
+
+
+async def test_expired_certificate_is_refused(node_server, pki, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+
+    shutil.copyfile(pki.good / "ca.pem", tmp_path / "ca.pem")
+    shutil.copyfile(pki.good / "ca.key", tmp_path / "ca.key")
+    issue(tmp_path, "coordinator", role="coordinator", days=0)  # valid until the moment it was issued
+    await asyncio.sleep(1.1)
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await _hello(
+            node_server.address,
+            TlsFiles(pki.good / "ca.pem", tmp_path / "coordinator.pem", tmp_path / "coordinator.key"),
+        )
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert node_server.node.calls == []
