@@ -50,6 +50,7 @@ class LocalJob:
     result_format: str = "csv"
     seed: int | None = None
     receivers: list[str] | None = None  # None = every party receives results
+    jobs: int = 1  # the plan's total budget allows this many jobs of `epsilon` each
     party_schemas: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # tests: a party with another schema
@@ -139,7 +140,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "task": job.task,
         "synthesizer": "mst",
         "synthetic_rows": job.synthetic_rows,
-        "epsilon": job.epsilon,
+        "epsilon": job.epsilon * job.jobs,
         "delta": job.delta,
         "max_epsilon_per_job": job.epsilon,
         "min_parties": max(2, n - 1),

@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from cleanroom.errors import CleanroomError, PreconditionFailed, ProtocolAbort
+from cleanroom.errors import BudgetExceeded, CleanroomError, PreconditionFailed, ProtocolAbort
 from coordinator.client import PartyClient
 from coordinator.config import CoordinatorConfig
 from coordinator.results import build_results
@@ -57,6 +57,7 @@ class Workflow:
         self.planner: Any = None
         self.manifest = core_api.secagg_manifest(self.plan, core_api.schema_hash(config.schema))
         self.job: Any = None  # cleanroom.joblog.JobRun, opened by run()
+        self.first_round = 0  # round numbers (and so session ids) continue across jobs under one plan
 
     async def run(self) -> JobRecord:
         self.job = core_api.job_log(self.config.out / "job-log.jsonl").start(
@@ -131,6 +132,8 @@ class Workflow:
         replies = await self.gather(
             {p: c.hello(hello) for p, c in self.clients.items()}, "handshake", len(self.clients)
         )
+        self.first_round = max(reply.next_round for reply in replies.values())
+        self.check_budgets(replies)
         for pid, reply in replies.items():
             if reply.party_id != pid:
                 raise PreconditionFailed(
@@ -141,11 +144,25 @@ class Workflow:
             f"and schema {hello.schema_hash[:12]} (job {self.record.job_id[:12]})"
         )
 
+    def job_rho(self) -> float:
+        return core_api.rho_for(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
+
+    def check_budgets(self, replies: dict[str, wire.HelloReply]) -> None:
+        """Refuse a job some party could not finish: no round is run, so nothing is spent on it."""
+        need = self.job_rho()
+        for pid, reply in replies.items():
+            left = min(reply.remaining_rho, reply.plan_remaining_rho)
+            if need > left * (1 + 1e-9):
+                raise BudgetExceeded(
+                    f"handshake: party {pid} has rho {left:.6g} left (dataset {reply.remaining_rho:.6g}, "
+                    f"plan {reply.plan_remaining_rho:.6g}); this job needs {need:.6g}; nothing was spent"
+                )
+
     def n_min(self) -> int:
         return int(self.plan.n_min)
 
     async def measure(self) -> list[Any]:
-        rho_total = core_api.rho_for(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
+        rho_total = self.job_rho()
         self.planner = planner = core_api.mst_planner(
             self.config.schema.domain, rho_total, dict(self.plan.synthesizer_settings)
         )
@@ -153,7 +170,8 @@ class Workflow:
         spec = planner.first_round()
         index = 0
         while spec is not None:
-            measurements += await self.timed(f"round_{index}", self.aggregate_round(index, spec))
+            round_number = self.first_round + index
+            measurements += await self.timed(f"round_{index}", self.aggregate_round(round_number, spec))
             spec = planner.next_round(measurements)
             index += 1
         return measurements

@@ -104,11 +104,33 @@ class PartyNode:
             raise SchemaError(f"party {self.party_id}: data do not match the schema: {self.schema_problem}")
         if not msg.job_id:
             raise InvalidInput(f"party {self.party_id}: Hello without a job id")
+        self.check_job_count(msg.job_id)
         self.job_id = msg.job_id
         log.info("job %s: handshake with coordinator %s accepted", msg.job_id, msg.coordinator_id)
         return wire.HelloReply(
-            self.party_id, True, self.schema_hash, SOFTWARE_VERSION, self.ledger.remaining()
+            self.party_id,
+            True,
+            self.schema_hash,
+            SOFTWARE_VERSION,
+            self.ledger.remaining(),
+            self.next_round(),
+            self.plan_remaining_rho(),
         )
+
+    def plan_remaining_rho(self) -> float:
+        total = core_api.rho_for(float(self.plan.epsilon), float(self.plan.delta))
+        return max(0.0, total - float(self.ledger.spent_by_plan().get(self.plan_hash, 0.0)))
+
+    def used_rounds(self) -> dict[int, str]:
+        """Round number -> release id of every round charged under this plan (from the durable ledger)."""
+        return {
+            int(e.detail["round"]): e.release_id
+            for e in self.ledger.entries()
+            if e.plan_hash == self.plan_hash and "round" in e.detail
+        }
+
+    def next_round(self) -> int:
+        return max(self.used_rounds(), default=-1) + 1
 
     # ---- secure-aggregation stages (cleanroom.secagg.messages in and out) ------------------------------
 
@@ -179,6 +201,11 @@ class PartyNode:
         expected_sid = core_api.session_id(self.plan.collaboration_id, request.round, self.plan_hash)
         if sid != expected_sid:
             raise PermissionDenied(f"{where}: session id does not match SHA256(collaboration | round | plan)")
+        used_by = self.used_rounds().get(request.round)
+        if used_by is not None and used_by != request.release_id:
+            raise PermissionDenied(
+                f"{where}: round already used by release {used_by!r}; a session id is never reused"
+            )
         self.check_cliques(request.cliques, where)
         if request.sigma_party2 < MIN_SIGMA_PARTY2:
             raise InvalidInput(
@@ -223,14 +250,31 @@ class PartyNode:
             raise PermissionDenied(f"{where}: {total} cells exceed the message-size limit")
 
     def check_plan_budget(self, request: wire.RoundRequest, rho: float, where: str) -> None:
-        plan_rho = core_api.rho_for(float(self.plan.epsilon), float(self.plan.delta))
-        spent = float(self.ledger.spent_by_plan().get(self.plan_hash, 0.0))
-        already = any(e.release_id == request.release_id for e in self.ledger.entries())
-        if not already and spent + rho > plan_rho * (1 + 1e-9):
-            raise BudgetExceeded(
-                f"{where}: rho {rho:.6g} would bring this plan's spend to {spent + rho:.6g}, over its agreed "
-                f"total {plan_rho:.6g}"
-            )
+        """The plan's total (epsilon, delta) and its per-job limit; the ledger then enforces the dataset's."""
+        entries = [e for e in self.ledger.entries() if e.plan_hash == self.plan_hash]
+        if any(e.release_id == request.release_id for e in entries):
+            return  # a retry of a charged release: no new charge
+        delta = float(self.plan.delta)
+        limits = (
+            ("this plan", float(self.plan.epsilon), entries),
+            (f"job {request.job_id}", float(self.plan.max_epsilon_per_job),
+             [e for e in entries if e.job_id == request.job_id]),
+        )  # fmt: skip
+        for what, epsilon, charged in limits:
+            allowed = core_api.rho_for(epsilon, delta)
+            spent = sum(float(e.rho) for e in charged)
+            if spent + rho > allowed * (1 + 1e-9):
+                raise BudgetExceeded(
+                    f"{where}: rho {rho:.6g} would bring {what} to {spent + rho:.6g}, over the agreed "
+                    f"{allowed:.6g} (epsilon {epsilon}, delta {delta})"
+                )
+
+    def check_job_count(self, job_id: str) -> None:
+        """Refuse a new job once the plan's `max_jobs` (0 = no limit) jobs have been charged here."""
+        limit = int(getattr(self.plan, "max_jobs", 0) or 0)
+        jobs = {e.job_id for e in self.ledger.entries() if e.plan_hash == self.plan_hash}
+        if limit and job_id not in jobs and len(jobs) >= limit:
+            raise PermissionDenied(f"party {self.party_id}: the plan allows {limit} jobs, all already run")
 
     # ---- the only place data are touched ------------------------------------------------------------
 

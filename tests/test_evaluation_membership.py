@@ -187,8 +187,10 @@ def test_rank_vector_moves_within_its_sensitivity() -> None:
     rng = np.random.default_rng(13)
     members, nonmembers = rng.random(401), rng.random(401)
     base = attack_rank_statistics(members[:400], nonmembers[:400])
-    for changed in (attack_rank_statistics(members[1:], nonmembers[1:]),  # one non-member + coupled member
-                    attack_rank_statistics(np.r_[members[:399], 1.0], nonmembers[:400])):  # a member swapped
+    for changed in (
+        attack_rank_statistics(members[1:], nonmembers[1:]),  # one non-member + coupled member
+        attack_rank_statistics(np.r_[members[:399], 1.0], nonmembers[:400]),
+    ):  # a member swapped
         assert np.linalg.norm(changed - base) <= rank_sensitivity_l2()
     with pytest.raises(InvalidInput, match="equal"):
         attack_rank_statistics(members[:10], nonmembers[:11])

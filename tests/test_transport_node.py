@@ -29,22 +29,25 @@ class FakeLedger:
         if release_id not in self.charges:
             if self.spent() + rho > self.total:
                 raise BudgetExceeded(f"spent {self.spent()} + {rho} > {self.total}")
-            self.charges[release_id] = (rho, plan_hash)
+            self.charges[release_id] = (rho, plan_hash, job_id, detail)
 
     def spent(self) -> float:
-        return sum(r for r, _ in self.charges.values())
+        return sum(c[0] for c in self.charges.values())
 
     def remaining(self) -> float:
         return self.total - self.spent()
 
     def spent_by_plan(self) -> dict[str, float]:
         out: dict[str, float] = {}
-        for rho, plan in self.charges.values():
+        for rho, plan, *_ in self.charges.values():
             out[plan] = out.get(plan, 0.0) + rho
         return out
 
     def entries(self) -> list[Any]:
-        return [SimpleNamespace(release_id=r) for r in self.charges]
+        return [
+            SimpleNamespace(release_id=r, rho=rho, plan_hash=plan, job_id=job, detail=detail)
+            for r, (rho, plan, job, detail) in self.charges.items()
+        ]
 
     def payload(self, release_id: str) -> bytes | None:
         return self.payloads.get(release_id)
@@ -100,7 +103,7 @@ def node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PartyNode:
         core_api, "session_id", lambda c, r, p: hashlib.sha256(f"{c}|{r}|{p}".encode()).digest()
     )
     monkeypatch.setattr(core_api, "release_rho", lambda k, s2, n, parties, cells: k / (2 * float(s2) * n))
-    monkeypatch.setattr(core_api, "rho_for", lambda eps, delta: 0.05)
+    monkeypatch.setattr(core_api, "rho_for", lambda eps, delta: 0.05 * eps)
     monkeypatch.setattr(core_api, "party_noise", lambda s2, size: np.ones(size, dtype=np.int64))
     monkeypatch.setattr(core_api, "flatten_tables", lambda ts: np.concatenate([t.ravel() for t in ts]))
     monkeypatch.setattr(core_api, "secagg_party", FakeSecAggParty)
@@ -120,6 +123,8 @@ def node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PartyNode:
         dropout_tolerance=1,
         colluders=0,
         epsilon=1.0,
+        max_epsilon_per_job=0.5,
+        max_jobs=2,
         delta=1e-9,
         coordinator="coord",
     )
@@ -198,7 +203,7 @@ def test_round_before_handshake_is_refused(node: PartyNode) -> None:
         ({"cliques": (("salary",),)}, PermissionDenied, "not measured"),
         ({"cliques": (("income", "age"),)}, InvalidInput, "canonical"),
         ({"sigma_party2": Fraction(3)}, InvalidInput, "below"),
-        ({"sigma_party2": Fraction(4)}, BudgetExceeded, "agreed total"),
+        ({"sigma_party2": Fraction(4)}, BudgetExceeded, "over the agreed"),
     ],
 )
 def test_illegal_round_specs_are_refused_without_charge(
@@ -255,3 +260,23 @@ def test_non_entitled_party_receives_nothing(node: PartyNode) -> None:
     _hello(node)
     with pytest.raises(PermissionDenied, match="not entitled"):
         node.begin_results("j", [wire.ResultFile("model.skops", 1, "00" * 32)])
+
+
+def test_per_job_limit_and_plan_total_are_enforced_across_jobs(node: PartyNode) -> None:
+    spec = _round(sigma_party2=Fraction(30))  # rho = 3 / (2 * 30 * 3) = 1/60 per round; a job may spend 0.025
+    _hello(node)
+    _advertise(node, spec)
+    node.masked_input(SimpleNamespace(sid=SID))
+    with pytest.raises(BudgetExceeded, match="job j to"):
+        _advertise(node, _round(sigma_party2=Fraction(30), release_id="j/1", round=1), sid=SID_1)
+    assert _hello(node, job_id="k").next_round == 1
+    with pytest.raises(PermissionDenied, match="never reused"):
+        _advertise(node, _round(job_id="k", release_id="k/0", sigma_party2=Fraction(30)))
+    _advertise(node, _round(job_id="k", release_id="k/1", round=1, sigma_party2=Fraction(30)), sid=SID_1)
+    node.masked_input(SimpleNamespace(sid=SID_1))
+    assert node.ledger.spent() == pytest.approx(2 / 60)
+    with pytest.raises(PermissionDenied, match="allows 2 jobs"):
+        _hello(node, job_id="third")
+
+
+SID_1 = hashlib.sha256(b"collab|1|" + PLAN_HASH.encode()).digest()

@@ -52,11 +52,21 @@ def hello_reply_to_pb(m: wire.HelloReply) -> pb.HelloResponse:
         schema_hash=m.schema_hash,
         software_version=m.software_version,
         remaining_rho=m.remaining_rho,
+        next_round=m.next_round,
+        plan_remaining_rho=m.plan_remaining_rho,
     )
 
 
 def hello_reply_from_pb(p: pb.HelloResponse) -> wire.HelloReply:
-    return wire.HelloReply(p.party_id, p.approved, p.schema_hash, p.software_version, p.remaining_rho)
+    return wire.HelloReply(
+        p.party_id,
+        p.approved,
+        p.schema_hash,
+        p.software_version,
+        p.remaining_rho,
+        p.next_round,
+        p.plan_remaining_rho,
+    )
 
 
 def round_to_pb(m: wire.RoundRequest) -> pb.RoundSpec:

@@ -31,6 +31,8 @@ class HelloReply:
     schema_hash: str
     software_version: str
     remaining_rho: float
+    next_round: int = 0
+    plan_remaining_rho: float = 0.0
 
 
 @dataclass(frozen=True)

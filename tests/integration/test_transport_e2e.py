@@ -162,3 +162,34 @@ def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) ->
             "synthetic.parquet",
         ]
         assert len(pd.read_parquet(out / name / "synthetic.parquet")) == 300
+
+
+def test_jobs_under_one_plan_use_fresh_sessions_until_the_plan_budget_is_spent(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    job = _job(tmp_path / "run", jobs=2)
+    configs = local.prepare(job)
+    procs = local.start_parties(job, configs)
+    command = [sys.executable, "-m", "cleanroom_cli.main", "coordinator", "run", "--config"]
+    command.append(str(job.work / "collaboration.toml"))
+    runs, records = [], []
+    try:
+        asyncio.run(local._wait_all(job, configs, procs))
+        for _ in range(5):
+            runs.append(
+                subprocess.run(command, capture_output=True, text=True, env=local._env(), cwd=job.work)
+            )
+            if runs[-1].returncode != 0:
+                break
+            records.append(json.loads((job.work / "coordinator" / "job.json").read_text()))
+    finally:
+        local.stop(procs)
+    # rho composes additively: (2 epsilon, delta) holds rho(2 eps) ~ 3.7 rho(eps), i.e. three jobs, not four
+    assert [r.returncode for r in runs] == [0, 0, 0, 3], runs[-1].stderr
+    assert "nothing was spent" in runs[-1].stderr
+    rounds = [[r["round"] for r in record["rounds"]] for record in records]
+    assert rounds == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    plan_rho = core_api.rho_for(2.0, 1e-9)
+    spent = _spent(job, "party1")
+    assert spent == pytest.approx(sum(r["rho_spent"] for r in records)) and spent <= plan_rho

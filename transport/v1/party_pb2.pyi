@@ -69,6 +69,8 @@ class HelloResponse(_message.Message):
     SCHEMA_HASH_FIELD_NUMBER: _builtins.int
     SOFTWARE_VERSION_FIELD_NUMBER: _builtins.int
     REMAINING_RHO_FIELD_NUMBER: _builtins.int
+    NEXT_ROUND_FIELD_NUMBER: _builtins.int
+    PLAN_REMAINING_RHO_FIELD_NUMBER: _builtins.int
     party_id: _builtins.str
     """the party's certificate identity"""
     approved: _builtins.bool
@@ -78,6 +80,10 @@ class HelloResponse(_message.Message):
     software_version: _builtins.str
     remaining_rho: _builtins.float
     """the party's own remaining budget (public to the coordinator)"""
+    next_round: _builtins.int
+    """first round number this party has not used under the plan (sids never repeat)"""
+    plan_remaining_rho: _builtins.float
+    """what is left of the plan's total budget at this party"""
     def __init__(
         self,
         *,
@@ -86,10 +92,12 @@ class HelloResponse(_message.Message):
         schema_hash: _builtins.str = ...,
         software_version: _builtins.str = ...,
         remaining_rho: _builtins.float = ...,
+        next_round: _builtins.int = ...,
+        plan_remaining_rho: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "party_id", b"party_id", "remaining_rho", b"remaining_rho", "schema_hash", b"schema_hash", "software_version", b"software_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["approved", b"approved", "next_round", b"next_round", "party_id", b"party_id", "plan_remaining_rho", b"plan_remaining_rho", "remaining_rho", b"remaining_rho", "schema_hash", b"schema_hash", "software_version", b"software_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
