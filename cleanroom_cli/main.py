@@ -85,7 +85,7 @@ def cmd_health(args: argparse.Namespace) -> int:
             try:
                 return await check_health(channel, args.service, timeout=args.timeout)
             except grpc.RpcError as error:
-                return f"UNREACHABLE ({error.code().name})"  # type: ignore[attr-defined]
+                return f"UNREACHABLE ({error.code().name})"
 
     status = asyncio.run(check())
     print(status)

@@ -54,7 +54,7 @@ class PartyClient:
                 response = await getattr(self.stub, method)(request, timeout=self.deadline_s)
                 break
             except grpc.RpcError as error:
-                transient = error.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+                transient = error.code() == grpc.StatusCode.UNAVAILABLE
                 if transient and attempt < RETRIES:
                     await asyncio.sleep(RETRY_PAUSE_S * (attempt + 1))
                     continue

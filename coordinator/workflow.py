@@ -10,7 +10,7 @@ import logging
 import math
 import time
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -95,7 +95,7 @@ class Workflow:
         progress(f"{stage}: {time.perf_counter() - start:.2f} s")
         return result
 
-    async def gather(self, calls: dict[str, Awaitable[T]], stage: str, required: int) -> dict[str, T]:
+    async def gather(self, calls: Mapping[str, Awaitable[T]], stage: str, required: int) -> dict[str, T]:
         """Run one stage on several parties at once; parties that fail drop out; too few -> abort."""
         names = list(calls)
         outcomes = await asyncio.gather(*calls.values(), return_exceptions=True)
