@@ -35,6 +35,7 @@ log = logging.getLogger("cleanroom.party")
 SOFTWARE_VERSION = "cleanroom/0.1 transport.v1"
 MIN_SIGMA_PARTY2 = 4  # per-party sigma >= 2 keeps the distributed discrete Gaussian's tau term negligible
 DEFAULT_MAX_TABLE_CELLS = 1_000_000
+MAX_RESULT_BYTES = 4 * 1024**3  # a coordinator cannot fill the party's disk through DeliverResults
 FILE_ABILITY = {
     "report.json": "receive_results",
     "synthetic.csv": "receive_synthetic_data",
@@ -335,6 +336,9 @@ class ResultWriter:
     offsets: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        total = sum(f.size for f in self.expected.values())
+        if total > MAX_RESULT_BYTES:
+            raise InvalidInput(f"DeliverResults: {total} bytes announced, over the limit {MAX_RESULT_BYTES}")
         self.directory.mkdir(parents=True, exist_ok=True)
         for name in self.expected:
             self.part(name).write_bytes(b"")

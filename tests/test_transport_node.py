@@ -13,6 +13,7 @@ import pytest
 
 from cleanroom.domain import Domain
 from cleanroom.errors import BudgetExceeded, InvalidInput, PermissionDenied, PreconditionFailed, SchemaError
+from party import node as node_module
 from party.node import PartyNode
 from transport import core_api, wire
 
@@ -280,3 +281,10 @@ def test_per_job_limit_and_plan_total_are_enforced_across_jobs(node: PartyNode) 
 
 
 SID_1 = hashlib.sha256(b"collab|1|" + PLAN_HASH.encode()).digest()
+
+
+def test_results_larger_than_the_limit_are_refused(node: PartyNode) -> None:
+    _hello(node)
+    with pytest.raises(InvalidInput, match="over the limit"):
+        node.begin_results("j", [wire.ResultFile("synthetic.csv", node_module.MAX_RESULT_BYTES + 1, "00" * 32)])
+    assert not (node.output_dir / ".synthetic.csv.part").exists()
