@@ -286,5 +286,7 @@ SID_1 = hashlib.sha256(b"collab|1|" + PLAN_HASH.encode()).digest()
 def test_results_larger_than_the_limit_are_refused(node: PartyNode) -> None:
     _hello(node)
     with pytest.raises(InvalidInput, match="over the limit"):
-        node.begin_results("j", [wire.ResultFile("synthetic.csv", node_module.MAX_RESULT_BYTES + 1, "00" * 32)])
+        node.begin_results(
+            "j", [wire.ResultFile("synthetic.csv", node_module.MAX_RESULT_BYTES + 1, "00" * 32)]
+        )
     assert not (node.output_dir / ".synthetic.csv.part").exists()
