@@ -92,3 +92,37 @@ def test_simulate_rejects_malformed_party_argument(
     args = ["simulate", "--schema", str(schema), "--party", "nofile", "--target", "y", "--task", "regression"]
     assert main([*args, "--epsilon", "1", "--out", str(tmp_path / "o")]) == 2
     assert "NAME=PATH" in capsys.readouterr().err
+
+
+def test_schema_infer_prints_the_domain_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cleanroom.schema import Schema
+    from cleanroom.schema_infer import DOMAIN_WARNING
+    from transport import core_api
+
+    _, frame, target, _ = core_api.sample_dataset(200, seed=1)
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    out = tmp_path / "schema.json"
+    assert main(["schema", "infer", str(tmp_path / "data.csv"), "--target", target, "--out", str(out)]) == 0
+    assert DOMAIN_WARNING in capsys.readouterr().err
+    assert Schema.load(out).target == target
+
+
+def test_plan_approve_show_and_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cleanroom.audit import AuditLog
+    from cleanroom_cli import local
+    from transport import core_api
+
+    schema, frame, target, task = core_api.sample_dataset(60, seed=2)
+    job = local.LocalJob(tmp_path, schema, {"a": frame[:30], "b": frame[30:]}, target, task, 1.0, 1e-9, 0)
+    local.prepare(job)
+    plan = job.work / "collaboration.toml"
+    assert main(["plan", "approve", str(plan), "--key", str(job.work / "certs" / "a.ed25519")]) == 0
+    assert (job.work / "collaboration.toml.a.sig").is_file()
+    assert main(["plan", "show", str(plan)]) == 0
+    assert hashlib.sha256(plan.read_bytes()).hexdigest() in capsys.readouterr().out
+    log = tmp_path / "audit.jsonl"
+    AuditLog(log).append("measure", "answered", job_id="j")
+    assert main(["audit", "verify", str(log)]) == 0
+    log.write_text(log.read_text().replace("answered", "refused"))
+    assert main(["audit", "verify", str(log)]) == 1
+    assert "BROKEN" in capsys.readouterr().out
