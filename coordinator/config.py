@@ -11,7 +11,7 @@ out = "out/coordinator"              # job record (timings, bytes, privacy repor
 call_deadline_s = 120                # deadline of every call to a party
 seed = 0                             # optional: seeds synthesis and training (noise never uses it)
 train_threads = 1                    # OpenMP threads for model training
-job_log = "out/coordinator/job-log.jsonl"  # stages, timings, parties, dropped, bytes, outcome (default <out>/)
+job_log = "out/coordinator/job-log.jsonl"  # stages, timings, parties, dropped, bytes, outcome
 ```
 """
 

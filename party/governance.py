@@ -1,5 +1,5 @@
-"""Governance enforced at the party node: who may call it (plan membership, `run_jobs`, the plan's coordinator),
-refusals written to the party's audit log, and retention of delivered outputs.
+"""Governance enforced at the party node: who may call it (plan membership, `run_jobs`, the plan's
+coordinator), refusals written to the party's audit log, and retention of delivered outputs.
 
 The party decides from its own plan and its own certificate checks; nothing here trusts the coordinator.
 """
