@@ -329,11 +329,15 @@ def _job_section(plan_hash: str, job_id: str, entries: list[dict[str, Any]]) -> 
         cumulative += charged
         remaining = e.get("rho_remaining")
         lines.append(
-            f"  {e.get('time', ''):<27} {str(e.get('round', '-')):<8} {str(e.get('event')):<16} "
+            f"  {e.get('time', ''):<27} {_or_dash(e.get('round')):<8} {str(e.get('event')):<16} "
             f"{str(e.get('outcome')):<9} {charged:>10.4g} {cumulative:>11.4g} "
             f"{'-' if remaining is None else format(float(remaining), '.4g'):>11}"
         )
     return [*lines, ""]
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
 
 
 def _detail(entry: Mapping[str, Any]) -> str:

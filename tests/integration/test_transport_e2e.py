@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -50,7 +51,9 @@ def _visible(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
 
 
-def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path) -> None:
+def test_three_parties_receive_model_and_data_only_when_entitled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = _job(tmp_path / "run", receivers=["party1", "party2"])
     assert local.run_local(job) == 0
     for pid in ("party1", "party2"):
@@ -71,6 +74,12 @@ def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path)
     for pid in job.parts:  # what the demo prints: the audit log's charged rho equals the ledger's spend
         _, audited, spent = local.audit_vs_ledger(job, pid)
         assert audited == pytest.approx(spent, rel=1e-9) and spent > 0
+    from cleanroom_cli.main import main
+
+    plan_hash = hashlib.sha256((job.work / "collaboration.toml").read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert main(["party", "budget", "--config", str(job.work / "party3.toml")]) == 0
+    assert f"plan {plan_hash} (this node's): spent {_spent(job, 'party3'):.6g} of" in capsys.readouterr().out
     assert not (job.out / "party3").exists() or not any((job.out / "party3").iterdir())
     assert _spent(job, "party3") > 0  # it contributed, it just receives nothing
     events = [
