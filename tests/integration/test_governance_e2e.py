@@ -74,6 +74,9 @@ def collab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collaboration]:
     plan_hash = _add_analyst_and_unapprove(job, configs)
     schema_hash = core_api.schema_hash(core_api.load_schema(job.work / "schema.json"))
     addresses = {pid: PartyConfig.load(c).listen for pid, c in configs.items()}
+    stale = job.out / "party2" / "stale-job"  # delivered 40 days ago: the node deletes it when it starts
+    stale.mkdir(parents=True)
+    mark_delivered(stale, datetime.now(UTC) - timedelta(days=40), job_id="stale-job")
     procs = local.start_parties(job, configs)
     try:
         asyncio.run(local._wait_all(job, configs, procs))
@@ -197,3 +200,10 @@ def test_delivered_folders_are_stamped_and_pruned_after_retention_days(collab: C
     assert (last["event"], last["outcome"], last["job_id"]) == ("retention_delete", "deleted", "old-job")
     assert last["detail"]["path"] == str(old.resolve()) and last["detail"]["basis"] == "stamp"
     assert verify(_audit(collab, "party1")).ok
+
+
+def test_a_party_prunes_outputs_past_retention_when_it_starts(collab: Collaboration) -> None:
+    assert not (collab.job.out / "party2" / "stale-job").exists()
+    deletions = [e for e in read_entries(_audit(collab, "party2")) if e["event"] == "retention_delete"]
+    assert [(e["job_id"], e["outcome"]) for e in deletions] == [("stale-job", "deleted")]
+    assert deletions[0]["detail"]["age_days"] >= 40 and deletions[0]["detail"]["retention_days"] == 30
