@@ -2,10 +2,12 @@
 
 What leaves the node: a handshake answer, secure-aggregation keys/shares/signatures, and masked vectors of
 noised marginal counts (noise drawn only after the ledger has durably charged the release). Raw rows never do.
-Checks, in order: caller is the plan's coordinator (done by the servicer's Authorizer), job handshake done,
-plan hash and schema hash agreed, data matched the schema at start-up, round spec legal (session id, members,
-cliques over the schema's measured columns, per-party noise variance >= 4, i.e. sigma >= 2), the plan's
-total budget and the dataset's own ledger budget not exceeded.
+Checks, in order: caller is the plan's coordinator and claims no other identity (the servicer's Authorizer),
+plan approved by this party, plan and schema hashes agreed, data matched the schema at start-up, `max_jobs`;
+per round: job handshaken, session id = SHA256(collaboration | round | plan) and never reused, 1-way or
+2-way cliques over the schema's measured columns under the cell caps, per-party noise variance >= 4 (sigma
+>= 2), the plan's total and per-job (epsilon, delta) and the dataset's own ledger budget not exceeded.
+Every answer and refusal goes to the party's hash-chained audit log.
 """
 
 from __future__ import annotations
