@@ -164,6 +164,7 @@ def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) ->
         assert len(pd.read_parquet(out / name / "synthetic.parquet")) == 300
 
 
+@pytest.mark.slow
 def test_jobs_under_one_plan_use_fresh_sessions_until_the_plan_budget_is_spent(tmp_path: Path) -> None:
     import subprocess
     import sys
