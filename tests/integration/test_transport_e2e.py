@@ -136,6 +136,7 @@ def test_unreachable_party_stops_the_job_with_a_clear_error(tmp_path: Path) -> N
         assert _spent(job, pid) == 0.0
 
 
+@pytest.mark.slow
 def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) -> None:
     from cleanroom_cli.main import main
 
