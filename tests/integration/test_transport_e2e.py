@@ -195,3 +195,37 @@ def test_jobs_under_one_plan_use_fresh_sessions_until_the_plan_budget_is_spent(t
     plan_rho = core_api.rho_for(2.0, 1e-9)
     spent = _spent(job, "party1")
     assert spent == pytest.approx(sum(r["rho_spent"] for r in records)) and spent <= plan_rho
+
+
+@pytest.mark.slow
+def test_a_party_killed_mid_job_drops_out_and_the_others_finish(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    job = _job(tmp_path / "run")
+    configs = local.prepare(job)
+    procs = local.start_parties(job, configs)
+    command = [sys.executable, "-m", "cleanroom_cli.main", "coordinator", "run", "--config"]
+    command.append(str(job.work / "collaboration.toml"))
+    try:
+        asyncio.run(local._wait_all(job, configs, procs))
+        coordinator = subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=local._env(), cwd=job.work
+        )
+        assert coordinator.stdout is not None
+        for line in coordinator.stdout:
+            if "round_0:" in line:
+                procs["party3"].send_signal(signal.SIGKILL)  # after its round-0 release, before round 2
+                break
+        stderr = coordinator.communicate(timeout=300)[1]
+    finally:
+        local.stop(procs)
+    assert coordinator.returncode == 3, stderr
+    assert "could not be delivered to party3" in stderr
+    record = json.loads((job.work / "coordinator" / "job.json").read_text())
+    assert record["rounds"][0]["survivors"] == ["party1", "party2", "party3"]
+    assert record["rounds"][-1]["survivors"] == ["party1", "party2"]
+    for pid in ("party1", "party2"):
+        assert (job.out / pid / "model.skops").is_file() and (job.out / pid / "synthetic.csv").is_file()
+    assert not (job.out / "party3").exists() or not any((job.out / "party3").iterdir())
