@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from cleanroom.errors import CleanroomError, InvalidInput
+from cleanroom.errors import CleanroomError, InvalidInput, NotFound
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -245,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.handler(args))
-    except InvalidInput as error:
+    except (InvalidInput, NotFound) as error:
         print(f"cleanroom: error: {error}", file=sys.stderr)
         return 2
     except CleanroomError as error:

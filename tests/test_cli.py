@@ -40,7 +40,7 @@ def test_ca_init_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_issue_without_ca_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["ca", "issue", "x", "--dir", str(tmp_path)]) == 3
+    assert main(["ca", "issue", "x", "--dir", str(tmp_path)]) == 2
     assert "cleanroom ca init" in capsys.readouterr().err
 
 
