@@ -229,3 +229,35 @@ def test_a_party_killed_mid_job_drops_out_and_the_others_finish(tmp_path: Path) 
     for pid in ("party1", "party2"):
         assert (job.out / pid / "model.skops").is_file() and (job.out / pid / "synthetic.csv").is_file()
     assert not (job.out / "party3").exists() or not any((job.out / "party3").iterdir())
+
+
+@pytest.mark.slow
+def test_a_restarted_coordinator_runs_a_new_job_on_fresh_sessions(tmp_path: Path) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    job = _job(tmp_path / "run", jobs=2)
+    configs = local.prepare(job)
+    procs = local.start_parties(job, configs)
+    command = [sys.executable, "-m", "cleanroom_cli.main", "coordinator", "run", "--config"]
+    command.append(str(job.work / "collaboration.toml"))
+    try:
+        asyncio.run(local._wait_all(job, configs, procs))
+        first = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=local._env(), cwd=job.work)
+        assert first.stdout is not None
+        for line in first.stdout:
+            if "round_0:" in line:
+                first.send_signal(signal.SIGKILL)
+                break
+        first.wait(timeout=60)
+        killed_spend = _spent(job, "party1")
+        second = subprocess.run(command, capture_output=True, text=True, env=local._env(), cwd=job.work)
+    finally:
+        local.stop(procs)
+    assert first.returncode == -signal.SIGKILL
+    assert second.returncode == 0, second.stderr
+    record = json.loads((job.work / "coordinator" / "job.json").read_text())
+    assert record["rounds"][0]["round"] >= 1  # round 0's session id is never used again
+    assert killed_spend > 0  # the killed job's released round stays charged
+    assert _spent(job, "party1") == pytest.approx(killed_spend + record["rho_spent"])
