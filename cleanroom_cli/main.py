@@ -64,6 +64,19 @@ def cmd_party_budget(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_party_prune(args: argparse.Namespace) -> int:
+    from party.config import PartyConfig
+    from party.retention import now_utc, prune_results
+    from transport import core_api
+
+    config = PartyConfig.load(Path(args.config))
+    plan = core_api.load_plan(config.plan)
+    audit = core_api.audit_log(config.audit_log) if config.audit_log else None
+    removed = prune_results(config.output_dir, float(plan.retention_days), now_utc(), audit)
+    print(f"removed {len(removed)} expired result files from {config.output_dir}")
+    return 0
+
+
 def cmd_coordinator_run(args: argparse.Namespace) -> int:
     from coordinator.config import CoordinatorConfig
     from coordinator.workflow import run_job
@@ -211,6 +224,9 @@ def _add_party(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     budget = party.add_parser("budget", help="show this party's privacy ledger")
     budget.add_argument("--config", required=True)
     budget.set_defaults(handler=cmd_party_budget)
+    prune = party.add_parser("prune", help="delete delivered results older than the plan's retention_days")
+    prune.add_argument("--config", required=True)
+    prune.set_defaults(handler=cmd_party_prune)
 
 
 def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

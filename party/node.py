@@ -319,7 +319,7 @@ class PartyNode:
             self.record("receive_results", "refused", job_id=job_id, detail=str(error))
             raise
         self.record("receive_results", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
-        return ResultWriter(self.output_dir, {f.name: f for f in files})
+        return ResultWriter(self.output_dir, {f.name: f for f in files}, job_id, self.plan_hash)
 
     def budget(self) -> wire.BudgetStatus:
         total = float(self.ledger.spent() + self.ledger.remaining())
@@ -334,6 +334,8 @@ class ResultWriter:
 
     directory: Path
     expected: dict[str, wire.ResultFile]
+    job_id: str = ""
+    plan_hash: str | None = None
     bytes_written: int = 0
     offsets: dict[str, int] = field(default_factory=dict)
 
@@ -368,4 +370,5 @@ class ResultWriter:
                 raise InvalidInput(f"DeliverResults: {name} arrived incomplete or corrupted")
         for name in self.expected:
             os.replace(self.part(name), self.directory / name)
+        core_api.mark_delivered(self.directory, self.job_id, self.plan_hash)  # starts the retention clock
         return sorted(self.expected)

@@ -8,6 +8,7 @@ import logging
 from cleanroom.errors import CleanroomError, InvalidInput
 from party.config import PartyConfig
 from party.node import PartyNode
+from party.retention import now_utc, prune_results
 from party.service import SERVICE_NAME, PartyServicer, register
 from transport import core_api
 from transport.auth import Authorizer
@@ -69,6 +70,7 @@ def _schema_problem(source: object) -> str | None:
 
 async def serve(config: PartyConfig, ready: asyncio.Event | None = None) -> NodeServer:
     node, authorizer = build_node(config)
+    prune_results(config.output_dir, float(node.plan.retention_days), now_utc(), node.audit)
     servicer = PartyServicer(node, authorizer)
     server = await start_server(config.listen, config.tls, register(servicer), (SERVICE_NAME,))
     install_signal_handlers(server)

@@ -290,3 +290,22 @@ def test_results_larger_than_the_limit_are_refused(node: PartyNode) -> None:
             "j", [wire.ResultFile("synthetic.csv", node_module.MAX_RESULT_BYTES + 1, "00" * 32)]
         )
     assert not (node.output_dir / ".synthetic.csv.part").exists()
+
+
+def test_delivered_results_are_pruned_after_the_retention_period(node: PartyNode) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from party.retention import prune_results
+
+    _hello(node)
+    data = b"{}"
+    writer = node.begin_results("j", [wire.ResultFile("report.json", 2, hashlib.sha256(data).hexdigest())])
+    writer.write("report.json", 0, data)
+    writer.finish()
+    (node.output_dir / "notes.txt").write_text("the operator's own file")
+    soon = datetime.now(UTC) + timedelta(days=29)
+    assert prune_results(node.output_dir, 30, soon, node.audit) == []
+    later = datetime.now(UTC) + timedelta(days=31)
+    assert prune_results(node.output_dir, 30, later, node.audit) == [node.output_dir / "report.json"]
+    assert sorted(p.name for p in node.output_dir.iterdir()) == ["notes.txt"]
+    assert node.audit.entries[-1][:2] == ("retention_delete", "deleted")

@@ -125,6 +125,14 @@ def audit_log(path: Path) -> Any:
     return AuditLog(path)
 
 
+def mark_delivered(directory: Path, job_id: str, plan_hash: str | None) -> None:
+    from datetime import UTC, datetime
+
+    from cleanroom.retention import mark_delivered as real_mark_delivered
+
+    real_mark_delivered(directory, datetime.now(UTC), job_id=job_id, plan_hash=plan_hash)
+
+
 def job_log(path: Path) -> Any:
     from cleanroom.joblog import JobLog
 

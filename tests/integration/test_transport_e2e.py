@@ -44,7 +44,12 @@ def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path)
     assert local.run_local(job) == 0
     for pid in ("party1", "party2"):
         folder = job.out / pid
-        assert sorted(p.name for p in folder.iterdir()) == ["model.skops", "report.json", "synthetic.csv"]
+        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
+            "model.skops",
+            "report.json",
+            "synthetic.csv",
+        ]
+        assert (folder / ".delivered.json").is_file()  # the retention clock started at delivery
         synthetic = pd.read_csv(folder / "synthetic.csv")
         assert len(synthetic) == 500
         assert list(synthetic.columns) == [c["name"] for c in job.schema["columns"]]
@@ -157,7 +162,7 @@ def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) ->
     out = tmp_path / "out"
     assert main([*args, "--epsilon", "1", "--rows", "300", "--format", "parquet", "--out", str(out)]) == 0
     for name in ("airline", "hotel"):
-        assert sorted(p.name for p in (out / name).iterdir()) == [
+        assert sorted(p.name for p in (out / name).iterdir() if not p.name.startswith(".")) == [
             "model.skops",
             "report.json",
             "synthetic.parquet",
