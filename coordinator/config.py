@@ -11,6 +11,7 @@ out = "out/coordinator"              # job record (timings, bytes, privacy repor
 call_deadline_s = 120                # deadline of every call to a party
 seed = 0                             # optional: seeds synthesis and training (noise never uses it)
 train_threads = 1                    # OpenMP threads for model training
+require_approvals = true             # refuse to start unless every data party's <plan>.<party>.sig verifies
 ```
 """
 
@@ -38,6 +39,7 @@ class CoordinatorConfig:
     call_deadline_s: float = 120.0
     seed: int | None = None
     train_threads: int = 1
+    require_approvals: bool = True
 
     def __post_init__(self) -> None:
         if self.train_threads < 1:
@@ -76,6 +78,7 @@ class CoordinatorConfig:
                 call_deadline_s=float(table.get("call_deadline_s", 120.0)),
                 seed=table.get("seed"),
                 train_threads=int(table.get("train_threads", 1)),
+                require_approvals=bool(table.get("require_approvals", True)),
             )
         except KeyError as error:
             raise InvalidInput(f"{path}: missing key {error}") from None

@@ -65,6 +65,8 @@ class Workflow:
             self.record.job_id, self.config.plan_hash, list(self.clients)
         )
         try:
+            if self.config.require_approvals:
+                core_api.require_approvals(self.plan, self.config.path)
             await self.timed("handshake", self.handshake())
             measurements = await self.measure()
             model = await self.timed("fit", asyncio.to_thread(core_api.estimate, self.planner, measurements))

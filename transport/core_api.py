@@ -119,6 +119,19 @@ def approved(plan_hash: str, approved_plans: tuple[str, ...]) -> None:
     require_approved_hash(plan_hash, approved_plans)
 
 
+def require_approvals(plan: Any, plan_path: Path) -> None:
+    """Every data party's detached signature `<plan>.<party>.sig` must verify for this exact plan."""
+    from cleanroom.identity import PlanApprovals
+
+    PlanApprovals.collect(plan, plan_path).require_all()
+
+
+def approve_plan(plan_path: Path, identity_key_path: Path, member_id: str) -> Path:
+    from cleanroom.identity import approve, load_private_key
+
+    return Path(approve(plan_path, load_private_key(identity_key_path), member_id))
+
+
 def audit_log(path: Path) -> Any:
     from cleanroom.audit import AuditLog
 
