@@ -120,5 +120,7 @@ def prepare_compose(
     plan_path.write_text(text)
     plan_hash = hashlib.sha256(plan_path.read_bytes()).hexdigest()
     for pid in PARTIES:
+        core_api.approve_plan(plan_path, out / pid / "keys" / f"{pid}.ed25519", pid)
+    for pid in PARTIES:
         (out / pid / "party.toml").write_text(_party_toml(pid, plan_hash, epsilon, delta))
     return plan_path

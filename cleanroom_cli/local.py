@@ -126,6 +126,8 @@ def prepare(job: LocalJob) -> dict[str, Path]:
     )
     plan_path = write_plan(job, schema_hash, members)
     plan_hash = hashlib.sha256(plan_path.read_bytes()).hexdigest()
+    for pid in job.parts:  # each party signs the plan with its identity key (cleanroom plan approve)
+        core_api.approve_plan(plan_path, certs / f"{pid}.ed25519", pid)
     for member in members[:-1]:
         configs[member["id"]] = write_party_config(job, member, plan_hash)
     return configs

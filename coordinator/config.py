@@ -12,6 +12,7 @@ call_deadline_s = 120                # deadline of every call to a party
 seed = 0                             # optional: seeds synthesis and training (noise never uses it)
 train_threads = 1                    # OpenMP threads for model training
 job_log = "out/coordinator/job-log.jsonl"  # stages, timings, parties, dropped, bytes, outcome
+require_approvals = true             # refuse to start unless every data party's <plan>.<party>.sig verifies
 ```
 """
 
@@ -40,6 +41,7 @@ class CoordinatorConfig:
     seed: int | None = None
     train_threads: int = 1
     job_log: Path | None = None  # default <out>/job-log.jsonl
+    require_approvals: bool = True
 
     def __post_init__(self) -> None:
         if self.train_threads < 1:
@@ -83,6 +85,7 @@ class CoordinatorConfig:
                 seed=table.get("seed"),
                 train_threads=int(table.get("train_threads", 1)),
                 job_log=(base / table["job_log"]).resolve() if "job_log" in table else None,
+                require_approvals=bool(table.get("require_approvals", True)),
             )
         except KeyError as error:
             raise InvalidInput(f"{path}: missing key {error}") from None

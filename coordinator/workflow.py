@@ -36,6 +36,7 @@ class JobRecord:
     rounds: list[dict[str, Any]] = field(default_factory=list)
     rho_spent: float = 0.0
     delivered: dict[str, list[str]] = field(default_factory=dict)
+    undelivered: dict[str, str] = field(default_factory=dict)
 
 
 def progress(message: str) -> None:
@@ -64,6 +65,8 @@ class Workflow:
             self.record.job_id, self.config.plan_hash, list(self.clients)
         )
         try:
+            if self.config.require_approvals:
+                core_api.require_approvals(self.plan, self.config.path)
             await self.timed("handshake", self.handshake())
             measurements = await self.measure()
             model = await self.timed("fit", asyncio.to_thread(core_api.estimate, self.planner, measurements))
@@ -73,6 +76,9 @@ class Workflow:
             )
             await self.timed("deliver", self.deliver(results))
             self.write_record()
+            if self.record.undelivered:
+                failed = "; ".join(f"{p}: {e}" for p, e in self.record.undelivered.items())
+                raise ProtocolAbort(f"job done but results could not be delivered to {failed}")
         except BaseException as error:
             self.finish_log(f"error: {type(error).__name__}: {error}")
             raise
@@ -230,13 +236,19 @@ class Workflow:
         return total, tuple(server.survivors)
 
     async def deliver(self, results: dict[str, Path]) -> None:
+        """Send each entitled party the files its abilities allow; one failure does not stop the others."""
+        calls = {}
         for pid, member in self.members.items():
             abilities = set(getattr(member, "abilities", ()))
-            if "receive_results" not in abilities:
-                continue
-            files = {name: path for name, path in results.items() if _entitled(name, abilities)}
-            self.record.delivered[pid] = await self.clients[pid].deliver(self.record.job_id, files)
-            progress(f"delivered {', '.join(self.record.delivered[pid])} to {pid}")
+            if "receive_results" in abilities:
+                files = {name: path for name, path in results.items() if _entitled(name, abilities)}
+                calls[pid] = self.clients[pid].deliver(self.record.job_id, files)
+        self.last_errors = {}
+        delivered = await self.gather(calls, "deliver", required=0)
+        for pid, written in delivered.items():
+            self.record.delivered[pid] = written
+            progress(f"delivered {', '.join(written)} to {pid}")
+        self.record.undelivered = {pid: str(error) for pid, error in self.last_errors.items()}
 
     def write_record(self) -> None:
         out = self.config.out
@@ -252,6 +264,7 @@ class Workflow:
             "rounds": self.record.rounds,
             "rho_spent": self.record.rho_spent,
             "delivered": self.record.delivered,
+            "undelivered": self.record.undelivered,
             "uploads": uploads,
             "table_bytes_per_party": table_bytes,
         }

@@ -9,8 +9,6 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from cleanroom.errors import InvalidInput, PermissionDenied
@@ -84,13 +82,3 @@ def require_safe_job_id(job_id: str, party_id: str) -> None:
     """Job ids name output folders: no path separators, no leading dot, at most 128 characters."""
     if not SAFE_JOB_ID.fullmatch(job_id):
         raise InvalidInput(f"party {party_id}: job id {job_id!r} cannot name an output folder")
-
-
-def prune_outputs(output_dir: Path, plan: Any, audit: Any, now: datetime | None = None) -> list[Path]:
-    """Delete this party's job output folders older than the plan's retention_days (audited)."""
-    from cleanroom.retention import prune
-
-    removed = prune(output_dir, float(plan.retention_days), now or datetime.now(UTC), audit)
-    for path in removed:
-        log.info("retention: deleted %s (older than %s days)", path, plan.retention_days)
-    return removed

@@ -2,10 +2,12 @@
 
 What leaves the node: a handshake answer, secure-aggregation keys/shares/signatures, and masked vectors of
 noised marginal counts (noise drawn only after the ledger has durably charged the release). Raw rows never do.
-Checks, in order: caller is the plan's coordinator (done by the servicer's Authorizer), job handshake done,
-plan hash and schema hash agreed, data matched the schema at start-up, round spec legal (session id, members,
-cliques over the schema's measured columns, per-party noise variance >= 4, i.e. sigma >= 2), the plan's
-total budget and the dataset's own ledger budget not exceeded.
+Checks, in order: caller is the plan's coordinator and claims no other identity (the servicer's Authorizer),
+plan approved by this party, plan and schema hashes agreed, data matched the schema at start-up, `max_jobs`;
+per round: job handshaken, session id = SHA256(collaboration | round | plan) and never reused, 1-way or
+2-way cliques over the schema's measured columns under the cell caps, per-party noise variance >= 4 (sigma
+>= 2), the plan's total and per-job (epsilon, delta) and the dataset's own ledger budget not exceeded.
+Every answer and refusal goes to the party's hash-chained audit log.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,6 @@ from cleanroom.errors import (
     PreconditionFailed,
     SchemaError,
 )
-from party.governance import require_safe_job_id
 from transport import core_api, wire
 from transport.options import MAX_MESSAGE_BYTES
 
@@ -78,23 +78,20 @@ class PartyNode:
     def record(self, event: str, outcome: str, **fields: Any) -> None:
         """Append to this party's hash-chained audit log (every answer and refusal)."""
         if self.audit is not None:
-            fields.setdefault("plan_hash", self.plan_hash)
-            self.audit.append(event, outcome, requester=self.plan.coordinator, **fields)
+            self.audit.append(
+                event, outcome, plan_hash=self.plan_hash, requester=self.plan.coordinator, **fields
+            )
 
     def hello(self, msg: wire.Hello) -> wire.HelloReply:
         try:
             reply = self._hello(msg)
         except CleanroomError as error:
-            self.record(
-                "start_job", "refused", job_id=msg.job_id, plan_hash=msg.plan_hash or None,
-                rho_remaining=float(self.ledger.remaining()), detail=str(error),
-            )  # fmt: skip
+            self.record("start_job", "refused", job_id=msg.job_id, detail=str(error))
             raise
         self.record("start_job", "answered", job_id=msg.job_id, rho_remaining=reply.remaining_rho)
         return reply
 
     def _hello(self, msg: wire.Hello) -> wire.HelloReply:
-        core_api.approved(msg.plan_hash, self.approved_plans)  # names the unapproved hash
         if msg.plan_hash != self.plan_hash:
             raise PreconditionFailed(
                 f"party {self.party_id}: plan hash {msg.plan_hash[:16]}... is not this party's plan "
@@ -312,7 +309,6 @@ class PartyNode:
         try:
             if self.job_id is None or job_id != self.job_id:
                 raise PreconditionFailed(f"party {self.party_id}: results for unknown job {job_id!r}")
-            require_safe_job_id(job_id, self.party_id)
             abilities = set(getattr(self.data_members().get(self.party_id), "abilities", ()))
             for f in files:
                 if FILE_ABILITY[f.name] not in abilities or "receive_results" not in abilities:
@@ -323,9 +319,7 @@ class PartyNode:
             self.record("receive_results", "refused", job_id=job_id, detail=str(error))
             raise
         self.record("receive_results", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
-        return ResultWriter(
-            self.output_dir / job_id, {f.name: f for f in files}, job_id=job_id, plan_hash=self.plan_hash
-        )  # one folder per job: retention deletes whole job folders
+        return ResultWriter(self.output_dir, {f.name: f for f in files}, job_id, self.plan_hash)
 
     def budget(self) -> wire.BudgetStatus:
         total = float(self.ledger.spent() + self.ledger.remaining())
@@ -340,10 +334,10 @@ class ResultWriter:
 
     directory: Path
     expected: dict[str, wire.ResultFile]
-    bytes_written: int = 0
-    offsets: dict[str, int] = field(default_factory=dict)
     job_id: str = ""
     plan_hash: str | None = None
+    bytes_written: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         total = sum(f.size for f in self.expected.values())
@@ -376,12 +370,5 @@ class ResultWriter:
                 raise InvalidInput(f"DeliverResults: {name} arrived incomplete or corrupted")
         for name in self.expected:
             os.replace(self.part(name), self.directory / name)
-        self.stamp()
+        core_api.mark_delivered(self.directory, self.job_id, self.plan_hash)  # starts the retention clock
         return sorted(self.expected)
-
-    def stamp(self) -> None:
-        """The delivery time that retention counts from (`cleanroom.retention.mark_delivered`)."""
-        from cleanroom.retention import mark_delivered
-
-        moment = datetime.now(UTC)
-        mark_delivered(self.directory, moment, job_id=self.job_id or None, plan_hash=self.plan_hash)

@@ -7,8 +7,8 @@ import logging
 
 from cleanroom.errors import CleanroomError, InvalidInput
 from party.config import PartyConfig
-from party.governance import PlanAuthorizer, prune_outputs
 from party.node import PartyNode
+from party.retention import now_utc, prune_results
 from party.service import SERVICE_NAME, PartyServicer, register
 from transport import core_api
 from transport.auth import Authorizer
@@ -48,7 +48,7 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
     )
     coordinator = next((m for m in plan.members if m.id == plan.coordinator), None)
     pinned = coordinator.cert_sha256 if coordinator is not None and coordinator.cert_sha256 else None
-    return node, PlanAuthorizer(plan.coordinator, pinned, plan=plan, audit=node.audit, ledger=node.ledger)
+    return node, Authorizer(plan.coordinator, pinned)
 
 
 def total_rho(config: PartyConfig) -> float:
@@ -70,7 +70,7 @@ def _schema_problem(source: object) -> str | None:
 
 async def serve(config: PartyConfig, ready: asyncio.Event | None = None) -> NodeServer:
     node, authorizer = build_node(config)
-    prune_outputs(config.output_dir, node.plan, node.audit)  # retention also runs at every start
+    prune_results(config.output_dir, float(node.plan.retention_days), now_utc(), node.audit)
     servicer = PartyServicer(node, authorizer)
     server = await start_server(config.listen, config.tls, register(servicer), (SERVICE_NAME,))
     install_signal_handlers(server)

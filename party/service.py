@@ -6,7 +6,9 @@ No logic lives here: checks are in `party.node.PartyNode`, status mapping in `tr
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -17,49 +19,60 @@ from transport.v1 import party_pb2 as pb
 from transport.v1 import party_pb2_grpc as pb_grpc
 
 SERVICE_NAME = "transport.v1.PartyService"
+T = TypeVar("T")
 
 
 class PartyServicer(pb_grpc.PartyServiceServicer):
     def __init__(self, node: PartyNode, authorizer: Authorizer) -> None:
         self.node = node
         self.authorizer = authorizer
+        self._lock = threading.Lock()
+
+    async def serial(self, method: Callable[..., T], *args: Any) -> T:
+        """Run a node method in a worker thread, one at a time (the node's state is not shared-safe)."""
+
+        def locked() -> T:
+            with self._lock:
+                return method(*args)
+
+        return await asyncio.to_thread(locked)
 
     async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloResponse:
         self.authorizer.authorize(context, request.coordinator_id, "Hello")
-        return serde.hello_reply_to_pb(self.node.hello(serde.hello_from_pb(request)))
+        return serde.hello_reply_to_pb(await self.serial(self.node.hello, serde.hello_from_pb(request)))
 
     async def AdvertiseKeys(
         self, request: pb.AdvertiseKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.AdvertiseKeys:
         self.authorizer.authorize(context, request.header.sender, "AdvertiseKeys")
         spec, message = serde.advertise_request_from_pb(request)
-        return serde.stage_to_pb(self.node.advertise_keys(spec, message))
+        return serde.stage_to_pb(await self.serial(self.node.advertise_keys, spec, message))
 
     async def ShareKeys(
         self, request: pb.ShareKeysRequest, context: grpc.aio.ServicerContext
     ) -> pb.ShareKeys:
         self.authorizer.authorize(context, request.header.sender, "ShareKeys")
         message = serde.stage_from_pb(request)
-        return serde.stage_to_pb(await asyncio.to_thread(self.node.share_keys, message))
+        return serde.stage_to_pb(await self.serial(self.node.share_keys, message))
 
     async def MaskedInput(
         self, request: pb.MaskedInputRequest, context: grpc.aio.ServicerContext
     ) -> pb.MaskedInput:
         self.authorizer.authorize(context, request.header.sender, "MaskedInput")
         message = serde.stage_from_pb(request)
-        return serde.stage_to_pb(await asyncio.to_thread(self.node.masked_input, message))
+        return serde.stage_to_pb(await self.serial(self.node.masked_input, message))
 
     async def ConsistencyCheck(
         self, request: pb.ConsistencyCheckRequest, context: grpc.aio.ServicerContext
     ) -> pb.ConsistencySignature:
         self.authorizer.authorize(context, request.header.sender, "ConsistencyCheck")
         message = serde.stage_from_pb(request)
-        return serde.stage_to_pb(self.node.consistency_check(message))
+        return serde.stage_to_pb(await self.serial(self.node.consistency_check, message))
 
     async def Unmask(self, request: pb.UnmaskRequest, context: grpc.aio.ServicerContext) -> pb.UnmaskResponse:
         self.authorizer.authorize(context, request.header.sender, "Unmask")
         message = serde.stage_from_pb(request)
-        return serde.stage_to_pb(await asyncio.to_thread(self.node.unmask, message))
+        return serde.stage_to_pb(await self.serial(self.node.unmask, message))
 
     async def DeliverResults(
         self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext
@@ -68,7 +81,7 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
         writer = None
         async for message in request_iterator:
             if writer is None:
-                writer = self.node.begin_results(*serde.result_header_from_pb(message))
+                writer = await self.serial(self.node.begin_results, *serde.result_header_from_pb(message))
             else:
                 writer.write(*serde.chunk_from_pb(message))
         if writer is None:
@@ -78,7 +91,7 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
 
     async def Budget(self, request: pb.BudgetRequest, context: grpc.aio.ServicerContext) -> pb.BudgetResponse:
         self.authorizer.authorize(context, what="Budget")
-        return serde.budget_to_pb(self.node.budget())
+        return serde.budget_to_pb(await self.serial(self.node.budget))
 
 
 def register(servicer: PartyServicer) -> Callable[[grpc.aio.Server], None]:

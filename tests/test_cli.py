@@ -40,7 +40,7 @@ def test_ca_init_refuses_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_issue_without_ca_names_the_fix(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["ca", "issue", "x", "--dir", str(tmp_path)]) == 3
+    assert main(["ca", "issue", "x", "--dir", str(tmp_path)]) == 2
     assert "cleanroom ca init" in capsys.readouterr().err
 
 
@@ -126,3 +126,21 @@ def test_plan_approve_show_and_audit_verify(tmp_path: Path, capsys: pytest.Captu
     log.write_text(log.read_text().replace("answered", "refused"))
     assert main(["audit", "verify", str(log)]) == 1
     assert "BROKEN" in capsys.readouterr().out
+
+
+def test_coordinator_refuses_a_plan_a_party_has_not_signed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cleanroom_cli import local
+    from transport import core_api
+
+    schema, frame, target, task = core_api.sample_dataset(60, seed=3)
+    job = local.LocalJob(tmp_path, schema, {"a": frame[:30], "b": frame[30:]}, target, task, 1.0, 1e-9, 0)
+    local.prepare(job)
+    plan = job.work / "collaboration.toml"
+    (job.work / "collaboration.toml.b.sig").unlink()
+    assert main(["coordinator", "run", "--config", str(plan)]) == 3
+    err = capsys.readouterr().err
+    assert "lacks approvals" in err and "b: no approval" in err
+    events = (job.work / "coordinator" / "job-log.jsonl").read_text()
+    assert '"outcome": "error' in events and "handshake" not in events

@@ -119,10 +119,31 @@ def approved(plan_hash: str, approved_plans: tuple[str, ...]) -> None:
     require_approved_hash(plan_hash, approved_plans)
 
 
+def require_approvals(plan: Any, plan_path: Path) -> None:
+    """Every data party's detached signature `<plan>.<party>.sig` must verify for this exact plan."""
+    from cleanroom.identity import PlanApprovals
+
+    PlanApprovals.collect(plan, plan_path).require_all()
+
+
+def approve_plan(plan_path: Path, identity_key_path: Path, member_id: str) -> Path:
+    from cleanroom.identity import approve, load_private_key
+
+    return Path(approve(plan_path, load_private_key(identity_key_path), member_id))
+
+
 def audit_log(path: Path) -> Any:
     from cleanroom.audit import AuditLog
 
     return AuditLog(path)
+
+
+def mark_delivered(directory: Path, job_id: str, plan_hash: str | None) -> None:
+    from datetime import UTC, datetime
+
+    from cleanroom.retention import mark_delivered as real_mark_delivered
+
+    real_mark_delivered(directory, datetime.now(UTC), job_id=job_id, plan_hash=plan_hash)
 
 
 def job_log(path: Path) -> Any:

@@ -74,8 +74,10 @@ def collab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collaboration]:
     plan_hash = _add_analyst_and_unapprove(job, configs)
     schema_hash = core_api.schema_hash(core_api.load_schema(job.work / "schema.json"))
     addresses = {pid: PartyConfig.load(c).listen for pid, c in configs.items()}
-    stale = job.out / "party2" / "stale-job"  # delivered 40 days ago: the node deletes it when it starts
+    stale = job.out / "party2"  # results delivered 40 days ago: the node deletes them when it starts
     stale.mkdir(parents=True)
+    (stale / "synthetic.csv").write_text("a\n1\n")
+    (stale / "notes.txt").write_text("the operator's own file")
     mark_delivered(stale, datetime.now(UTC) - timedelta(days=40), job_id="stale-job")
     procs = local.start_parties(job, configs)
     try:
@@ -177,33 +179,35 @@ def test_results_are_not_delivered_to_a_member_without_receive_results(collab: C
         collab, "party2", lambda: _deliver(collab, "party2", job_id, "report.json", b"{}"), reason
     )
     assert entry["event"] == "receive_results" and entry["job_id"] == job_id
-    assert not (collab.job.out / "party2" / job_id).exists()
+    assert not (collab.job.out / "party2" / "report.json").exists()
 
 
-def test_delivered_folders_are_stamped_and_pruned_after_retention_days(collab: Collaboration) -> None:
+def test_delivered_results_are_stamped_and_pruned_after_retention_days(collab: Collaboration) -> None:
     job_id = uuid.uuid4().hex
     assert _hello(collab, "coordinator", "party1", collab.plan_hash, job_id).approved
     assert list(_deliver(collab, "party1", job_id, "report.json", b"{}").written) == ["report.json"]
-    folder = collab.job.out / "party1" / job_id
+    folder = collab.job.out / "party1"
     assert (folder / "report.json").read_bytes() == b"{}" and (folder / ".delivered.json").is_file()
-    old = collab.job.out / "party1" / "old-job"
-    old.mkdir()
-    (old / "report.json").write_text("{}")
-    mark_delivered(old, datetime.now(UTC) - timedelta(days=31), job_id="old-job")  # plan keeps 30 days
     command = [sys.executable, "-m", "cleanroom_cli.main", "party", "prune", "--config"]
-    run = subprocess.run(
-        [*command, str(collab.job.work / "party1.toml")], capture_output=True, text=True, env=local._env()
-    )
-    assert run.returncode == 0 and "1 job output folders deleted" in run.stdout, run.stderr
-    assert folder.is_dir() and not old.exists()  # only the folder delivered 31 days ago goes
+    config = str(collab.job.work / "party1.toml")
+    run = subprocess.run([*command, config], capture_output=True, text=True, env=local._env())
+    assert run.returncode == 0, run.stderr
+    assert (folder / "report.json").is_file()  # delivered just now: kept
+    mark_delivered(folder, datetime.now(UTC) - timedelta(days=31), job_id=job_id)  # plan keeps 30 days
+    run = subprocess.run([*command, config], capture_output=True, text=True, env=local._env())
+    assert run.returncode == 0, run.stderr
+    assert not (folder / "report.json").exists()
     last = read_entries(_audit(collab, "party1"))[-1]
-    assert (last["event"], last["outcome"], last["job_id"]) == ("retention_delete", "deleted", "old-job")
-    assert last["detail"]["path"] == str(old.resolve()) and last["detail"]["basis"] == "stamp"
+    assert (last["event"], last["outcome"], last["job_id"]) == ("retention_delete", "deleted", job_id)
+    assert last["detail"]["files"] == ["report.json"] and last["detail"]["retention_days"] == 30
     assert verify(_audit(collab, "party1")).ok
 
 
 def test_a_party_prunes_outputs_past_retention_when_it_starts(collab: Collaboration) -> None:
-    assert not (collab.job.out / "party2" / "stale-job").exists()
+    folder = collab.job.out / "party2"
+    assert not (folder / "synthetic.csv").exists()
+    assert (folder / "notes.txt").is_file()  # only delivered result files are ever deleted
     deletions = [e for e in read_entries(_audit(collab, "party2")) if e["event"] == "retention_delete"]
     assert [(e["job_id"], e["outcome"]) for e in deletions] == [("stale-job", "deleted")]
-    assert deletions[0]["detail"]["age_days"] >= 40 and deletions[0]["detail"]["retention_days"] == 30
+    detail = deletions[0]["detail"]
+    assert detail["files"] == ["synthetic.csv"] and detail["retention_days"] == 30
