@@ -58,9 +58,19 @@ def cmd_party_budget(args: argparse.Namespace) -> int:
 
     config = PartyConfig.load(Path(args.config))
     ledger = core_api.open_ledger(config.ledger, total_rho(config))
-    print(f"spent rho {ledger.spent():.6g}, remaining {ledger.remaining():.6g}")
-    for plan_hash, rho in ledger.spent_by_plan().items():
-        print(f"  plan {plan_hash[:16]}...: {rho:.6g}")
+    print(f"dataset: spent rho {ledger.spent():.6g}, remaining {ledger.remaining():.6g}")
+    plan = core_api.load_plan(config.plan)
+    spent_by_plan = ledger.spent_by_plan()
+    plan_total = core_api.rho_for(float(plan.epsilon), float(plan.delta))
+    plan_spent = float(spent_by_plan.get(plan.hash, 0.0))
+    plan_left = min(max(0.0, plan_total - plan_spent), float(ledger.remaining()))
+    print(
+        f"  plan {plan.hash} (this node's): spent {plan_spent:.6g} of {plan_total:.6g} "
+        f"(epsilon {plan.epsilon}, delta {plan.delta}), remaining {plan_left:.6g}"
+    )
+    for plan_hash, rho in spent_by_plan.items():
+        if plan_hash != plan.hash:
+            print(f"  plan {plan_hash}: spent {rho:.6g}")
     return 0
 
 
@@ -81,7 +91,9 @@ def cmd_coordinator_run(args: argparse.Namespace) -> int:
     from coordinator.config import CoordinatorConfig
     from coordinator.workflow import run_job
 
-    record = asyncio.run(run_job(CoordinatorConfig.load(Path(args.config))))
+    config = CoordinatorConfig.load(Path(args.config))
+    print(f"[coordinator] job log: {config.job_log_path}", flush=True)
+    record = asyncio.run(run_job(config))
     print(f"[coordinator] job {record.job_id} done; rho spent {record.rho_spent:.6g}")
     return 0
 

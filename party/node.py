@@ -78,20 +78,23 @@ class PartyNode:
     def record(self, event: str, outcome: str, **fields: Any) -> None:
         """Append to this party's hash-chained audit log (every answer and refusal)."""
         if self.audit is not None:
-            self.audit.append(
-                event, outcome, plan_hash=self.plan_hash, requester=self.plan.coordinator, **fields
-            )
+            fields.setdefault("plan_hash", self.plan_hash)
+            self.audit.append(event, outcome, requester=self.plan.coordinator, **fields)
 
     def hello(self, msg: wire.Hello) -> wire.HelloReply:
         try:
             reply = self._hello(msg)
         except CleanroomError as error:
-            self.record("start_job", "refused", job_id=msg.job_id, detail=str(error))
+            self.record(
+                "start_job", "refused", job_id=msg.job_id, plan_hash=msg.plan_hash or None,
+                rho_remaining=float(self.ledger.remaining()), detail=str(error),
+            )  # fmt: skip
             raise
         self.record("start_job", "answered", job_id=msg.job_id, rho_remaining=reply.remaining_rho)
         return reply
 
     def _hello(self, msg: wire.Hello) -> wire.HelloReply:
+        core_api.approved(msg.plan_hash, self.approved_plans)  # names the unapproved hash
         if msg.plan_hash != self.plan_hash:
             raise PreconditionFailed(
                 f"party {self.party_id}: plan hash {msg.plan_hash[:16]}... is not this party's plan "

@@ -7,6 +7,7 @@ import logging
 
 from cleanroom.errors import CleanroomError, InvalidInput
 from party.config import PartyConfig
+from party.governance import PlanAuthorizer
 from party.node import PartyNode
 from party.retention import now_utc, prune_results
 from party.service import SERVICE_NAME, PartyServicer, register
@@ -48,7 +49,7 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
     )
     coordinator = next((m for m in plan.members if m.id == plan.coordinator), None)
     pinned = coordinator.cert_sha256 if coordinator is not None and coordinator.cert_sha256 else None
-    return node, Authorizer(plan.coordinator, pinned)
+    return node, PlanAuthorizer(plan.coordinator, pinned, plan=plan, audit=node.audit, ledger=node.ledger)
 
 
 def total_rho(config: PartyConfig) -> float:

@@ -172,8 +172,11 @@ def _advertise(node: PartyNode, spec: wire.RoundRequest, sid: bytes = SID) -> An
 
 
 def test_hello_checks_plan_and_schema(node: PartyNode) -> None:
+    with pytest.raises(PermissionDenied, match=f"plan {'cd' * 32} is not approved"):
+        _hello(node, plan_hash="cd" * 32)  # a changed plan: its hash is named in the refusal
+    node.approved_plans = (PLAN_HASH, "ef" * 32)
     with pytest.raises(PreconditionFailed, match="is not this party.s plan"):
-        _hello(node, plan_hash="cd" * 32)
+        _hello(node, plan_hash="ef" * 32)
     with pytest.raises(SchemaError, match="schema hash"):
         _hello(node, schema_hash="t" * 64)
     node.schema_problem = "column 'age' is missing"
@@ -181,7 +184,7 @@ def test_hello_checks_plan_and_schema(node: PartyNode) -> None:
         _hello(node)
     node.schema_problem = None
     assert _hello(node).approved
-    assert [(e, o) for e, o, _ in node.audit.entries] == [("start_job", "refused")] * 3 + [
+    assert [(e, o) for e, o, _ in node.audit.entries] == [("start_job", "refused")] * 4 + [
         ("start_job", "answered")
     ]
 
