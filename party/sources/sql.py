@@ -1,0 +1,238 @@
+"""SQL text for encoding, counting and validating a table inside DuckDB or PostgreSQL.
+
+Every measured column becomes a small integer code computed by a CASE expression (categories through a list /
+array lookup, bins through a chain of edge comparisons), exactly as `cleanroom.encoding.encode` does in pandas.
+Values rejected by a policy get the code REJECT (-1); cells not grouped in a GROUPING SETS result come back as
+NOT_GROUPED (-2). A status expression per column classifies each value for the validation report.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from party.sources.rules import REJECT, ColumnRule
+
+NOT_GROUPED = -2
+
+# Value status per column, used by the validation report and to locate the first rejected row.
+OK, MISSING, UNKNOWN, BELOW, ABOVE, UNCASTABLE = 0, 1, 2, 3, 4, 5
+STATUS_NAMES = {MISSING: "missing", UNKNOWN: "unknown category", BELOW: "below lower bound",
+                ABOVE: "above upper bound", UNCASTABLE: "not a number"}
+
+_NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                  "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL", "NUMERIC", "DOUBLE PRECISION",
+                  "INT2", "INT4", "INT8", "FLOAT4", "FLOAT8")
+_TEXT_TYPES = ("VARCHAR", "TEXT", "CHARACTER VARYING", "CHARACTER", "CHAR", "BPCHAR", "STRING")
+_FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL", "DOUBLE PRECISION", "FLOAT4", "FLOAT8")
+
+# What PostgreSQL's float8 input accepts (there is no TRY_CAST before PostgreSQL 16's pg_input_is_valid).
+_PG_NUMBER_RE = r"^\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)\s*$"
+
+
+def type_family(sql_type: str) -> str:
+    """'numeric', 'float' (a numeric subtype), 'text', 'boolean' or 'other' for a DuckDB/PostgreSQL type name."""
+    base = sql_type.upper().split("(")[0].strip()
+    if base in _FLOAT_TYPES:
+        return "float"
+    if base in _NUMERIC_TYPES:
+        return "numeric"
+    if base in _TEXT_TYPES:
+        return "text"
+    return "boolean" if base in ("BOOLEAN", "BOOL") else "other"
+
+
+def quote_ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """The few expressions where DuckDB and PostgreSQL differ."""
+
+    name: str  # "duckdb" | "postgresql"
+
+    def double(self, value: float) -> str:
+        return f"CAST({quote_literal(repr(float(value)))} AS DOUBLE PRECISION)"
+
+    def is_nan(self, expr: str) -> str:
+        if self.name == "duckdb":
+            return f"isnan({expr})"
+        return f"({expr} = CAST('NaN' AS DOUBLE PRECISION))"
+
+    def list_position(self, values: Sequence[str], expr: str) -> str:
+        items = ", ".join(quote_literal(v) for v in values)
+        if self.name == "duckdb":
+            return f"list_position([{items}]::VARCHAR[], {expr})"
+        return f"array_position(ARRAY[{items}]::text[], {expr})"
+
+    def text_to_double(self, expr: str) -> str:
+        if self.name == "duckdb":
+            return f"TRY_CAST({expr} AS DOUBLE)"
+        return f"(CASE WHEN {self.castable(expr)} THEN CAST({expr} AS DOUBLE PRECISION) END)"
+
+    def castable(self, expr: str) -> str:
+        if self.name == "duckdb":
+            return f"(TRY_CAST({expr} AS DOUBLE) IS NOT NULL)"
+        return f"({expr} ~* {quote_literal(_PG_NUMBER_RE)})"
+
+    def bin_index(self, value: str, edges: Sequence[float]) -> str:
+        """Index i of the bin [e_i, e_{i+1}) holding an in-range value (the last bin is closed)."""
+        interior = edges[1:-1]
+        if not interior:
+            return "0"
+        if self.name == "postgresql":  # binary search: the number of interior edges <= value
+            items = ", ".join(self.double(e) for e in interior)
+            return f"width_bucket({value}, ARRAY[{items}])"
+        cases = " ".join(f"WHEN {value} >= {self.double(interior[i - 1])} THEN {i}"
+                         for i in range(len(interior), 0, -1))
+        return f"CASE {cases} ELSE 0 END"
+
+    def float_as_text(self, expr: str) -> str:
+        """Python's str() of a float: integral values keep a '.0' (PostgreSQL would print '13')."""
+        if self.name == "duckdb":
+            return f"CAST({expr} AS VARCHAR)"
+        return (f"(CASE WHEN {expr} = trunc({expr}) AND abs({expr}) < 1e16 "
+                f"THEN CAST(CAST({expr} AS bigint) AS text) || '.0' ELSE CAST({expr} AS text) END)")
+
+
+@dataclass(frozen=True)
+class ColumnSql:
+    """Code and status expressions of one measured column over the relation `src`."""
+
+    rule: ColumnRule
+    sql_type: str
+    dialect: Dialect
+
+    @property
+    def ident(self) -> str:
+        return quote_ident(self.rule.name)
+
+    def _categorical_parts(self) -> tuple[str, str]:
+        """(missing condition, text value) for a categorical column."""
+        family, col = type_family(self.sql_type), self.ident
+        if family == "boolean":
+            return f"{col} IS NULL", f"(CASE WHEN {col} THEN 'True' ELSE 'False' END)"
+        if family == "float":
+            return f"({col} IS NULL OR {self.dialect.is_nan(col)})", self.dialect.float_as_text(col)
+        if family == "text":
+            return f"{col} IS NULL", col
+        return f"{col} IS NULL", f"CAST({col} AS {'VARCHAR' if self.dialect.name == 'duckdb' else 'text'})"
+
+    def _numeric_parts(self) -> tuple[str, str, str | None]:
+        """(missing condition, double value, uncastable condition or None) for a numerical column."""
+        family, col = type_family(self.sql_type), self.ident
+        if family == "text":
+            blank = f"({col} IS NULL OR trim({col}) = '')"
+            value = self.dialect.text_to_double(col)
+            missing = f"({blank} OR {self.dialect.is_nan(value)})"
+            return missing, value, f"(NOT {blank} AND NOT {self.dialect.castable(col)})"
+        value = f"CAST({col} AS DOUBLE PRECISION)"
+        return f"({col} IS NULL OR {self.dialect.is_nan(value)})", value, None
+
+    def code(self) -> str:
+        rule = self.rule
+        if rule.kind == "categorical":
+            missing, text = self._categorical_parts()
+            position = self.dialect.list_position(rule.categories, text)
+            return (f"CASE WHEN {missing} THEN {rule.missing_code} "
+                    f"ELSE COALESCE({position} - 1, {rule.other_code}) END")
+        missing, value, uncastable = self._numeric_parts()
+        cases = [f"WHEN {uncastable} THEN {REJECT}"] if uncastable else []
+        cases.append(f"WHEN {missing} THEN {rule.missing_code}")
+        cases.append(f"WHEN {value} < {self.dialect.double(rule.edges[0])} THEN {rule.out_of_range_code(False)}")
+        cases.append(f"WHEN {value} > {self.dialect.double(rule.edges[-1])} THEN {rule.out_of_range_code(True)}")
+        return "CASE " + " ".join(cases) + f" ELSE {self.dialect.bin_index(value, rule.edges)} END"
+
+    def status(self) -> str:
+        rule = self.rule
+        if rule.kind == "categorical":
+            missing, text = self._categorical_parts()
+            position = self.dialect.list_position(rule.categories, text)
+            return f"CASE WHEN {missing} THEN {MISSING} WHEN {position} IS NULL THEN {UNKNOWN} ELSE {OK} END"
+        missing, value, uncastable = self._numeric_parts()
+        cases = [f"WHEN {uncastable} THEN {UNCASTABLE}"] if uncastable else []
+        cases.append(f"WHEN {missing} THEN {MISSING}")
+        cases.append(f"WHEN {value} < {self.dialect.double(rule.edges[0])} THEN {BELOW}")
+        cases.append(f"WHEN {value} > {self.dialect.double(rule.edges[-1])} THEN {ABOVE}")
+        return "CASE " + " ".join(cases) + f" ELSE {OK} END"
+
+    def rejected_statuses(self) -> tuple[int, ...]:
+        """Statuses whose policy is `reject` (these raise DataError)."""
+        rule, statuses = self.rule, [UNCASTABLE]
+        if rule.missing == "reject":
+            statuses.append(MISSING)
+        if rule.kind == "categorical" and rule.unknown_category == "reject":
+            statuses.append(UNKNOWN)
+        if rule.kind == "numerical" and rule.out_of_range == "reject":
+            statuses += [BELOW, ABOVE]
+        return tuple(statuses)
+
+
+def code_type(columns: Sequence[ColumnSql]) -> str:
+    """The smallest signed integer type holding every code (and REJECT, NOT_GROUPED)."""
+    largest = max((col.rule.n_levels for col in columns), default=1)
+    return "SMALLINT" if largest < 2**15 else "INTEGER"
+
+
+def encode_query(relation: str, columns: Sequence[ColumnSql]) -> str:
+    """The codes of every measured column, as columns c0, c1, ... (one row per data row)."""
+    kind = code_type(columns)
+    projected = ", ".join(f"CAST({col.code()} AS {kind}) AS c{j}" for j, col in enumerate(columns))
+    return f"SELECT {projected} FROM {relation}"
+
+
+def grouping_sets_query(codes: str, n_columns: int, sets: Sequence[tuple[int, ...]]) -> str:
+    """One scan of a codes relation (columns c0...), grouped by each set of column positions.
+
+    Codes are never NULL, so the NULL pattern of a result row (returned as NOT_GROUPED) names its set.
+    """
+    names = [f"c{j}" for j in range(n_columns)]
+    grouping = ", ".join("(" + ", ".join(names[j] for j in group) + ")" for group in sets)
+    outputs = ", ".join(f"COALESCE({name}, {NOT_GROUPED})" for name in names)
+    return f"SELECT {outputs}, count(*) FROM {codes} GROUP BY GROUPING SETS ({grouping})"
+
+
+def report_query(relation: str, columns: Sequence[ColumnSql]) -> str:
+    """One scan: the row count and, per column, how many values have each non-OK status."""
+    names = [f"s{j}" for j in range(len(columns))]
+    projected = ", ".join(f"{col.status()} AS {name}" for col, name in zip(columns, names, strict=True))
+    counts = ["count(*)"]
+    for name in names:
+        counts += [f"count(*) FILTER (WHERE {name} = {status})" for status in sorted(STATUS_NAMES)]
+    return f"WITH st AS (SELECT {projected} FROM {relation}) SELECT {', '.join(counts)} FROM st"
+
+
+def row_count_query(relation: str) -> str:
+    return f"SELECT count(*) FROM {relation}"
+
+
+def cell_offsets(sets: Sequence[tuple[int, ...]], shape: Sequence[int]) -> list[int]:
+    """Start of each set's block of keys; a block holds (levels + 1) per column so REJECT (-1) fits."""
+    offsets, total = [], 0
+    for group in sets:
+        offsets.append(total)
+        size = 1
+        for j in group:
+            size *= shape[j] + 1
+        total += size
+    return offsets
+
+
+def unnest_counts_query(codes: str, sets: Sequence[tuple[int, ...]], shape: Sequence[int]) -> str:
+    """One scan: every row emits one packed key per set (offset + mixed-radix codes+1); counts per key.
+
+    PostgreSQL's GROUPING SETS keeps one hash table per set and is several times slower than this.
+    """
+    keys = []
+    for offset, group in zip(cell_offsets(sets, shape), sets, strict=True):
+        packed = "0"
+        for j in group:
+            packed = f"({packed}) * {shape[j] + 1} + (c{j} + 1)"
+        keys.append(f"{offset} + {packed}")
+    return (f"SELECT k, count(*) FROM (SELECT unnest(ARRAY[{', '.join(keys)}]::bigint[]) AS k "
+            f"FROM {codes}) AS u GROUP BY k")
