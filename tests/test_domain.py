@@ -17,9 +17,15 @@ def test_project_and_sizes() -> None:
 
 @pytest.mark.parametrize(
     ("attrs", "shape", "message"),
-    [(("a",), (2, 3), "differ in length"), (("a", "a"), (2, 2), "duplicates"), (("a",), (0,), "must be >= 1")],
+    [
+        (("a",), (2, 3), "differ in length"),
+        (("a", "a"), (2, 2), "duplicates"),
+        (("a",), (0,), "must be >= 1"),
+    ],
 )
-def test_invalid_domains_are_refused(attrs: tuple[str, ...], shape: tuple[int, ...], message: str) -> None:
+def test_invalid_domains_are_refused(
+    attrs: tuple[str, ...], shape: tuple[int, ...], message: str
+) -> None:
     with pytest.raises(ValueError, match=message):
         Domain(attrs, shape)
 

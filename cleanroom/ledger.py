@@ -1,0 +1,242 @@
+"""Durable privacy-budget ledger of one party's dataset (SQLite, WAL, synchronous=FULL).
+
+A party charges a release here *before* it draws any noise: `reserve` commits the charge in an IMMEDIATE
+transaction (the write lock is taken before the budget is read, so concurrent threads or processes cannot
+both see the same remaining budget). Reserved budget counts as spent forever, whether or not the release
+was ever sent: a crash between reserve and release loses budget, never privacy. The noised vector is stored
+with `store_payload` so a retry re-sends the identical bytes instead of fresh noise (which would need a new
+charge).
+
+rho values are stored as exact text (`repr` of a float, `str` of a Fraction such as "1/3", or an int) and
+summed as Fractions. Tolerance rule: callers compute rho in floating point (splits, sqrt, exp), so two
+values meant to be equal can differ in the last bits. A reservation fits if spent + requested <= total *
+(1 + 1e-12), and a repeated reservation has "the same rho" if the two differ by at most 1e-12 relative. The
+slack is far below any meaningful privacy difference and far above float64 rounding (~1e-16 per operation).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from cleanroom.errors import BudgetExceeded, InvalidInput, NotFound, PreconditionFailed
+
+RELATIVE_TOLERANCE = Fraction(1, 10**12)
+_BUSY_TIMEOUT_S = 60.0
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS releases (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    release_id TEXT NOT NULL UNIQUE,
+    rho TEXT NOT NULL,
+    plan_hash TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    reserved_at TEXT NOT NULL,
+    released_at TEXT,
+    payload BLOB
+)""",
+)
+_COLUMNS = "release_id, rho, plan_hash, job_id, detail, reserved_at, released_at"
+Rho = float | int | Fraction
+
+
+def rho_text(rho: Rho) -> str:
+    """Exact text of a rho value; `Fraction(rho_text(x)) == Fraction(x)` for Fractions and ints."""
+    if isinstance(rho, bool) or not isinstance(rho, float | int | Fraction):
+        raise InvalidInput(f"rho ({rho!r}) must be a float, int or Fraction")
+    if isinstance(rho, float) and not math.isfinite(rho):
+        raise InvalidInput(f"rho ({rho!r}) must be finite")
+    if isinstance(rho, Fraction):
+        return f"{rho.numerator}/{rho.denominator}"
+    return repr(rho)
+
+
+def _show(value: Fraction) -> str:
+    return f"{float(value):.12g}"
+
+
+def _same_rho(a: Fraction, b: Fraction) -> bool:
+    return abs(a - b) <= RELATIVE_TOLERANCE * max(abs(a), abs(b))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """One charged release. `new` is True only for the `reserve` call that made the charge."""
+
+    release_id: str
+    rho_text: str
+    plan_hash: str
+    job_id: str
+    detail: Mapping[str, Any] = field(compare=False)
+    reserved_at: str
+    released_at: str | None
+    new: bool = False
+
+    @property
+    def rho(self) -> float:
+        return float(Fraction(self.rho_text))
+
+    @property
+    def released(self) -> bool:
+        return self.released_at is not None
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...], new: bool = False) -> Reservation:
+        release_id, rho, plan_hash, job_id, detail, reserved_at, released_at = row
+        return cls(release_id, rho, plan_hash, job_id, json.loads(detail), reserved_at, released_at, new)
+
+
+class Ledger:
+    """The privacy budget (total rho, zCDP) of one dataset and every release charged against it."""
+
+    def __init__(self, path: str | Path, total_rho: Rho) -> None:
+        self.path = Path(path)
+        text = rho_text(total_rho)
+        self._total = Fraction(text)
+        if self._total <= 0:
+            raise InvalidInput(f"total_rho ({total_rho}) of ledger {self.path} must be > 0")
+        with self._connect() as conn:
+            conn.execute("PRAGMA journal_mode=WAL")
+            with self._immediate(conn):
+                for statement in _SCHEMA:
+                    conn.execute(statement)
+                row = conn.execute("SELECT value FROM meta WHERE key = 'total_rho'").fetchone()
+                if row is None:
+                    conn.execute("INSERT INTO meta (key, value) VALUES ('total_rho', ?)", (text,))
+                elif not _same_rho(Fraction(row[0]), self._total):
+                    raise PreconditionFailed(
+                        f"ledger {self.path} was created with total rho {row[0]}, not {text}; "
+                        "a dataset's budget cannot be changed by reopening its ledger"
+                    )
+
+    @property
+    def total_rho(self) -> float:
+        return float(self._total)
+
+    @contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        # One connection per operation: safe across threads; processes coordinate through SQLite's locks.
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            conn.execute("PRAGMA synchronous=FULL")
+            yield conn
+        finally:
+            conn.close()
+
+    @staticmethod
+    @contextmanager
+    def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @staticmethod
+    def _spent_in(conn: sqlite3.Connection) -> Fraction:
+        return sum((Fraction(text) for (text,) in conn.execute("SELECT rho FROM releases")), Fraction(0))
+
+    def reserve(
+        self, release_id: str, rho: Rho, plan_hash: str, job_id: str, detail: Mapping[str, Any] | None = None
+    ) -> Reservation:
+        """Charge `rho` for `release_id` (durably, before any noise is drawn); idempotent per release_id."""
+        text = rho_text(rho)
+        requested = Fraction(text)
+        if requested <= 0 or not release_id:
+            raise InvalidInput(f"release {release_id!r} in ledger {self.path}: rho ({text}) must be > 0")
+        try:
+            detail_json = json.dumps(dict(detail or {}), sort_keys=True)
+        except (TypeError, ValueError) as err:
+            raise InvalidInput(f"detail of release {release_id!r} is not JSON-serialisable: {err}") from err
+        with self._connect() as conn, self._immediate(conn):
+            query = f"SELECT {_COLUMNS} FROM releases WHERE release_id = ?"
+            row = conn.execute(query, (release_id,)).fetchone()
+            if row is not None:
+                return self._existing(Reservation.from_row(row), requested)
+            spent = self._spent_in(conn)
+            if spent + requested > self._total * (1 + RELATIVE_TOLERANCE):
+                raise BudgetExceeded(
+                    f"privacy budget of ledger {self.path} exceeded by release {release_id!r}: spent "
+                    f"{_show(spent)}, requested {_show(requested)}, total {_show(self._total)} (rho, zCDP)"
+                )
+            reserved_at = _now()
+            conn.execute(
+                "INSERT INTO releases (release_id, rho, plan_hash, job_id, detail, reserved_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (release_id, text, plan_hash, job_id, detail_json, reserved_at),
+            )
+        detail_copy = json.loads(detail_json)
+        return Reservation(release_id, text, plan_hash, job_id, detail_copy, reserved_at, None, new=True)
+
+    def _existing(self, reservation: Reservation, requested: Fraction) -> Reservation:
+        if not _same_rho(Fraction(reservation.rho_text), requested):
+            raise PreconditionFailed(
+                f"release {reservation.release_id!r} in ledger {self.path} was reserved with rho "
+                f"{reservation.rho_text}, now requested with {_show(requested)}; a release id is charged once"
+            )
+        return reservation
+
+    def store_payload(self, release_id: str, payload: bytes) -> None:
+        """Persist the noised vector of a reserved release; different bytes a second time are refused."""
+        with self._connect() as conn, self._immediate(conn):
+            row = conn.execute("SELECT payload FROM releases WHERE release_id = ?", (release_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"release {release_id!r} has no reservation in ledger {self.path}")
+            if row[0] is not None and bytes(row[0]) != payload:
+                raise PreconditionFailed(
+                    f"release {release_id!r} in ledger {self.path} already has a different payload; "
+                    "persisted noise is never replaced"
+                )
+            conn.execute("UPDATE releases SET payload = ? WHERE release_id = ?", (payload, release_id))
+
+    def payload(self, release_id: str) -> bytes | None:
+        """The stored payload, or None if none was stored (or the release is unknown)."""
+        with self._connect() as conn:
+            row = conn.execute("SELECT payload FROM releases WHERE release_id = ?", (release_id,)).fetchone()
+        return None if row is None or row[0] is None else bytes(row[0])
+
+    def mark_released(self, release_id: str) -> None:
+        """Record that the release was sent (the first time only); the charge stays either way."""
+        with self._connect() as conn, self._immediate(conn):
+            updated = conn.execute(
+                "UPDATE releases SET released_at = COALESCE(released_at, ?) WHERE release_id = ?",
+                (_now(), release_id),
+            ).rowcount
+            if updated == 0:
+                raise NotFound(f"release {release_id!r} has no reservation in ledger {self.path}")
+
+    def spent_exact(self) -> Fraction:
+        with self._connect() as conn:
+            return self._spent_in(conn)
+
+    def spent(self) -> float:
+        return float(self.spent_exact())
+
+    def remaining(self) -> float:
+        return float(max(Fraction(0), self._total - self.spent_exact()))
+
+    def entries(self) -> list[Reservation]:
+        with self._connect() as conn:
+            rows = conn.execute(f"SELECT {_COLUMNS} FROM releases ORDER BY seq").fetchall()
+        return [Reservation.from_row(row) for row in rows]
+
+    def spent_by_plan(self) -> dict[str, float]:
+        totals: dict[str, Fraction] = {}
+        for entry in self.entries():
+            totals[entry.plan_hash] = totals.get(entry.plan_hash, Fraction(0)) + Fraction(entry.rho_text)
+        return {plan: float(total) for plan, total in totals.items()}
