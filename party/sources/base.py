@@ -115,43 +115,35 @@ def missing_column_error(source: str, column: str, available: Sequence[str]) -> 
     return SchemaError(f"{source}: column {column!r} of the schema is missing from the data{hint}")
 
 
-def report_from_counts(name: str, rules: SchemaRules, counts: Sequence[int]) -> dict[str, Any]:
-    """Turn report_query's flat counts into the local validation report (counts only, no values)."""
+def report_from_counts(name: str, columns: Sequence[sql.ColumnSql], counts: Sequence[int]) -> dict[str, Any]:
+    """Turn report_query's flat counts into the local validation report (counts only, no data values).
+
+    Same shape as `cleanroom.encoding.EncodingReport.to_dict()`, plus per-column `rejected` (values the
+    policy rejects) and a top-level `ok`.
+    """
     statuses = sorted(sql.STATUS_NAMES)
-    columns: dict[str, Any] = {}
-    rejected: list[str] = []
-    for j, rule in enumerate(rules.columns):
-        per_status = dict(zip(statuses, counts[1 + j * len(statuses): 1 + (j + 1) * len(statuses)], strict=True))
-        entry: dict[str, Any] = {"missing": int(per_status[sql.MISSING]), "policy": _policy_of(rule)}
-        if rule.kind == "categorical":
-            entry["unknown_category"] = int(per_status[sql.UNKNOWN])
-        else:
-            entry["below_lower"] = int(per_status[sql.BELOW])
-            entry["above_upper"] = int(per_status[sql.ABOVE])
-            entry["not_a_number"] = int(per_status[sql.UNCASTABLE])
-        entry["rejected"] = int(sum(per_status[s] for s in _rejected(rule)))
-        if entry["rejected"]:
-            rejected.append(rule.name)
-        columns[rule.name] = entry
-    return {"source": name, "rows": int(counts[0]), "ok": not rejected and counts[0] > 0,
-            "rejected_columns": rejected, "columns": columns}
+    report: dict[str, Any] = {}
+    for j, column in enumerate(columns):
+        start = 1 + j * len(statuses)
+        per_status = dict(zip(statuses, counts[start:start + len(statuses)], strict=True))
+        report[column.rule.name] = column_report(column, per_status)
+    ok = counts[0] > 0 and not any(entry["rejected"] for entry in report.values())
+    return {"source": name, "rows": int(counts[0]), "ok": bool(ok), "columns": report}
 
 
-def _policy_of(rule: Any) -> dict[str, str]:
-    if rule.kind == "categorical":
-        return {"unknown_category": rule.unknown_category, "missing": rule.missing}
-    return {"out_of_range": rule.out_of_range, "missing": rule.missing}
-
-
-def _rejected(rule: Any) -> tuple[int, ...]:
-    statuses = [sql.UNCASTABLE] if rule.kind == "numerical" else []
-    if rule.missing == "reject":
-        statuses.append(sql.MISSING)
-    if rule.kind == "categorical" and rule.unknown_category == "reject":
-        statuses.append(sql.UNKNOWN)
-    if rule.kind == "numerical" and rule.out_of_range == "reject":
-        statuses += [sql.BELOW, sql.ABOVE]
-    return tuple(statuses)
+def column_report(column: sql.ColumnSql, per_status: dict[int, int]) -> dict[str, int]:
+    rule = column.rule
+    rejected = {s for group in column.rejected_statuses() for s in group}
+    kept = {s: int(n) for s, n in per_status.items() if s not in rejected}
+    policy = rule.unknown_category if rule.kind == "categorical" else rule.out_of_range
+    changed = kept.get(sql.UNKNOWN, 0) + kept.get(sql.BELOW, 0) + kept.get(sql.ABOVE, 0)
+    return {
+        "clipped": changed if policy == "clip" else 0,
+        "other": changed if policy == "other" else 0,
+        "missing_mapped": changed if policy == "missing" else 0,
+        "missing": kept.get(sql.MISSING, 0),
+        "rejected": int(sum(per_status.get(s, 0) for s in rejected)),
+    }
 
 
 class SqlSource(DataSource):
@@ -178,8 +170,8 @@ class SqlSource(DataSource):
     def _fetch(self, query: str) -> list[tuple[Any, ...]]: ...
 
     @abstractmethod
-    def _locate(self, column: sql.ColumnSql) -> tuple[str, str | None, int]:
-        """(where, value as text, status) of the first row whose value the column's policy rejects."""
+    def _locate(self, column: sql.ColumnSql, statuses: tuple[int, ...]) -> tuple[str, Any, int]:
+        """(where, raw value, status) of the first row whose value has one of `statuses`."""
 
     def check_schema(self) -> None:
         self._columns()
@@ -187,11 +179,15 @@ class SqlSource(DataSource):
     def _columns(self) -> tuple[sql.ColumnSql, ...]:
         if self._column_sql is None:
             types = self._describe()
-            for name in (*self.rules.names, *self.rules.identifiers):
+            for name in self.rules.names:  # identifier columns need not exist
                 if name not in types:
                     raise missing_column_error(self.name, name, list(types))
             self._column_sql = tuple(self._column_of(rule, types[rule.name]) for rule in self.rules.columns)
         return self._column_sql
+
+    def _present_identifiers(self) -> list[str]:
+        types = self._describe()
+        return [name for name in self.rules.identifiers if name in types]
 
     def _column_of(self, rule: Any, sql_type: str) -> sql.ColumnSql:
         family = sql.type_family(sql_type)
@@ -206,7 +202,7 @@ class SqlSource(DataSource):
 
     def validation_report(self) -> dict[str, Any]:
         counts = self._fetch(sql.report_query(self._relation(), self._columns()))[0]
-        return report_from_counts(self.name, self.rules, [int(c) for c in counts])
+        return report_from_counts(self.name, self._columns(), [int(c) for c in counts])
 
     @abstractmethod
     def _grouped_counts(self, sets: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], Grouped]:
@@ -241,10 +237,14 @@ class SqlSource(DataSource):
         return table
 
     def _reject_error(self, column: sql.ColumnSql, n_bad: int) -> DataError:
-        where, value, status = self._locate(column)
-        reason = sql.STATUS_NAMES[status]
-        policy = {sql.MISSING: "missing = reject", sql.UNKNOWN: "unknown_category = reject",
-                  sql.BELOW: "out_of_range = reject", sql.ABOVE: "out_of_range = reject",
-                  sql.UNCASTABLE: "the column is numerical"}[status]
-        return DataError(f"{self.name}: column {column.rule.name!r}, {where}: {reason} value {value!r} is "
-                         f"rejected ({policy}); {n_bad} row(s) affected")
+        """The DataError cleanroom.encoding would raise: first check that fails, its first row and value."""
+        rows = self._fetch(sql.rejected_counts_query(self._relation(), column))
+        per_status = {int(status): int(n) for status, n in rows}
+        for group in column.rejected_statuses():
+            n_group = sum(per_status.get(s, 0) for s in group)
+            if n_group:
+                where, value, status = self._locate(column, group)
+                return DataError(f"{self.name}: column {column.rule.name!r}, {where}: "
+                                 f"{column.rejection_text(status)} {value!r} ({n_group} such rows)")
+        return DataError(f"{self.name}: column {column.rule.name!r}: {n_bad} rejected values vanished; did the "
+                         f"data change during the job?")

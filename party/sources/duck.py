@@ -99,11 +99,11 @@ class DuckDbSource(SqlSource):
         rows = self._fetch(f"DESCRIBE SELECT * FROM {self._relation()}")
         return {str(r[0]): str(r[1]) for r in rows}
 
-    def _locate(self, column: sql.ColumnSql) -> tuple[str, str | None, int]:
-        statuses = ", ".join(str(s) for s in column.rejected_statuses())
+    def _locate(self, column: sql.ColumnSql, statuses: tuple[int, ...]) -> tuple[str, Any, int]:
+        wanted = ", ".join(str(s) for s in statuses)
         numbered = f"(SELECT row_number() OVER () - 1 AS {ROW_COLUMN}, * FROM {self._relation()}) AS numbered"
-        query = (f"SELECT {ROW_COLUMN}, CAST({column.ident} AS VARCHAR), {column.status()} AS status "
-                 f"FROM {numbered} WHERE ({column.status()}) IN ({statuses}) ORDER BY {ROW_COLUMN} LIMIT 1")
+        query = (f"SELECT {ROW_COLUMN}, {column.ident}, {column.status()} AS status FROM {numbered} "
+                 f"WHERE ({column.status()}) IN ({wanted}) ORDER BY {ROW_COLUMN} LIMIT 1")
         rows = self._fetch(query)
         if not rows:
             raise DataError(f"{self.name}: column {column.rule.name!r}: rejected values vanished; did the file "
@@ -122,9 +122,8 @@ class DuckDbSource(SqlSource):
                 parts.append(f"TRY_CAST({column.ident} AS DOUBLE) AS {column.ident}")
             else:
                 parts.append(column.ident)
-        parts += [sql.quote_ident(n) for n in self.rules.identifiers]
-        frame = self._run(f"SELECT {', '.join(parts)} FROM {self._relation()}").df()
-        return frame[[c.rule.name for c in columns] + list(self.rules.identifiers)]
+        parts += [sql.quote_ident(n) for n in self._present_identifiers()]
+        return self._run(f"SELECT {', '.join(parts)} FROM {self._relation()}").df()
 
     def close(self) -> None:
         self._con.close()

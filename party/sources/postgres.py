@@ -110,11 +110,11 @@ class PostgresSource(SqlSource):
             (self._relation(),))
         return {str(name): str(kind) for name, kind in rows}
 
-    def _locate(self, column: sql.ColumnSql) -> tuple[str, str | None, int]:
-        statuses = ", ".join(str(s) for s in column.rejected_statuses())
+    def _locate(self, column: sql.ColumnSql, statuses: tuple[int, ...]) -> tuple[str, Any, int]:
+        wanted = ", ".join(str(s) for s in statuses)
         rows = self._execute(
-            f"SELECT CAST(ctid AS text), CAST({column.ident} AS text), {column.status()} "
-            f"FROM {self._relation()} WHERE ({column.status()}) IN ({statuses}) LIMIT 1")
+            f"SELECT CAST(ctid AS text), {column.ident}, {column.status()} "
+            f"FROM {self._relation()} WHERE ({column.status()}) IN ({wanted}) LIMIT 1")
         if not rows:
             raise DataError(f"{self.name}: column {column.rule.name!r}: rejected values vanished; did the "
                             f"table change during the job?")
@@ -131,8 +131,8 @@ class PostgresSource(SqlSource):
                 parts.append(f"CAST({column.ident} AS DOUBLE PRECISION) AS {column.ident}")
             else:
                 parts.append(column.ident)
-        names = [*self.rules.names, *self.rules.identifiers]
-        parts += [sql.quote_ident(n) for n in self.rules.identifiers]
+        names = [*self.rules.names, *self._present_identifiers()]
+        parts += [sql.quote_ident(n) for n in self._present_identifiers()]
         rows = self._execute(f"SELECT {', '.join(parts)} FROM {self._relation()}")
         return pd.DataFrame.from_records(rows, columns=names)
 

@@ -105,15 +105,23 @@ def rules_from_schema(schema: Any) -> SchemaRules:
         if column.type == "identifier":
             identifiers.append(column.name)
             continue
-        measured.append(_rule_of(column))
+        rule = _rule_of(column)
+        expected = (column.n_levels, column.missing_code, column.other_code)
+        if (rule.n_levels, _level(rule.missing_code), _other(rule)) != expected:
+            raise ValueError(f"column {rule.name!r}: level layout of the SQL rules differs from the schema's")
+        measured.append(rule)
     rules = SchemaRules(tuple(measured), tuple(identifiers))
-    domain = schema.domain
-    if tuple(domain.attrs) != rules.names:
-        raise ValueError(f"schema domain {domain.attrs} differs from its measured columns {rules.names}")
-    for rule, size in zip(rules.columns, domain.shape, strict=True):
-        if rule.n_levels != size:
-            raise ValueError(f"column {rule.name!r}: {rule.n_levels} levels by the rules, {size} in the domain")
+    if tuple(schema.domain.attrs) != rules.names:
+        raise ValueError(f"schema domain {schema.domain.attrs} differs from its measured columns {rules.names}")
     return rules
+
+
+def _level(code: int) -> int | None:
+    return None if code == REJECT else code
+
+
+def _other(rule: ColumnRule) -> int | None:
+    return rule.other_code if rule.kind == "categorical" and rule.unknown_category == "other" else None
 
 
 def _rule_of(column: Any) -> ColumnRule:

@@ -24,6 +24,7 @@ _NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYI
                   "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL", "NUMERIC", "DOUBLE PRECISION",
                   "INT2", "INT4", "INT8", "FLOAT4", "FLOAT8")
 _TEXT_TYPES = ("VARCHAR", "TEXT", "CHARACTER VARYING", "CHARACTER", "CHAR", "BPCHAR", "STRING")
+_WHITESPACE = " \t\n\r\x0b\x0c"
 _FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL", "DOUBLE PRECISION", "FLOAT4", "FLOAT8")
 
 # What PostgreSQL's float8 input accepts (there is no TRY_CAST before PostgreSQL 16's pg_input_is_valid).
@@ -92,12 +93,16 @@ class Dialect:
                          for i in range(len(interior), 0, -1))
         return f"CASE {cases} ELSE 0 END"
 
+    def is_blank(self, expr: str) -> str:
+        """NULL, or a string of whitespace only (missing, as in cleanroom.encoding)."""
+        trim = "trim" if self.name == "duckdb" else "btrim"
+        return f"({expr} IS NULL OR {trim}({expr}, {quote_literal(_WHITESPACE)}) = '')"
+
     def float_as_text(self, expr: str) -> str:
-        """Python's str() of a float: integral values keep a '.0' (PostgreSQL would print '13')."""
-        if self.name == "duckdb":
-            return f"CAST({expr} AS VARCHAR)"
-        return (f"(CASE WHEN {expr} = trunc({expr}) AND abs({expr}) < 1e16 "
-                f"THEN CAST(CAST({expr} AS bigint) AS text) || '.0' ELSE CAST({expr} AS text) END)")
+        """The category key of a float: integral values as integers (13.0 -> '13'), else str()."""
+        text = "VARCHAR" if self.name == "duckdb" else "text"
+        return (f"(CASE WHEN {expr} = trunc({expr}) AND abs({expr}) < 9e18 "
+                f"THEN CAST(CAST({expr} AS BIGINT) AS {text}) ELSE CAST({expr} AS {text}) END)")
 
 
 @dataclass(frozen=True)
@@ -120,14 +125,14 @@ class ColumnSql:
         if family == "float":
             return f"({col} IS NULL OR {self.dialect.is_nan(col)})", self.dialect.float_as_text(col)
         if family == "text":
-            return f"{col} IS NULL", col
+            return self.dialect.is_blank(col), col
         return f"{col} IS NULL", f"CAST({col} AS {'VARCHAR' if self.dialect.name == 'duckdb' else 'text'})"
 
     def _numeric_parts(self) -> tuple[str, str, str | None]:
         """(missing condition, double value, uncastable condition or None) for a numerical column."""
         family, col = type_family(self.sql_type), self.ident
         if family == "text":
-            blank = f"({col} IS NULL OR trim({col}) = '')"
+            blank = self.dialect.is_blank(col)
             value = self.dialect.text_to_double(col)
             missing = f"({blank} OR {self.dialect.is_nan(value)})"
             return missing, value, f"(NOT {blank} AND NOT {self.dialect.castable(col)})"
@@ -161,16 +166,28 @@ class ColumnSql:
         cases.append(f"WHEN {value} > {self.dialect.double(rule.edges[-1])} THEN {ABOVE}")
         return "CASE " + " ".join(cases) + f" ELSE {OK} END"
 
-    def rejected_statuses(self) -> tuple[int, ...]:
-        """Statuses whose policy is `reject` (these raise DataError)."""
-        rule, statuses = self.rule, [UNCASTABLE]
+    def rejected_statuses(self) -> tuple[tuple[int, ...], ...]:
+        """Groups of statuses that raise DataError, in the order cleanroom.encoding checks them."""
+        rule, groups = self.rule, []
+        if rule.kind == "numerical" and type_family(self.sql_type) == "text":
+            groups.append((UNCASTABLE,))
         if rule.missing == "reject":
-            statuses.append(MISSING)
+            groups.append((MISSING,))
         if rule.kind == "categorical" and rule.unknown_category == "reject":
-            statuses.append(UNKNOWN)
+            groups.append((UNKNOWN,))
         if rule.kind == "numerical" and rule.out_of_range == "reject":
-            statuses += [BELOW, ABOVE]
-        return tuple(statuses)
+            groups.append((BELOW, ABOVE))
+        return tuple(groups)
+
+    def rejection_text(self, status: int) -> str:
+        """The words cleanroom.encoding uses for a rejected value of this status."""
+        if status == MISSING:
+            return "missing value rejected by policy, got"
+        if status == UNKNOWN:
+            return "unknown category"
+        if status == UNCASTABLE:
+            return "cannot cast to a number:"
+        return f"outside [{self.rule.edges[0]:g}, {self.rule.edges[-1]:g}]:"
 
 
 def code_type(columns: Sequence[ColumnSql]) -> str:
@@ -205,6 +222,13 @@ def report_query(relation: str, columns: Sequence[ColumnSql]) -> str:
     for name in names:
         counts += [f"count(*) FILTER (WHERE {name} = {status})" for status in sorted(STATUS_NAMES)]
     return f"WITH st AS (SELECT {projected} FROM {relation}) SELECT {', '.join(counts)} FROM st"
+
+
+def rejected_counts_query(relation: str, column: ColumnSql) -> str:
+    """How many rows have each rejected status in one column."""
+    statuses = ", ".join(str(s) for group in column.rejected_statuses() for s in group)
+    return (f"SELECT st, count(*) FROM (SELECT {column.status()} AS st FROM {relation}) AS s "
+            f"WHERE st IN ({statuses}) GROUP BY st")
 
 
 def row_count_query(relation: str) -> str:
