@@ -2,9 +2,10 @@
 
 Generates N rows (default 10 million; 7 numerical and 8 categorical columns with NaN, out-of-range values and
 unknown categories) as Parquet and CSV, loads them into PostgreSQL when CLEANROOM_PG_DSN is set, then measures
-each source in a fresh subprocess (the "party process") and prints: seconds to compute all 120 tables, rows per
-second, and the process's peak RSS. Usage:
-    python scripts/bench_sources.py [--rows 10000000] [--dir /tmp/cleanroom-bench] [--sources parquet,csv,postgresql]
+each source in a fresh subprocess (the "party process") and prints: seconds to compute all 120 tables, rows
+per second, and the process's peak RSS. Usage:
+    python scripts/bench_sources.py [--rows 10000000] [--dir /tmp/cleanroom-bench] \
+        [--sources parquet,csv,postgresql]
 """
 
 from __future__ import annotations
@@ -29,8 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 CHUNK = 1_000_000
 N_CATEGORIES = (2, 3, 5, 8, 12, 16, 20, 40)
 NUMERICAL = (  # name, lower, upper, number of bins, integer
-    ("age", 0, 100, 10, True), ("income", 0, 500_000, 25, False), ("score", -3, 3, 12, False),
-    ("visits", 0, 60, 30, True), ("tenure", 0, 40, 8, True), ("balance", -10_000, 90_000, 20, False),
+    ("age", 0, 100, 10, True),
+    ("income", 0, 500_000, 25, False),
+    ("score", -3, 3, 12, False),
+    ("visits", 0, 60, 30, True),
+    ("tenure", 0, 40, 8, True),
+    ("balance", -10_000, 90_000, 20, False),
     ("ratio", 0, 1, 16, False),
 )
 
@@ -39,12 +44,30 @@ def schema_json() -> dict[str, object]:
     columns: list[dict[str, object]] = []
     for name, lower, upper, n_bins, integer in NUMERICAL:
         edges = np.linspace(lower, upper, n_bins + 1)
-        bins = [int(e) for e in edges] if integer and all(float(e).is_integer() for e in edges) else edges.tolist()
-        columns.append({"name": name, "type": "numerical", "lower": lower, "upper": upper, "bins": bins,
-                        "integer": integer})
+        bins = (
+            [int(e) for e in edges]
+            if integer and all(float(e).is_integer() for e in edges)
+            else edges.tolist()
+        )
+        columns.append(
+            {
+                "name": name,
+                "type": "numerical",
+                "lower": lower,
+                "upper": upper,
+                "bins": bins,
+                "integer": integer,
+            }
+        )
     for j, k in enumerate(N_CATEGORIES):
-        columns.append({"name": f"cat{j}", "type": "categorical", "categories": [f"v{i}" for i in range(k)],
-                        "policy": {"unknown_category": "other"}})
+        columns.append(
+            {
+                "name": f"cat{j}",
+                "type": "categorical",
+                "categories": [f"v{i}" for i in range(k)],
+                "policy": {"unknown_category": "other"},
+            }
+        )
     return {"columns": columns, "policy": {"out_of_range": "clip", "missing": "level"}}
 
 
@@ -57,7 +80,7 @@ def chunk_table(rng: np.random.Generator, n: int) -> pa.Table:
             values = np.round(values)
         mask = rng.random(n) < 0.02
         data[name] = pa.array(values.astype(np.int64) if integer else values, mask=mask)
-    for j, k in enumerate(N_CATEGORIES):
+    for j in range(len(N_CATEGORIES)):
         codes = rng.zipf(1.6, n) - 1  # long tail beyond k: unknown categories
         strings = np.char.add("v", codes.astype(str))
         data[f"cat{j}"] = pa.array(strings, mask=rng.random(n) < 0.01)
@@ -90,8 +113,10 @@ def load_postgres(dsn: str, directory: Path, table: str) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {table}")
         conn.execute(f"CREATE UNLOGGED TABLE {table} ({', '.join(columns)})")
-        with conn.cursor().copy(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)") as copy, \
-                open(directory / "data.csv", "rb") as handle:
+        with (
+            conn.cursor().copy(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)") as copy,
+            open(directory / "data.csv", "rb") as handle,
+        ):
             while block := handle.read(1 << 20):
                 copy.write(block)
         conn.execute(f"ANALYZE {table}")
@@ -126,7 +151,9 @@ def run_measurement(kind: str, directory: Path, table: str) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/cleanroom-bench"))
     parser.add_argument("--sources", default="parquet,csv,postgresql")
@@ -140,14 +167,16 @@ def main() -> None:
     if not marker.exists() or marker.read_text() != str(args.rows):
         started = time.perf_counter()
         generate(args.rows, args.dir)
-        print(f"generated {args.rows:,} rows x 15 columns in {time.perf_counter() - started:.1f} s "
-              f"(parquet {os.path.getsize(args.dir / 'data.parquet') / 2**20:.0f} MiB, "
-              f"csv {os.path.getsize(args.dir / 'data.csv') / 2**20:.0f} MiB)")
+        print(
+            f"generated {args.rows:,} rows x 15 columns in {time.perf_counter() - started:.1f} s "
+            f"(parquet {os.path.getsize(args.dir / 'data.parquet') / 2**20:.0f} MiB, "
+            f"csv {os.path.getsize(args.dir / 'data.csv') / 2**20:.0f} MiB)"
+        )
     kinds = [k for k in args.sources.split(",") if k]
     if "postgresql" in kinds:
         dsn = os.environ.get("CLEANROOM_PG_DSN")
         if not dsn:
-            print("postgresql: skipped (set CLEANROOM_PG_DSN, e.g. eval \"$(bash scripts/start_postgres.sh)\")")
+            print('postgresql: skipped (set CLEANROOM_PG_DSN, e.g. eval "$(bash scripts/start_postgres.sh)")')
             kinds.remove("postgresql")
         else:
             started = time.perf_counter()
@@ -156,8 +185,10 @@ def main() -> None:
     print(f"{'source':<11} {'tables':>6} {'rows':>12} {'seconds':>8} {'rows/s':>12} {'peak RSS':>10}")
     for kind in kinds:
         result = run_measurement(kind, args.dir, args.table)
-        print(f"{kind:<11} {result['tables']:>6.0f} {result['rows']:>12,.0f} {result['seconds']:>8.1f} "
-              f"{result['rows'] / result['seconds']:>12,.0f} {result['peak_rss_mib']:>7.0f} MiB")
+        print(
+            f"{kind:<11} {result['tables']:>6.0f} {result['rows']:>12,.0f} {result['seconds']:>8.1f} "
+            f"{result['rows'] / result['seconds']:>12,.0f} {result['peak_rss_mib']:>7.0f} MiB"
+        )
 
 
 if __name__ == "__main__":

@@ -1,9 +1,9 @@
 """Party data sources: compute marginal count tables where the data already lives.
 
-`open_source(spec, schema)` returns a `DataSource` for a CSV or Parquet file (embedded DuckDB), a PostgreSQL
-table or view (server-side aggregation, read-only) or an in-memory pandas frame (tests, small data). All of them
-produce the same int64 tables as `cleanroom.marginals.count_table` on `cleanroom.encoding.encode`'s codes.
-See docs/sources.md.
+`open_source(spec, schema)` returns a `DataSource` for a CSV or Parquet file (embedded DuckDB), a
+PostgreSQL table or view (server-side aggregation, read-only) or an in-memory pandas frame (tests, small
+data). All of them produce the same int64 tables as `cleanroom.marginals.count_table` on
+`cleanroom.encoding.encode`'s codes. See docs/sources.md.
 """
 
 from __future__ import annotations
@@ -29,8 +29,14 @@ def open_source(spec: SourceSpec, schema: Any) -> DataSource:
         from party.sources.postgres import PostgresSource
 
         assert spec.dsn is not None and spec.table is not None
-        return PostgresSource(spec.dsn, spec.table, schema, rules,
-                              statement_timeout_ms=spec.statement_timeout_ms, name=spec.name)
+        return PostgresSource(
+            spec.dsn,
+            spec.table,
+            schema,
+            rules,
+            statement_timeout_ms=spec.statement_timeout_ms,
+            name=spec.name,
+        )
     from party.sources.frame import FrameSource
 
     assert spec.frame is not None

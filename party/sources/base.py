@@ -61,15 +61,18 @@ class DataSource(ABC):
     def __enter__(self) -> DataSource:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def _canonical_positions(self, clique: Sequence[str]) -> tuple[int, ...]:
         unknown = [a for a in clique if a not in self.domain]
         if unknown:
-            raise SchemaError(f"{self.name}: clique {tuple(clique)} names columns {unknown} that are not "
-                              f"measured columns of the schema")
+            raise SchemaError(
+                f"{self.name}: clique {tuple(clique)} names columns {unknown} that are not "
+                f"measured columns of the schema"
+            )
         if len(set(clique)) != len(clique):
             raise SchemaError(f"{self.name}: clique {tuple(clique)} repeats a column")
         return tuple(self.domain.index(a) for a in self.domain.canonical(tuple(clique)))
@@ -125,7 +128,7 @@ def report_from_counts(name: str, columns: Sequence[sql.ColumnSql], counts: Sequ
     report: dict[str, Any] = {}
     for j, column in enumerate(columns):
         start = 1 + j * len(statuses)
-        per_status = dict(zip(statuses, counts[start:start + len(statuses)], strict=True))
+        per_status = dict(zip(statuses, counts[start : start + len(statuses)], strict=True))
         report[column.rule.name] = column_report(column, per_status)
     ok = counts[0] > 0 and not any(entry["rejected"] for entry in report.values())
     return {"source": name, "rows": int(counts[0]), "ok": bool(ok), "columns": report}
@@ -192,8 +195,10 @@ class SqlSource(DataSource):
     def _column_of(self, rule: Any, sql_type: str) -> sql.ColumnSql:
         family = sql.type_family(sql_type)
         if rule.kind == "numerical" and family not in ("numeric", "float", "text"):
-            raise SchemaError(f"{self.name}: column {rule.name!r} has type {sql_type}, which cannot be cast to "
-                              f"a number for a numerical column")
+            raise SchemaError(
+                f"{self.name}: column {rule.name!r} has type {sql_type}, which cannot be cast to "
+                f"a number for a numerical column"
+            )
         return sql.ColumnSql(rule, sql_type, self.dialect)
 
     def row_count(self) -> int:
@@ -244,7 +249,11 @@ class SqlSource(DataSource):
             n_group = sum(per_status.get(s, 0) for s in group)
             if n_group:
                 where, value, status = self._locate(column, group)
-                return DataError(f"{self.name}: column {column.rule.name!r}, {where}: "
-                                 f"{column.rejection_text(status)} {value!r} ({n_group} such rows)")
-        return DataError(f"{self.name}: column {column.rule.name!r}: {n_bad} rejected values vanished; did the "
-                         f"data change during the job?")
+                return DataError(
+                    f"{self.name}: column {column.rule.name!r}, {where}: "
+                    f"{column.rejection_text(status)} {value!r} ({n_group} such rows)"
+                )
+        return DataError(
+            f"{self.name}: column {column.rule.name!r}: {n_bad} rejected values vanished; did the "
+            f"data change during the job?"
+        )

@@ -54,8 +54,13 @@ class FrameSource(DataSource):
         try:
             report = self._encode().report.to_dict()
         except DataError as error:
-            return {"source": self.name, "rows": len(self._frame), "ok": False, "columns": {},
-                    "error": str(error)}
+            return {
+                "source": self.name,
+                "rows": len(self._frame),
+                "ok": False,
+                "columns": {},
+                "error": str(error),
+            }
         for entry in report["columns"].values():
             entry["rejected"] = 0
         return {**report, "ok": report["rows"] > 0}

@@ -1,7 +1,8 @@
 """A PostgreSQL table or view, aggregated on the server (psycopg 3).
 
-Only aggregates travel back: the same GROUPING SETS query as the DuckDB source runs server-side. The session is
-read-only (`default_transaction_read_only`, and every transaction is begun READ ONLY, REPEATABLE READ) and has a
+Only aggregates travel back: the server computes each column's code with the same SQL as the DuckDB source
+and counts one packed cell key per requested table per row (`unnest` + GROUP BY, one scan). The session is
+read-only (`default_transaction_read_only`; transactions are begun READ ONLY, REPEATABLE READ) and has a
 `statement_timeout`. PostgreSQL tables have no row order, so a rejected value is located by its `ctid`.
 """
 
@@ -32,8 +33,9 @@ def describe_dsn(dsn: str) -> str:
     return f"postgresql://{user}{parts.get('host', '')}{port}/{parts.get('dbname', '')}"
 
 
-def unpack_keys(keys: np.ndarray, counts: np.ndarray, sets: Sequence[tuple[int, ...]],
-                shape: Sequence[int]) -> dict[tuple[int, ...], Grouped]:
+def unpack_keys(
+    keys: np.ndarray, counts: np.ndarray, sets: Sequence[tuple[int, ...]], shape: Sequence[int]
+) -> dict[tuple[int, ...], Grouped]:
     """Invert sql.unnest_counts_query's packed keys into (codes, counts) per set."""
     offsets = np.asarray(sql.cell_offsets(sets, shape), dtype=np.int64)
     which = np.searchsorted(offsets, keys, side="right") - 1
@@ -52,14 +54,23 @@ class PostgresSource(SqlSource):
 
     dialect = sql.Dialect("postgresql")
 
-    def __init__(self, dsn: str, table: str, schema: Any, rules: SchemaRules, *, statement_timeout_ms: int,
-                 name: str | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        table: str,
+        schema: Any,
+        rules: SchemaRules,
+        *,
+        statement_timeout_ms: int,
+        name: str | None = None,
+    ) -> None:
         super().__init__(name or f"{describe_dsn(dsn)} table {table}", schema, rules)
         self.table, self.statement_timeout_ms = table, statement_timeout_ms
         options = f"-c statement_timeout={int(statement_timeout_ms)} -c default_transaction_read_only=on"
         try:
-            self._conn = psycopg.connect(dsn, autocommit=True, options=options, connect_timeout=10,
-                                         application_name="cleanroom-party")
+            self._conn = psycopg.connect(
+                dsn, autocommit=True, options=options, connect_timeout=10, application_name="cleanroom-party"
+            )
         except psycopg.Error as error:
             raise PreconditionFailed(f"{self.name}: cannot connect to PostgreSQL: {error}") from error
         self._conn.read_only = True
@@ -72,8 +83,10 @@ class PostgresSource(SqlSource):
                 cursor.execute(query.encode(), params) if params else cursor.execute(query.encode())
                 return cursor.fetchall()
         except errors.QueryCanceled as error:
-            raise PreconditionFailed(f"{self.name}: query cancelled after the statement timeout "
-                                     f"({self.statement_timeout_ms} ms): {error}") from error
+            raise PreconditionFailed(
+                f"{self.name}: query cancelled after the statement timeout "
+                f"({self.statement_timeout_ms} ms): {error}"
+            ) from error
         except psycopg.OperationalError as error:
             raise PreconditionFailed(f"{self.name}: PostgreSQL connection failed: {error}") from error
         except psycopg.Error as error:
@@ -86,7 +99,7 @@ class PostgresSource(SqlSource):
     def _grouped_counts(self, sets: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], Grouped]:
         shape, out = self.domain.shape, {}
         for start in range(0, len(sets), MAX_SETS_PER_QUERY):
-            chunk = sets[start:start + MAX_SETS_PER_QUERY]
+            chunk = sets[start : start + MAX_SETS_PER_QUERY]
             rows = self._execute(sql.unnest_counts_query(self._codes_relation(), chunk, shape))
             keys_counts = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
             out.update(unpack_keys(keys_counts[:, 0], keys_counts[:, 1], chunk, shape))
@@ -99,7 +112,9 @@ class PostgresSource(SqlSource):
         if self._qualified is None:
             rows = self._execute("SELECT CAST(to_regclass(%s) AS text)", (self.table,))
             if rows[0][0] is None:
-                raise NotFound(f"{self.name}: table or view {self.table!r} does not exist (or is not visible)")
+                raise NotFound(
+                    f"{self.name}: table or view {self.table!r} does not exist (or is not visible)"
+                )
             self._qualified = str(rows[0][0])
         return self._qualified
 
@@ -107,17 +122,21 @@ class PostgresSource(SqlSource):
         rows = self._execute(
             "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute "
             "WHERE attrelid = to_regclass(%s) AND attnum > 0 AND NOT attisdropped ORDER BY attnum",
-            (self._relation(),))
+            (self._relation(),),
+        )
         return {str(name): str(kind) for name, kind in rows}
 
     def _locate(self, column: sql.ColumnSql, statuses: tuple[int, ...]) -> tuple[str, Any, int]:
         wanted = ", ".join(str(s) for s in statuses)
         rows = self._execute(
             f"SELECT CAST(ctid AS text), {column.ident}, {column.status()} "
-            f"FROM {self._relation()} WHERE ({column.status()}) IN ({wanted}) LIMIT 1")
+            f"FROM {self._relation()} WHERE ({column.status()}) IN ({wanted}) LIMIT 1"
+        )
         if not rows:
-            raise DataError(f"{self.name}: column {column.rule.name!r}: rejected values vanished; did the "
-                            f"table change during the job?")
+            raise DataError(
+                f"{self.name}: column {column.rule.name!r}: rejected values vanished; did the "
+                f"table change during the job?"
+            )
         ctid, value, status = rows[0]
         return f"row with ctid {ctid} (PostgreSQL tables have no row order)", value, int(status)
 

@@ -1,12 +1,12 @@
 """Per-column encoding rules, derived once from a `cleanroom.schema.Schema`.
 
-The SQL sources need, for every measured column, its levels and policies in a flat form. This module is the one
-place that reads the Schema's attributes, so the SQL generators depend only on `ColumnRule`.
+The SQL sources need, for every measured column, its levels and policies in a flat form. This module is
+the one place that reads the Schema's attributes, so the SQL generators depend only on `ColumnRule`.
 
 Level layout (docs/design.md, "Schema and encoding"): a categorical column has its categories in order, then
 `__other__` if unknown categories map to `other`, then `__missing__` unless missing values are rejected. A
-numerical column has one level per bin (bin i = [e_i, e_{i+1}), the last bin closed), then `__missing__` on the
-same rule.
+numerical column has one level per bin (bin i = [e_i, e_{i+1}), the last bin closed), then `__missing__`
+on the same rule.
 """
 
 from __future__ import annotations
@@ -39,14 +39,18 @@ class ColumnRule:
         if self.kind == "categorical" and not self.categories:
             raise ValueError(f"categorical column {self.name!r} has no categories")
         if self.kind == "numerical" and (len(self.edges) < 2 or list(self.edges) != sorted(set(self.edges))):
-            raise ValueError(f"bin edges of column {self.name!r} ({self.edges}) must be >= 2 increasing values")
+            raise ValueError(
+                f"bin edges of column {self.name!r} ({self.edges}) must be >= 2 increasing values"
+            )
         for value, allowed, what in (
             (self.unknown_category, UNKNOWN_POLICIES, "unknown_category"),
             (self.out_of_range, OUT_OF_RANGE_POLICIES, "out_of_range"),
             (self.missing, MISSING_POLICIES, "missing"),
         ):
             if value not in allowed:
-                raise ValueError(f"{what} policy of column {self.name!r} ({value!r}) must be one of {allowed}")
+                raise ValueError(
+                    f"{what} policy of column {self.name!r} ({value!r}) must be one of {allowed}"
+                )
 
     @property
     def n_bins(self) -> int:
@@ -112,7 +116,9 @@ def rules_from_schema(schema: Any) -> SchemaRules:
         measured.append(rule)
     rules = SchemaRules(tuple(measured), tuple(identifiers))
     if tuple(schema.domain.attrs) != rules.names:
-        raise ValueError(f"schema domain {schema.domain.attrs} differs from its measured columns {rules.names}")
+        raise ValueError(
+            f"schema domain {schema.domain.attrs} differs from its measured columns {rules.names}"
+        )
     return rules
 
 

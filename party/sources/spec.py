@@ -4,7 +4,7 @@
 [source]
 path = "data/customers.parquet"        # kind inferred from the suffix: .parquet/.pq -> parquet, .csv -> csv
 # or
-url = "postgresql://reader@db.internal:5432/crm"   # or url_env = "CRM_DSN" to keep the password out of the file
+url = "postgresql://reader@db.internal:5432/crm"   # or url_env = "CRM_DSN" (password not in the file)
 table = "customers"                                 # table or view, optionally schema-qualified
 statement_timeout_ms = 300000
 ```
@@ -24,8 +24,18 @@ from cleanroom.errors import InvalidInput
 
 KINDS = ("csv", "parquet", "postgresql", "pandas")
 _SUFFIX_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
-_CONFIG_KEYS = {"kind", "path", "url", "dsn", "url_env", "table", "statement_timeout_ms", "read_only",
-                "delimiter", "name"}
+_CONFIG_KEYS = {
+    "kind",
+    "path",
+    "url",
+    "dsn",
+    "url_env",
+    "table",
+    "statement_timeout_ms",
+    "read_only",
+    "delimiter",
+    "name",
+}
 DEFAULT_TIMEOUT_MS = 600_000
 
 
@@ -96,9 +106,11 @@ def _infer_kind(path: Path | None, dsn: str | None) -> str:
     if dsn is not None:
         return "postgresql"
     if path is None:
-        raise InvalidInput("[source] needs path = \"...csv|parquet\" or url = \"postgresql://...\"")
+        raise InvalidInput('[source] needs path = "...csv|parquet" or url = "postgresql://..."')
     kind = _SUFFIX_KINDS.get(path.suffix.lower())
     if kind is None:
-        raise InvalidInput(f"[source] path {path}: cannot infer the kind from suffix {path.suffix!r}; "
-                           f"set kind = \"csv\" or \"parquet\"")
+        raise InvalidInput(
+            f"[source] path {path}: cannot infer the kind from suffix {path.suffix!r}; "
+            f'set kind = "csv" or "parquet"'
+        )
     return kind

@@ -1,9 +1,10 @@
 """SQL text for encoding, counting and validating a table inside DuckDB or PostgreSQL.
 
-Every measured column becomes a small integer code computed by a CASE expression (categories through a list /
-array lookup, bins through a chain of edge comparisons), exactly as `cleanroom.encoding.encode` does in pandas.
-Values rejected by a policy get the code REJECT (-1); cells not grouped in a GROUPING SETS result come back as
-NOT_GROUPED (-2). A status expression per column classifies each value for the validation report.
+Every measured column becomes a small integer code computed by a CASE expression (categories through a
+list / array lookup, bins through edge comparisons or width_bucket), exactly as `cleanroom.encoding.encode`
+does in pandas. Values rejected by a policy get the code REJECT (-1); cells not grouped in a GROUPING SETS
+result come back as NOT_GROUPED (-2).
+A status expression per column classifies each value for the validation report.
 """
 
 from __future__ import annotations
@@ -17,12 +18,37 @@ NOT_GROUPED = -2
 
 # Value status per column, used by the validation report and to locate the first rejected row.
 OK, MISSING, UNKNOWN, BELOW, ABOVE, UNCASTABLE = 0, 1, 2, 3, 4, 5
-STATUS_NAMES = {MISSING: "missing", UNKNOWN: "unknown category", BELOW: "below lower bound",
-                ABOVE: "above upper bound", UNCASTABLE: "not a number"}
+STATUS_NAMES = {
+    MISSING: "missing",
+    UNKNOWN: "unknown category",
+    BELOW: "below lower bound",
+    ABOVE: "above upper bound",
+    UNCASTABLE: "not a number",
+}
 
-_NUMERIC_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
-                  "UBIGINT", "UHUGEINT", "FLOAT", "DOUBLE", "DECIMAL", "REAL", "NUMERIC", "DOUBLE PRECISION",
-                  "INT2", "INT4", "INT8", "FLOAT4", "FLOAT8")
+_NUMERIC_TYPES = (
+    "TINYINT",
+    "SMALLINT",
+    "INTEGER",
+    "BIGINT",
+    "HUGEINT",
+    "UTINYINT",
+    "USMALLINT",
+    "UINTEGER",
+    "UBIGINT",
+    "UHUGEINT",
+    "FLOAT",
+    "DOUBLE",
+    "DECIMAL",
+    "REAL",
+    "NUMERIC",
+    "DOUBLE PRECISION",
+    "INT2",
+    "INT4",
+    "INT8",
+    "FLOAT4",
+    "FLOAT8",
+)
 _TEXT_TYPES = ("VARCHAR", "TEXT", "CHARACTER VARYING", "CHARACTER", "CHAR", "BPCHAR", "STRING")
 _WHITESPACE = " \t\n\r\x0b\x0c"
 _FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL", "DOUBLE PRECISION", "FLOAT4", "FLOAT8")
@@ -32,7 +58,7 @@ _PG_NUMBER_RE = r"^\s*[+-]?((\d+\.?\d*|\.\d+)(e[+-]?\d+)?|inf|infinity|nan)\s*$"
 
 
 def type_family(sql_type: str) -> str:
-    """'numeric', 'float' (a numeric subtype), 'text', 'boolean' or 'other' for a DuckDB/PostgreSQL type name."""
+    """'numeric', 'float' (numeric too), 'text', 'boolean' or 'other' for a DuckDB/PostgreSQL type."""
     base = sql_type.upper().split("(")[0].strip()
     if base in _FLOAT_TYPES:
         return "float"
@@ -89,8 +115,9 @@ class Dialect:
         if self.name == "postgresql":  # binary search: the number of interior edges <= value
             items = ", ".join(self.double(e) for e in interior)
             return f"width_bucket({value}, ARRAY[{items}])"
-        cases = " ".join(f"WHEN {value} >= {self.double(interior[i - 1])} THEN {i}"
-                         for i in range(len(interior), 0, -1))
+        cases = " ".join(
+            f"WHEN {value} >= {self.double(interior[i - 1])} THEN {i}" for i in range(len(interior), 0, -1)
+        )
         return f"CASE {cases} ELSE 0 END"
 
     def is_blank(self, expr: str) -> str:
@@ -101,8 +128,10 @@ class Dialect:
     def float_as_text(self, expr: str) -> str:
         """The category key of a float: integral values as integers (13.0 -> '13'), else str()."""
         text = "VARCHAR" if self.name == "duckdb" else "text"
-        return (f"(CASE WHEN {expr} = trunc({expr}) AND abs({expr}) < 9e18 "
-                f"THEN CAST(CAST({expr} AS BIGINT) AS {text}) ELSE CAST({expr} AS {text}) END)")
+        return (
+            f"(CASE WHEN {expr} = trunc({expr}) AND abs({expr}) < 9e18 "
+            f"THEN CAST(CAST({expr} AS BIGINT) AS {text}) ELSE CAST({expr} AS {text}) END)"
+        )
 
 
 @dataclass(frozen=True)
@@ -144,13 +173,19 @@ class ColumnSql:
         if rule.kind == "categorical":
             missing, text = self._categorical_parts()
             position = self.dialect.list_position(rule.categories, text)
-            return (f"CASE WHEN {missing} THEN {rule.missing_code} "
-                    f"ELSE COALESCE({position} - 1, {rule.other_code}) END")
+            return (
+                f"CASE WHEN {missing} THEN {rule.missing_code} "
+                f"ELSE COALESCE({position} - 1, {rule.other_code}) END"
+            )
         missing, value, uncastable = self._numeric_parts()
         cases = [f"WHEN {uncastable} THEN {REJECT}"] if uncastable else []
         cases.append(f"WHEN {missing} THEN {rule.missing_code}")
-        cases.append(f"WHEN {value} < {self.dialect.double(rule.edges[0])} THEN {rule.out_of_range_code(False)}")
-        cases.append(f"WHEN {value} > {self.dialect.double(rule.edges[-1])} THEN {rule.out_of_range_code(True)}")
+        cases.append(
+            f"WHEN {value} < {self.dialect.double(rule.edges[0])} THEN {rule.out_of_range_code(False)}"
+        )
+        cases.append(
+            f"WHEN {value} > {self.dialect.double(rule.edges[-1])} THEN {rule.out_of_range_code(True)}"
+        )
         return "CASE " + " ".join(cases) + f" ELSE {self.dialect.bin_index(value, rule.edges)} END"
 
     def status(self) -> str:
@@ -168,7 +203,7 @@ class ColumnSql:
 
     def rejected_statuses(self) -> tuple[tuple[int, ...], ...]:
         """Groups of statuses that raise DataError, in the order cleanroom.encoding checks them."""
-        rule, groups = self.rule, []
+        rule, groups = self.rule, list[tuple[int, ...]]()
         if rule.kind == "numerical" and type_family(self.sql_type) == "text":
             groups.append((UNCASTABLE,))
         if rule.missing == "reject":
@@ -227,8 +262,10 @@ def report_query(relation: str, columns: Sequence[ColumnSql]) -> str:
 def rejected_counts_query(relation: str, column: ColumnSql) -> str:
     """How many rows have each rejected status in one column."""
     statuses = ", ".join(str(s) for group in column.rejected_statuses() for s in group)
-    return (f"SELECT st, count(*) FROM (SELECT {column.status()} AS st FROM {relation}) AS s "
-            f"WHERE st IN ({statuses}) GROUP BY st")
+    return (
+        f"SELECT st, count(*) FROM (SELECT {column.status()} AS st FROM {relation}) AS s "
+        f"WHERE st IN ({statuses}) GROUP BY st"
+    )
 
 
 def row_count_query(relation: str) -> str:
@@ -258,5 +295,7 @@ def unnest_counts_query(codes: str, sets: Sequence[tuple[int, ...]], shape: Sequ
         for j in group:
             packed = f"({packed}) * {shape[j] + 1} + (c{j} + 1)"
         keys.append(f"{offset} + {packed}")
-    return (f"SELECT k, count(*) FROM (SELECT unnest(ARRAY[{', '.join(keys)}]::bigint[]) AS k "
-            f"FROM {codes}) AS u GROUP BY k")
+    return (
+        f"SELECT k, count(*) FROM (SELECT unnest(ARRAY[{', '.join(keys)}]::bigint[]) AS k "
+        f"FROM {codes}) AS u GROUP BY k"
+    )
