@@ -100,9 +100,12 @@ class DuckDbSource(SqlSource):
     def _codes_relation(self) -> str:
         """Codes of every row, materialised once per source (one scan of the file) in a temp table."""
         if not self._codes_ready:
-            self._run(
-                f"CREATE TEMP TABLE {CODES_TABLE} AS {sql.encode_query(self._relation(), self._columns())}"
-            )
+            encode = sql.encode_query(self._relation(), self._columns())
+            self._run("SET preserve_insertion_order = false")  # row order of the codes is irrelevant
+            try:
+                self._run(f"CREATE TEMP TABLE {CODES_TABLE} AS {encode}")
+            finally:
+                self._run("SET preserve_insertion_order = true")  # _locate numbers rows in file order
             self._codes_ready = True
         return CODES_TABLE
 

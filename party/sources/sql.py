@@ -146,40 +146,49 @@ class ColumnSql:
     def ident(self) -> str:
         return quote_ident(self.rule.name)
 
-    def _categorical_parts(self) -> tuple[str, str]:
-        """(missing condition, text value) for a categorical column."""
-        family, col = type_family(self.sql_type), self.ident
-        if family == "boolean":
-            return f"{col} IS NULL", f"(CASE WHEN {col} THEN 'True' ELSE 'False' END)"
-        if family == "float":
-            return f"({col} IS NULL OR {self.dialect.is_nan(col)})", self.dialect.float_as_text(col)
-        if family == "text":
-            return self.dialect.is_blank(col), col
-        return f"{col} IS NULL", f"CAST({col} AS {'VARCHAR' if self.dialect.name == 'duckdb' else 'text'})"
+    def parts(self) -> dict[str, str]:
+        """The per-row pieces the code and status are built from: name -> SQL expression over the relation.
 
-    def _numeric_parts(self) -> tuple[str, str, str | None]:
-        """(missing condition, double value, uncastable condition or None) for a numerical column."""
+        Categorical: `missing` (condition) and `position` (1-based category index or NULL). Numerical:
+        `missing`, `value` (double) and, for text columns, `uncastable`.
+        """
         family, col = type_family(self.sql_type), self.ident
+        if self.rule.kind == "categorical":
+            missing, text = col + " IS NULL", f"CAST({col} AS {self._text_type()})"
+            if family == "boolean":
+                text = f"(CASE WHEN {col} THEN 'True' ELSE 'False' END)"
+            elif family == "float":
+                missing, text = (
+                    f"({col} IS NULL OR {self.dialect.is_nan(col)})",
+                    self.dialect.float_as_text(col),
+                )
+            elif family == "text":
+                missing, text = self.dialect.is_blank(col), col
+            return {"missing": missing, "position": self.dialect.list_position(self.rule.categories, text)}
         if family == "text":
-            blank = self.dialect.is_blank(col)
-            value = self.dialect.text_to_double(col)
-            missing = f"({blank} OR {self.dialect.is_nan(value)})"
-            return missing, value, f"(NOT {blank} AND NOT {self.dialect.castable(col)})"
+            blank, value = self.dialect.is_blank(col), self.dialect.text_to_double(col)
+            return {
+                "missing": f"({blank} OR {self.dialect.is_nan(value)})",
+                "value": value,
+                "uncastable": f"(NOT {blank} AND NOT {self.dialect.castable(col)})",
+            }
         value = f"CAST({col} AS DOUBLE PRECISION)"
-        return f"({col} IS NULL OR {self.dialect.is_nan(value)})", value, None
+        return {"missing": f"({col} IS NULL OR {self.dialect.is_nan(value)})", "value": value}
 
-    def code(self) -> str:
-        rule = self.rule
+    def _text_type(self) -> str:
+        return "VARCHAR" if self.dialect.name == "duckdb" else "text"
+
+    def code(self, parts: dict[str, str] | None = None) -> str:
+        """The code expression, over the relation or (given `parts` names) over a prepared projection."""
+        rule, part = self.rule, parts or self.parts()
         if rule.kind == "categorical":
-            missing, text = self._categorical_parts()
-            position = self.dialect.list_position(rule.categories, text)
             return (
-                f"CASE WHEN {missing} THEN {rule.missing_code} "
-                f"ELSE COALESCE({position} - 1, {rule.other_code}) END"
+                f"CASE WHEN {part['missing']} THEN {rule.missing_code} "
+                f"ELSE COALESCE({part['position']} - 1, {rule.other_code}) END"
             )
-        missing, value, uncastable = self._numeric_parts()
-        cases = [f"WHEN {uncastable} THEN {REJECT}"] if uncastable else []
-        cases.append(f"WHEN {missing} THEN {rule.missing_code}")
+        value = part["value"]
+        cases = [f"WHEN {part['uncastable']} THEN {REJECT}"] if "uncastable" in part else []
+        cases.append(f"WHEN {part['missing']} THEN {rule.missing_code}")
         cases.append(
             f"WHEN {value} < {self.dialect.double(rule.edges[0])} THEN {rule.out_of_range_code(False)}"
         )
@@ -188,15 +197,16 @@ class ColumnSql:
         )
         return "CASE " + " ".join(cases) + f" ELSE {self.dialect.bin_index(value, rule.edges)} END"
 
-    def status(self) -> str:
-        rule = self.rule
+    def status(self, parts: dict[str, str] | None = None) -> str:
+        rule, part = self.rule, parts or self.parts()
         if rule.kind == "categorical":
-            missing, text = self._categorical_parts()
-            position = self.dialect.list_position(rule.categories, text)
-            return f"CASE WHEN {missing} THEN {MISSING} WHEN {position} IS NULL THEN {UNKNOWN} ELSE {OK} END"
-        missing, value, uncastable = self._numeric_parts()
-        cases = [f"WHEN {uncastable} THEN {UNCASTABLE}"] if uncastable else []
-        cases.append(f"WHEN {missing} THEN {MISSING}")
+            return (
+                f"CASE WHEN {part['missing']} THEN {MISSING} WHEN {part['position']} IS NULL "
+                f"THEN {UNKNOWN} ELSE {OK} END"
+            )
+        value = part["value"]
+        cases = [f"WHEN {part['uncastable']} THEN {UNCASTABLE}"] if "uncastable" in part else []
+        cases.append(f"WHEN {part['missing']} THEN {MISSING}")
         cases.append(f"WHEN {value} < {self.dialect.double(rule.edges[0])} THEN {BELOW}")
         cases.append(f"WHEN {value} > {self.dialect.double(rule.edges[-1])} THEN {ABOVE}")
         return "CASE " + " ".join(cases) + f" ELSE {OK} END"
@@ -231,11 +241,28 @@ def code_type(columns: Sequence[ColumnSql]) -> str:
     return "SMALLINT" if largest < 2**15 else "INTEGER"
 
 
+def prepared(relation: str, columns: Sequence[ColumnSql]) -> tuple[str, list[dict[str, str]]]:
+    """An inner projection computing every column's pieces once (p<j>_<piece>), and their names per column.
+
+    Without it, engines re-evaluate e.g. a text column's cast in every WHEN branch that uses it. The OFFSET 0
+    keeps PostgreSQL from inlining the projection back into the outer expressions.
+    """
+    items, names = [], []
+    for j, column in enumerate(columns):
+        mine = {}
+        for piece, expr in column.parts().items():
+            mine[piece] = f"p{j}_{piece}"
+            items.append(f"{expr} AS p{j}_{piece}")
+        names.append(mine)
+    return f"(SELECT {', '.join(items) or '1 AS p'} FROM {relation} OFFSET 0) AS prepared", names
+
+
 def encode_query(relation: str, columns: Sequence[ColumnSql]) -> str:
     """The codes of every measured column, as columns c0, c1, ... (one row per data row)."""
     kind = code_type(columns)
-    projected = ", ".join(f"CAST({col.code()} AS {kind}) AS c{j}" for j, col in enumerate(columns))
-    return f"SELECT {projected} FROM {relation}"
+    inner, names = prepared(relation, columns)
+    projected = ", ".join(f"CAST({col.code(names[j])} AS {kind}) AS c{j}" for j, col in enumerate(columns))
+    return f"SELECT {projected} FROM {inner}"
 
 
 def grouping_sets_query(codes: str, n_columns: int, sets: Sequence[tuple[int, ...]]) -> str:
@@ -251,12 +278,12 @@ def grouping_sets_query(codes: str, n_columns: int, sets: Sequence[tuple[int, ..
 
 def report_query(relation: str, columns: Sequence[ColumnSql]) -> str:
     """One scan: the row count and, per column, how many values have each non-OK status."""
-    names = [f"s{j}" for j in range(len(columns))]
-    projected = ", ".join(f"{col.status()} AS {name}" for col, name in zip(columns, names, strict=True))
+    inner, names = prepared(relation, columns)
+    statuses = ", ".join(f"{col.status(names[j])} AS s{j}" for j, col in enumerate(columns))
     counts = ["count(*)"]
-    for name in names:
-        counts += [f"count(*) FILTER (WHERE {name} = {status})" for status in sorted(STATUS_NAMES)]
-    return f"WITH st AS (SELECT {projected} FROM {relation}) SELECT {', '.join(counts)} FROM st"
+    for j in range(len(columns)):
+        counts += [f"count(*) FILTER (WHERE s{j} = {status})" for status in sorted(STATUS_NAMES)]
+    return f"WITH st AS (SELECT {statuses} FROM {inner}) SELECT {', '.join(counts)} FROM st"
 
 
 def rejected_counts_query(relation: str, column: ColumnSql) -> str:
