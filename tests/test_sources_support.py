@@ -122,34 +122,14 @@ def pg_dsn() -> str:
     pytest.skip(message)
 
 
-def _pg_type(series: pd.Series) -> str:
-    if pd.api.types.is_integer_dtype(series.dtype):
-        return "bigint"
-    if pd.api.types.is_float_dtype(series.dtype):
-        return "double precision"
-    return "text"
-
-
-def _pg_value(value: Any) -> Any:
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return None
-    return value.item() if isinstance(value, np.generic) else value
-
-
 @contextmanager
 def pg_table(df: pd.DataFrame, types: dict[str, str] | None = None) -> Iterator[str]:
     """Load `df` into a fresh table of the test server; yields its name and drops it afterwards."""
-    import psycopg
+    from party.sources.loading import drop_postgres_table, write_postgres_table
 
     dsn, table = pg_dsn(), f"cleanroom_test_{uuid.uuid4().hex[:12]}"
-    types = types or {}
-    columns = ", ".join(f'"{c}" {types.get(c, _pg_type(df[c]))}' for c in df.columns)
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(f"CREATE TABLE {table} ({columns})")
-        try:
-            with conn.cursor().copy(f"COPY {table} FROM STDIN") as copy:
-                for row in df.itertuples(index=False):
-                    copy.write_row([_pg_value(v) for v in row])
-            yield table
-        finally:
-            conn.execute(f"DROP TABLE IF EXISTS {table}")
+    write_postgres_table(dsn, table, df, types=types)
+    try:
+        yield table
+    finally:
+        drop_postgres_table(dsn, table)
