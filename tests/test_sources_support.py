@@ -80,6 +80,8 @@ def frame(n: int = 400, seed: int = 7) -> pd.DataFrame:
     country = rng.choice(np.array(["US", "DE", "JP", "FR", "BR", "CN"], dtype=object), n)
     country[rng.random(n) < 0.05] = None
     country[4] = "  "  # blank: missing
+    country[5] = "\t\xa0\u3000"  # blank too (Python's str.strip() whitespace)
+    country[6] = " US"  # not blank, not a category: __other__
     tier = pd.array(rng.integers(1, 5, n), dtype="Int64")  # integers match "1".."3"; 4 is unknown
     tier[rng.random(n) < 0.05] = pd.NA
     segment = rng.choice(np.array(["a", "b"], dtype=object), n)

@@ -50,7 +50,8 @@ _NUMERIC_TYPES = (
     "FLOAT8",
 )
 _TEXT_TYPES = ("VARCHAR", "TEXT", "CHARACTER VARYING", "CHARACTER", "CHAR", "BPCHAR", "STRING")
-_WHITESPACE = " \t\n\r\x0b\x0c"
+# Python's str.strip() whitespace (str.isspace()); all of it is below code point 33 or above 132.
+_WHITESPACE = "".join(chr(i) for i in range(0x3001) if chr(i).isspace())
 _FLOAT_TYPES = ("FLOAT", "DOUBLE", "REAL", "DOUBLE PRECISION", "FLOAT4", "FLOAT8")
 
 # What PostgreSQL's float8 input accepts (there is no TRY_CAST before PostgreSQL 16's pg_input_is_valid).
@@ -102,6 +103,12 @@ class Dialect:
             return f"TRY_CAST({expr} AS DOUBLE)"
         return f"(CASE WHEN {self.castable(expr)} THEN CAST({expr} AS DOUBLE PRECISION) END)"
 
+    def uncastable(self, expr: str, value: str, blank: str) -> str:
+        """A non-blank text that is not a number (DuckDB: its TRY_CAST `value` came out NULL)."""
+        if self.name == "duckdb":
+            return f"({value} IS NULL AND NOT {blank})"
+        return f"(NOT {blank} AND NOT {self.castable(expr)})"
+
     def castable(self, expr: str) -> str:
         if self.name == "duckdb":
             return f"(TRY_CAST({expr} AS DOUBLE) IS NOT NULL)"
@@ -121,9 +128,16 @@ class Dialect:
         return f"CASE {cases} ELSE 0 END"
 
     def is_blank(self, expr: str) -> str:
-        """NULL, or a string of whitespace only (missing, as in cleanroom.encoding)."""
+        """NULL, or a string of whitespace only (missing, as in cleanroom.encoding).
+
+        Trimming every value is slow; a first character in 33..132 (printable ASCII) decides at once.
+        """
         trim = "trim" if self.name == "duckdb" else "btrim"
-        return f"({expr} IS NULL OR {trim}({expr}, {quote_literal(_WHITESPACE)}) = '')"
+        return (
+            f"(CASE WHEN {expr} IS NULL OR length({expr}) = 0 THEN true "
+            f"WHEN ascii({expr}) BETWEEN 33 AND 132 THEN false "
+            f"ELSE {trim}({expr}, {quote_literal(_WHITESPACE)}) = '' END)"
+        )
 
     def float_as_text(self, expr: str) -> str:
         """The category key of a float: integral values as integers (13.0 -> '13'), else str()."""
@@ -170,7 +184,7 @@ class ColumnSql:
             return {
                 "missing": f"({blank} OR {self.dialect.is_nan(value)})",
                 "value": value,
-                "uncastable": f"(NOT {blank} AND NOT {self.dialect.castable(col)})",
+                "uncastable": self.dialect.uncastable(col, value, blank),
             }
         value = f"CAST({col} AS DOUBLE PRECISION)"
         return {"missing": f"({col} IS NULL OR {self.dialect.is_nan(value)})", "value": value}
