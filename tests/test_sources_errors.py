@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -11,39 +13,35 @@ from test_sources_support import frame, pg_dsn, pg_table, schema, write_csv, wri
 
 from cleanroom.encoding import encode
 from cleanroom.errors import DataError, NotFound, PreconditionFailed, SchemaError
-from party.sources import SourceSpec, open_source
+from cleanroom.schema import Schema
+from party.sources import DataSource, SourceSpec, open_source
 
 ALL_KINDS = ["pandas", "csv", "parquet", "postgresql"]
+Opener = Callable[[str, pd.DataFrame, Schema], DataSource]
 
 
-def spec_for(kind: str, df: pd.DataFrame, tmp_path: Path, stack: list[object]) -> SourceSpec:
+def spec_for(kind: str, df: pd.DataFrame, tmp_path: Path, stack: ExitStack) -> SourceSpec:
     if kind == "pandas":
         return SourceSpec.from_frame(df, "mem")
     if kind == "csv":
         return SourceSpec(kind="csv", path=write_csv(df, tmp_path / "d.csv"))
     if kind == "parquet":
         return SourceSpec(kind="parquet", path=write_parquet(df, tmp_path / "d.parquet"))
-    context = pg_table(df)
-    stack.append(context)
-    return SourceSpec(kind="postgresql", dsn=pg_dsn(), table=context.__enter__())
+    dsn = pg_dsn()
+    return SourceSpec(kind="postgresql", dsn=dsn, table=stack.enter_context(pg_table(df)))
 
 
 @pytest.fixture
-def opened(tmp_path: Path):  # type: ignore[no-untyped-def]
+def opened(tmp_path: Path) -> Iterator[Callable[[str, pd.DataFrame, Schema], DataSource]]:
     """open(kind, df, schema) -> DataSource; closes sources and drops PostgreSQL tables afterwards."""
-    stack: list[object] = []
-    sources = []
+    with ExitStack() as stack:
 
-    def _open(kind: str, df: pd.DataFrame, the_schema: object):  # type: ignore[no-untyped-def]
-        source = open_source(spec_for(kind, df, tmp_path, stack), the_schema)
-        sources.append(source)
-        return source
+        def _open(kind: str, df: pd.DataFrame, the_schema: Schema) -> DataSource:
+            source = open_source(spec_for(kind, df, tmp_path, stack), the_schema)
+            stack.callback(source.close)
+            return source
 
-    yield _open
-    for source in sources:
-        source.close()
-    for context in reversed(stack):
-        context.__exit__(None, None, None)  # type: ignore[attr-defined]
+        yield _open
 
 
 def where(kind: str, row: int) -> str:
@@ -57,7 +55,7 @@ def where(kind: str, row: int) -> str:
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_unknown_category_rejected_with_first_row(kind: str, opened) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_category_rejected_with_first_row(kind: str, opened: Opener) -> None:
     df = frame(50)
     df["segment"] = "a"
     df.loc[[17, 30], "segment"] = ["zz", "yy"]
@@ -74,7 +72,7 @@ def test_unknown_category_rejected_with_first_row(kind: str, opened) -> None:  #
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_out_of_range_rejected(kind: str, opened) -> None:  # type: ignore[no-untyped-def]
+def test_out_of_range_rejected(kind: str, opened: Opener) -> None:
     df = frame(40)
     df["fare"] = 10.0
     df.loc[12, "fare"] = 1500.5
@@ -85,7 +83,7 @@ def test_out_of_range_rejected(kind: str, opened) -> None:  # type: ignore[no-un
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_missing_rejected_before_unknown(kind: str, opened) -> None:  # type: ignore[no-untyped-def]
+def test_missing_rejected_before_unknown(kind: str, opened: Opener) -> None:
     """Like the encoder, a column's missing-value check comes before its unknown-category check."""
     df = frame(40)
     df["segment"] = "b"
@@ -99,7 +97,7 @@ def test_missing_rejected_before_unknown(kind: str, opened) -> None:  # type: ig
 
 
 @pytest.mark.parametrize("kind", ["pandas", "csv", "parquet", "postgresql"])
-def test_nan_with_missing_reject(kind: str, opened) -> None:  # type: ignore[no-untyped-def]
+def test_nan_with_missing_reject(kind: str, opened: Opener) -> None:
     df = frame(30)
     df["ratio"] = 0.5
     df.loc[21, "ratio"] = np.nan
@@ -110,7 +108,7 @@ def test_nan_with_missing_reject(kind: str, opened) -> None:  # type: ignore[no-
 
 
 @pytest.mark.parametrize("kind", ["csv", "postgresql"])
-def test_text_that_is_not_a_number(kind: str, opened) -> None:  # type: ignore[no-untyped-def]
+def test_text_that_is_not_a_number(kind: str, opened: Opener) -> None:
     df = frame(30)
     df["fare"] = ["12.5"] * 30
     df.loc[[4, 8], "fare"] = ["twelve", "1,5"]
@@ -135,7 +133,7 @@ def test_type_that_cannot_be_cast(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_missing_and_misnamed_columns(kind: str, opened) -> None:  # type: ignore[no-untyped-def]
+def test_missing_and_misnamed_columns(kind: str, opened: Opener) -> None:
     source = opened(
         kind, frame(10).rename(columns={"country": "Country"}).drop(columns=["segment"]), schema()
     )
@@ -148,7 +146,7 @@ def test_missing_and_misnamed_columns(kind: str, opened) -> None:  # type: ignor
 
 
 @pytest.mark.parametrize("kind", ALL_KINDS)
-def test_empty_table(kind: str, opened) -> None:  # type: ignore[no-untyped-def]
+def test_empty_table(kind: str, opened: Opener) -> None:
     source = opened(kind, frame(10).iloc[:0], schema())
     source.check_schema()
     assert source.row_count() == 0
