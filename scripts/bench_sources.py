@@ -165,6 +165,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path("/tmp/cleanroom-bench"))
     parser.add_argument("--sources", default="parquet,csv,postgresql")
     parser.add_argument("--table", default="cleanroom_bench")
+    parser.add_argument("--reuse-table", action="store_true", help="skip loading PostgreSQL (already loaded)")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -185,7 +186,7 @@ def main() -> None:
         if not dsn:
             print('postgresql: skipped (set CLEANROOM_PG_DSN, e.g. eval "$(bash scripts/start_postgres.sh)")')
             kinds.remove("postgresql")
-        else:
+        elif not args.reuse_table:
             started = time.perf_counter()
             load_postgres(dsn, args.dir, args.table)
             print(f"loaded into PostgreSQL table {args.table} in {time.perf_counter() - started:.1f} s")

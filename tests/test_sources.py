@@ -159,3 +159,17 @@ def test_spec_from_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ]:
         with pytest.raises(InvalidInput, match=words):
             SourceSpec.from_config(bad, tmp_path)
+
+
+def test_postgresql_cover_sets_cover_every_table_within_budget() -> None:
+    from party.sources.postgres import COVER_CELL_BUDGET, cover_sets, sub_grouped
+
+    shape = (11, 26, 13, 31, 9, 21, 17, 4, 5, 7, 10, 14, 18, 22, 42)
+    pairs = list(itertools.combinations(range(len(shape)), 2))
+    covers = cover_sets(pairs, shape)
+    assert len(covers) < len(pairs) / 2
+    assert all(any(set(p) <= set(c) for c in covers) for p in pairs)
+    assert all(np.prod([shape[j] + 1 for j in c]) <= COVER_CELL_BUDGET for c in covers)
+    codes = np.array([[0, 1, 2], [0, 1, 3], [-1, 1, 2], [0, 2, 2]])
+    sub_codes, sub_counts = sub_grouped({(0, 1, 2): (codes, np.array([5, 6, 7, 8]))}, (0, 2))
+    assert dict(zip(map(tuple, sub_codes), sub_counts, strict=True)) == {(0, 2): 13, (0, 3): 6, (-1, 2): 7}
