@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
 from cleanroom.schema import Schema
+from cleanroom.secagg.manifest import required_threshold
 
 RUN_JOBS = "run_jobs"
 RECEIVE_RESULTS = "receive_results"
@@ -192,15 +193,20 @@ class Plan:
             )
         if self.threshold and not (2 * self.threshold > n and self.threshold <= n):
             raise self._fail(f"threshold ({self.threshold}) must be > n/2 = {n / 2} and <= n = {n}")
-        if self.effective_threshold > n - self.dropout_tolerance:
-            raise self._fail(
-                f"threshold ({self.effective_threshold}) must be <= data parties - dropout_tolerance "
-                f"= {n - self.dropout_tolerance}, or tolerated dropouts could not be unmasked"
-            )
         if self.n_min < 1:
             raise self._fail(
                 f"data parties ({n}) - dropout_tolerance ({self.dropout_tolerance}) - colluders "
                 f"({self.colluders}) must be >= 1"
+            )
+        if self.threshold and self.threshold < required_threshold(n, self.colluders):
+            raise self._fail(
+                f"threshold ({self.threshold}) must be >= {required_threshold(n, self.colluders)} "
+                f"to tolerate {self.colluders} colluders (t > (n + c)/2 and t > c)"
+            )
+        if self.effective_threshold > n - self.dropout_tolerance:
+            raise self._fail(
+                f"threshold ({self.effective_threshold}) must be <= data parties - dropout_tolerance "
+                f"= {n - self.dropout_tolerance}, or tolerated dropouts could not be unmasked"
             )
 
     def _check_outputs(self) -> None:
@@ -222,8 +228,20 @@ class Plan:
 
     @property
     def effective_threshold(self) -> int:
-        """Secure-aggregation threshold t: the explicit value, or floor(n/2)+1 over data parties."""
-        return self.threshold or len(self.data_parties) // 2 + 1
+        """Secure-aggregation threshold t: the explicit value, or the smallest t safe against `colluders`.
+
+        With c parties colluding with a lying coordinator, t must exceed (n + c)/2 and c
+        (`cleanroom.secagg.manifest.required_threshold`); with c = 0 that is floor(n/2)+1.
+        """
+        return self.threshold or required_threshold(len(self.data_parties), self.colluders)
+
+    @property
+    def min_survivors(self) -> int:
+        """Fewest parties an aggregation round may end with: below it the n_min noise promise fails.
+
+        `max(min_parties, data parties - dropout_tolerance)`; the secure-aggregation quorum is at least this.
+        """
+        return max(self.min_parties, len(self.data_parties) - self.dropout_tolerance)
 
     @property
     def n_min(self) -> int:

@@ -37,8 +37,13 @@ def member_toml(member_id: str, key: Ed25519PrivateKey | None, abilities: list[s
     return "\n".join(lines) + "\n"
 
 
-def write_plan(directory: Path, n_parties: int = 3, overrides: dict[str, str] | None = None,
-               extra_members: str = "", name: str = "plan.toml") -> PlanFiles:
+def write_plan(
+    directory: Path,
+    n_parties: int = 3,
+    overrides: dict[str, str] | None = None,
+    extra_members: str = "",
+    name: str = "plan.toml",
+) -> PlanFiles:
     """A valid plan with data parties p0..p{n-1} (p0 has every ability, others only run_jobs) and an analyst.
 
     `overrides` replaces top-level values by raw TOML text (e.g. {"threshold": "1"}); a value of None-like

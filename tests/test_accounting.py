@@ -68,8 +68,13 @@ def test_cdp_rho_round_trips(rho: float, delta: float) -> None:
 
 
 def test_conversion_inputs_are_validated() -> None:
-    for call in (lambda: cdp_eps(0, 1e-6), lambda: cdp_eps(0.1, 0), lambda: cdp_eps(0.1, 1.5),
-                 lambda: cdp_rho(-1, 1e-6), lambda: cdp_delta(0.1, math.nan)):
+    for call in (
+        lambda: cdp_eps(0, 1e-6),
+        lambda: cdp_eps(0.1, 0),
+        lambda: cdp_eps(0.1, 1.5),
+        lambda: cdp_rho(-1, 1e-6),
+        lambda: cdp_delta(0.1, math.nan),
+    ):
         with pytest.raises(InvalidInput):
             call()
 

@@ -23,9 +23,7 @@ def test_project_and_sizes() -> None:
         (("a",), (0,), "must be >= 1"),
     ],
 )
-def test_invalid_domains_are_refused(
-    attrs: tuple[str, ...], shape: tuple[int, ...], message: str
-) -> None:
+def test_invalid_domains_are_refused(attrs: tuple[str, ...], shape: tuple[int, ...], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         Domain(attrs, shape)
 

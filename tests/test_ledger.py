@@ -165,8 +165,12 @@ def test_processes_racing_never_pass_the_total(tmp_path: Path) -> None:
     Ledger(path, 2.5)
     go = tmp_path / "go"
     procs = [
-        subprocess.Popen([sys.executable, "-c", RACER, str(path), str(w), str(go)], stdout=subprocess.PIPE,
-                         text=True, env=child_env())
+        subprocess.Popen(
+            [sys.executable, "-c", RACER, str(path), str(w), str(go)],
+            stdout=subprocess.PIPE,
+            text=True,
+            env=child_env(),
+        )
         for w in range(4)
     ]
     go.touch()
@@ -190,8 +194,9 @@ CRASHER = textwrap.dedent(
 
 def test_budget_stays_spent_after_a_kill(tmp_path: Path) -> None:
     path = tmp_path / "l.db"
-    proc = subprocess.Popen([sys.executable, "-c", CRASHER, str(path)], stdout=subprocess.PIPE, text=True,
-                            env=child_env())
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CRASHER, str(path)], stdout=subprocess.PIPE, text=True, env=child_env()
+    )
     assert proc.stdout is not None and proc.stdout.readline().strip() == "reserved"
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)

@@ -38,8 +38,9 @@ def exact_pmf(sigma2: Fraction) -> tuple[np.ndarray, np.ndarray]:
     return xs, weights / weights.sum()
 
 
-def chi2_pvalue(samples: np.ndarray, sigma2: Fraction, min_expected: float = 20.0,
-                max_bins: int = 200) -> float:
+def chi2_pvalue(
+    samples: np.ndarray, sigma2: Fraction, min_expected: float = 20.0, max_bins: int = 200
+) -> float:
     """Chi-square p-value against the exact pmf; adjacent support points merged so each bin is big enough."""
     xs, pmf = exact_pmf(sigma2)
     n = samples.size

@@ -159,7 +159,8 @@ def test_no_data_party_and_bad_toml(tmp_path: Path) -> None:
 
 def test_defaults_and_explicit_threshold(tmp_path: Path) -> None:
     files = write_plan(
-        tmp_path, n_parties=4,
+        tmp_path,
+        n_parties=4,
         overrides={"threshold": "3", "max_epsilon_per_job": "", "dropout_tolerance": "1", "colluders": "1"},
     )
     plan = Plan.load(files.path)
@@ -181,3 +182,29 @@ def test_shared_identity_key_rejected(tmp_path: Path) -> None:
     files.path.write_text(text + f'\n[[members]]\nid = "twin"\n{key_line}\n')
     with pytest.raises(InvalidInput, match="member identity_keys .* are not unique"):
         Plan.load(files.path)
+
+
+def test_default_threshold_grows_with_declared_colluders(tmp_path: Path) -> None:
+    files = write_plan(
+        tmp_path,
+        n_parties=5,
+        overrides={"threshold": "0", "dropout_tolerance": "1", "colluders": "1", "min_parties": "2"},
+    )
+    assert Plan.load(files.path).effective_threshold == 4  # t > (5 + 1)/2
+
+
+def test_explicit_threshold_too_small_for_colluders_is_refused(tmp_path: Path) -> None:
+    files = write_plan(
+        tmp_path,
+        n_parties=5,
+        overrides={"threshold": "3", "dropout_tolerance": "1", "colluders": "1", "min_parties": "2"},
+    )
+    with pytest.raises(InvalidInput, match=r"threshold \(3\) must be >= 4 to tolerate 1 colluders"):
+        Plan.load(files.path)
+
+
+def test_rounds_need_every_party_but_the_tolerated_dropouts(tmp_path: Path) -> None:
+    files = write_plan(tmp_path, n_parties=4, overrides={"dropout_tolerance": "1", "min_parties": "2"})
+    plan = Plan.load(files.path)
+    assert plan.min_survivors == 3
+    assert plan.n_min == 3 - plan.colluders

@@ -1,0 +1,338 @@
+"""Each party operator's evaluation report: one self-contained HTML file plus the same content as JSON.
+
+Sections (HTML element ids): ``release`` (gate decision), ``privacy-spent`` (rho and (epsilon, delta) per
+stage), ``utility`` (combined real-data metrics next to the synthetic-holdout metrics), ``fidelity`` (combined
+figures), ``membership-inference`` (combined attack scores, the threshold, what they mean), and
+``local-detail`` (this party's exact fidelity and attack scores, per-column real-vs-synthetic distribution
+plots and the association-difference heatmap, all computed from the party's own rows and never sent anywhere).
+
+The HTML has inline CSS, no scripts and no external references; plots are PNGs rendered with matplotlib's
+Agg canvas (no global backend switch) and embedded as base64 data URIs, so it opens offline in any browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import NDArray
+
+from cleanroom.domain import Domain
+from cleanroom.errors import InvalidInput
+from cleanroom.evaluation.fidelity import FidelityReport
+from cleanroom.evaluation.membership import AttackOutcome, GateDecision
+from cleanroom.schema import Schema
+
+SECTIONS = ("release", "privacy-spent", "utility", "fidelity", "membership-inference", "local-detail")
+TASKS = ("classification", "regression")
+
+
+@dataclass(frozen=True)
+class PrivacyStage:
+    """Budget charged by one stage of the job (e.g. "1-way marginals", "utility statistics")."""
+
+    name: str
+    rho: float
+    epsilon: float
+    delta: float
+
+    def __post_init__(self) -> None:
+        if self.rho < 0 or self.epsilon < 0 or not 0 <= self.delta < 1:
+            raise InvalidInput(
+                f"privacy stage {self.name!r}: rho ({self.rho}) and epsilon ({self.epsilon}) "
+                f"must be >= 0 and delta ({self.delta}) in [0, 1)"
+            )
+
+
+@dataclass(frozen=True)
+class UtilitySummary:
+    """Metrics of the same model on the pooled real rows (combined, noisy) and on synthetic holdout rows."""
+
+    task: str
+    real: Mapping[str, float]
+    synthetic_holdout: Mapping[str, float]
+    model: str = "model trained on synthetic data"
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise InvalidInput(f"task ({self.task!r}) must be one of {TASKS}")
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """This party's own rows and the synthetic rows, as codes of `domain`, for the party-only plots."""
+
+    domain: Domain
+    real_codes: NDArray[np.int64]
+    synthetic_codes: NDArray[np.int64]
+    fidelity: FidelityReport
+    attacks: tuple[AttackOutcome, ...] = ()
+    level_names: Mapping[str, Sequence[str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PartyReport:
+    """Everything one party's operator sees about a job."""
+
+    party_id: str
+    collaboration_id: str
+    job_id: str
+    privacy: tuple[PrivacyStage, ...]
+    gate: GateDecision
+    utility: UtilitySummary | None = None
+    fidelity: FidelityReport | None = None
+    local: LocalData | None = None
+    privacy_total: PrivacyStage | None = None  # the accountant's composed total (rho, tight epsilon, delta)
+
+
+def schema_level_names(schema: Schema) -> dict[str, tuple[str, ...]]:
+    """Level labels of every measured column, for `LocalData.level_names`."""
+    return {c.name: c.levels for c in schema.measured_columns}
+
+
+def _clean(value: object) -> object:
+    """Recursively turn numpy scalars into Python numbers and non-finite floats into None."""
+    if isinstance(value, Mapping):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def report_json(report: PartyReport) -> dict[str, object]:
+    """JSON-ready content of the report (NaN/inf as null)."""
+    utility = report.utility
+    local = report.local
+    content = {
+        "party_id": report.party_id,
+        "collaboration_id": report.collaboration_id,
+        "job_id": report.job_id,
+        "release": report.gate.to_dict(),
+        "privacy_spent": [vars(stage) for stage in report.privacy],
+        "privacy_total": None if report.privacy_total is None else vars(report.privacy_total),
+        "utility": None
+        if utility is None
+        else {
+            "task": utility.task,
+            "model": utility.model,
+            "real_combined": dict(utility.real),
+            "synthetic_holdout": dict(utility.synthetic_holdout),
+        },
+        "fidelity_combined": None if report.fidelity is None else report.fidelity.to_dict(),
+        "local_detail": None
+        if local is None
+        else {
+            "fidelity": local.fidelity.to_dict(),
+            "attacks": [a.to_dict() for a in local.attacks],
+            "real_rows": len(local.real_codes),
+            "synthetic_rows": len(local.synthetic_codes),
+        },
+    }
+    cleaned = _clean(content)
+    assert isinstance(cleaned, dict)
+    return cleaned
+
+
+def _png(figure: Figure) -> str:
+    """Base64 PNG of a figure drawn on an Agg canvas."""
+    FigureCanvasAgg(figure)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def distribution_png(local: LocalData, attr: str) -> str:
+    """Grouped bars of one attribute's level shares, real (this party) vs synthetic."""
+    levels = local.domain.size(attr)
+    column = local.domain.index(attr)
+    real = np.bincount(local.real_codes[:, column], minlength=levels) / max(len(local.real_codes), 1)
+    synthetic = np.bincount(local.synthetic_codes[:, column], minlength=levels) / max(
+        len(local.synthetic_codes), 1
+    )
+    names = list(local.level_names.get(attr, [str(i) for i in range(levels)]))
+    figure = Figure(figsize=(max(4.0, 0.28 * levels + 1.5), 2.6))
+    axes = figure.add_subplot()
+    positions = np.arange(levels)
+    axes.bar(positions - 0.2, real, width=0.4, label="real (this party)", color="#4c72b0")
+    axes.bar(positions + 0.2, synthetic, width=0.4, label="synthetic", color="#dd8452")
+    axes.set_xticks(
+        positions, names, rotation=60 if levels > 6 else 0, ha="right" if levels > 6 else "center", fontsize=7
+    )
+    axes.set_ylabel("share of rows")
+    axes.set_title(attr, fontsize=10)
+    axes.legend(fontsize=7)
+    return _png(figure)
+
+
+def association_heatmap_png(fidelity: FidelityReport) -> str:
+    """Heatmap of |Cramér's V real - Cramér's V synthetic| over attribute pairs."""
+    size = len(fidelity.attrs)
+    figure = Figure(figsize=(max(4.0, 0.4 * size + 2.0), max(3.5, 0.4 * size + 1.5)))
+    axes = figure.add_subplot()
+    image = axes.imshow(
+        np.nan_to_num(fidelity.association_difference, nan=0.0), vmin=0.0, vmax=1.0, cmap="Reds"
+    )
+    axes.set_xticks(range(size), fidelity.attrs, rotation=90, fontsize=7)
+    axes.set_yticks(range(size), fidelity.attrs, fontsize=7)
+    axes.set_title("association difference |V_real - V_synthetic|", fontsize=10)
+    figure.colorbar(image, ax=axes, fraction=0.046)
+    return _png(figure)
+
+
+def _fmt(value: object) -> str:
+    if isinstance(value, float | np.floating):
+        return "n/a" if not math.isfinite(float(value)) else f"{float(value):.4g}"
+    return html.escape(str(value))
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _img(png_base64: str, alt: str) -> str:
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png_base64}">'
+
+
+def _section(section_id: str, title: str, body: str) -> str:
+    return f'<section id="{section_id}"><h2>{html.escape(title)}</h2>{body}</section>'
+
+
+_CSS = (
+    "body{font-family:sans-serif;max-width:70em;margin:1em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0}"
+    "td,th{border:1px solid #bbb;padding:.2em .6em;text-align:left}"
+    "th{background:#eee}.ok{background:#e3f4e3;padding:.6em}.blocked{background:#fbe3e3;padding:.6em}"
+    ".local{border-left:4px solid #4c72b0;padding-left:1em}img{max-width:100%;margin:.3em}"
+)
+
+_MIA_TEXT = (
+    "<p>Each score is the AUC of an attack that tries to tell the parties' training records (members) "
+    "from held-out records (non-members) using only the synthetic data, folded into [0.5, 1]: 0.5 means the "
+    "attack does no better than a coin flip, 1 means it always succeeds. <b>dcr</b> (distance to closest "
+    "record) is the equivalent of AWS Clean Rooms ML's DISTANCE_TO_CLOSEST_RECORD_V1; "
+    "<b>density_ratio</b> is a DOMIAS-style attack comparing the synthetic data's density with a reference "
+    "population's. A low score "
+    "is evidence, not proof, of privacy: these attacks are two of many, DCR alone misses leakage that "
+    "stronger attacks find (&ldquo;The DCR Delusion&rdquo;, arXiv 2505.01524), and the formal guarantee is "
+    "the differential-privacy budget above.</p>"
+)
+
+
+def _release_section(gate: GateDecision) -> str:
+    css = "ok" if gate.released else "blocked"
+    verdict = "Released" if gate.released else "Not released: no party receives the synthetic data or model"
+    body = f'<div class="{css}"><b>{html.escape(verdict)}</b><br>{html.escape(gate.reason)}</div>'
+    return _section("release", "Release decision", body)
+
+
+def _privacy_section(report: PartyReport) -> str:
+    rows: list[list[object]] = [[s.name, s.rho, s.epsilon, s.delta] for s in report.privacy]
+    if report.privacy_total is not None:
+        total = report.privacy_total
+        rows.append([f"total ({total.name})", total.rho, total.epsilon, total.delta])
+    note = "<p>rho is zero-concentrated DP; rho values add up across stages.</p>"
+    return _section(
+        "privacy-spent", "Privacy spent", _table(["stage", "rho", "epsilon", "delta"], rows) + note
+    )
+
+
+def _utility_section(utility: UtilitySummary | None) -> str:
+    if utility is None:
+        return _section("utility", "Utility", "<p>No model was evaluated in this job.</p>")
+    names = [n for n in utility.real if n in utility.synthetic_holdout] or list(utility.real)
+    rows = [[n, utility.real.get(n, math.nan), utility.synthetic_holdout.get(n, math.nan)] for n in names]
+    intro = (
+        f"<p>Task: {html.escape(utility.task)}; {html.escape(utility.model)}. <i>Real</i> is computed by "
+        "every party on its own rows and combined with noise by secure aggregation (scores binned for "
+        "AUC); <i>synthetic holdout</i> is the same model on held-out synthetic rows.</p>"
+    )
+    table = _table(["metric", "real data (combined)", "synthetic holdout"], rows)
+    return _section("utility", "Utility (train on synthetic, test on real)", intro + table)
+
+
+def _fidelity_section(fidelity: FidelityReport | None) -> str:
+    if fidelity is None:
+        return _section("fidelity", "Fidelity (all parties)", "<p>Not computed in this job.</p>")
+    summary = _table(["measure", "value"], list(fidelity.summary().items()))
+    columns = _table(["column", "1-way TVD"], list(fidelity.one_way_tvd.items()))
+    intro = (
+        "<p>Total variation distance (TVD: 0 = identical distributions, 1 = disjoint) between the real data "
+        "of all parties (combined with noise by secure aggregation) and the synthetic data, per column and "
+        "per pair of columns; with the per-party form it is the row-weighted mean of each party's own TVD. "
+        "Association differences (Cramér's V) are shown only when pooled count tables were combined.</p>"
+    )
+    return _section("fidelity", "Fidelity (all parties, combined)", intro + summary + columns)
+
+
+def _membership_section(gate: GateDecision) -> str:
+    rows = [
+        [name, score, "above" if score > gate.max_score else "at or below"]
+        for name, score in gate.scores.items()
+    ]
+    table = _table(["attack", "combined score", f"vs max {gate.max_score:.3f}"], rows)
+    return _section(
+        "membership-inference", "Membership-inference scores (all parties, combined)", table + _MIA_TEXT
+    )
+
+
+def _local_section(local: LocalData | None) -> str:
+    if local is None:
+        return _section("local-detail", "This party's own detail", "<p>No local data was attached.</p>")
+    parts = [
+        '<div class="local"><p>Computed from this party\'s own rows only; it never leaves this party.</p>',
+        _table(["measure", "value"], list(local.fidelity.summary().items())),
+    ]
+    if local.attacks:
+        rows = [[a.attack, a.local_score, a.n_members, a.n_nonmembers] for a in local.attacks]
+        parts.append(_table(["attack", "score on this party's records", "members", "non-members"], rows))
+    parts.append("<h3>Real vs synthetic distributions</h3>")
+    parts.extend(
+        _img(distribution_png(local, attr), f"distribution of {attr}") for attr in local.domain.attrs
+    )
+    parts.append("<h3>Association difference</h3>")
+    parts.append(_img(association_heatmap_png(local.fidelity), "association difference heatmap"))
+    return _section("local-detail", "This party's own detail", "".join(parts) + "</div>")
+
+
+def render_html(report: PartyReport) -> str:
+    """The whole report as one self-contained HTML document."""
+    title = f"cleanroom evaluation: {report.collaboration_id} / {report.job_id} / {report.party_id}"
+    body = "".join(
+        [
+            f"<h1>{html.escape(title)}</h1>",
+            _release_section(report.gate),
+            _privacy_section(report),
+            _utility_section(report.utility),
+            _fidelity_section(report.fidelity),
+            _membership_section(report.gate),
+            _local_section(report.local),
+        ]
+    )
+    return (
+        f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style></head><body>{body}</body></html>"
+    )
+
+
+def write_report(report: PartyReport, directory: Path) -> tuple[Path, Path]:
+    """Write ``report.html`` and ``report.json`` into `directory` (created if needed); returns both paths."""
+    directory.mkdir(parents=True, exist_ok=True)
+    html_path, json_path = directory / "report.html", directory / "report.json"
+    html_path.write_text(render_html(report), encoding="utf-8")
+    json_path.write_text(json.dumps(report_json(report), indent=2, allow_nan=False), encoding="utf-8")
+    return html_path, json_path

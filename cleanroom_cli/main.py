@@ -1,0 +1,262 @@
+"""The `cleanroom` command: certificates, party nodes, coordinator, local demo/simulation, schema, plan,
+audit.
+
+Exit status: 0 on success, 2 for a configuration or input problem, 3 when the job was refused or aborted (a
+party unreachable, a plan/schema mismatch, budget exhausted), 1 for anything unexpected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from cleanroom.errors import CleanroomError, InvalidInput
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def cmd_ca_init(args: argparse.Namespace) -> int:
+    from transport.ca import init_ca
+
+    path = init_ca(Path(args.dir), days=args.days)
+    print(f"collaboration CA written to {path}")
+    return 0
+
+
+def cmd_ca_issue(args: argparse.Namespace) -> int:
+    from transport.ca import issue
+
+    files = issue(
+        Path(args.dir),
+        args.name,
+        role=args.role,
+        dns_names=tuple(args.dns or ()),
+        days=args.days,
+        out_dir=Path(args.out) if args.out else None,
+    )
+    print(f"certificate {files.cert}\nkey {files.key}\nidentity key {files.identity_key}")
+    print(f'cert_sha256 = "{files.cert_sha256}"\nidentity_key = "{files.identity_public_b64}"')
+    return 0
+
+
+def cmd_party_serve(args: argparse.Namespace) -> int:
+    from party.config import PartyConfig
+    from party.run import serve
+
+    asyncio.run(serve(PartyConfig.load(Path(args.config))))
+    return 0
+
+
+def cmd_party_budget(args: argparse.Namespace) -> int:
+    from party.config import PartyConfig
+    from party.run import total_rho
+    from transport import core_api
+
+    config = PartyConfig.load(Path(args.config))
+    ledger = core_api.open_ledger(config.ledger, total_rho(config))
+    print(f"spent rho {ledger.spent():.6g}, remaining {ledger.remaining():.6g}")
+    for plan_hash, rho in ledger.spent_by_plan().items():
+        print(f"  plan {plan_hash[:16]}...: {rho:.6g}")
+    return 0
+
+
+def cmd_coordinator_run(args: argparse.Namespace) -> int:
+    from coordinator.config import CoordinatorConfig
+    from coordinator.workflow import run_job
+
+    record = asyncio.run(run_job(CoordinatorConfig.load(Path(args.config))))
+    print(f"[coordinator] job {record.job_id} done; rho spent {record.rho_spent:.6g}")
+    return 0
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    import grpc
+
+    from transport.channel import check_health, secure_channel
+    from transport.tls import TlsFiles
+
+    async def check() -> str:
+        tls = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
+        async with secure_channel(args.address, tls, args.id) as channel:
+            try:
+                return await check_health(channel, args.service, timeout=args.timeout)
+            except grpc.RpcError as error:
+                return f"UNREACHABLE ({error.code().name})"
+
+    status = asyncio.run(check())
+    print(status)
+    return 0 if status == "SERVING" else 1
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from cleanroom_cli.local import run_demo
+
+    return run_demo(args)
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from cleanroom_cli.local import run_simulate
+
+    return run_simulate(args)
+
+
+def cmd_schema_infer(args: argparse.Namespace) -> int:
+    from cleanroom import schema_infer
+
+    schema = schema_infer.infer_schema(args.data, target=args.target)
+    text = schema.to_json(indent=2)
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+        print(f"draft schema written to {args.out}")
+    else:
+        print(text)
+    print(schema_infer.DOMAIN_WARNING, file=sys.stderr)
+    return 0
+
+
+def cmd_plan_approve(args: argparse.Namespace) -> int:
+    from cleanroom import identity
+
+    path = identity.approve(Path(args.plan), identity.load_private_key(Path(args.key)), args.member)
+    print(f"approval written to {path}")
+    return 0
+
+
+def cmd_plan_show(args: argparse.Namespace) -> int:
+    from cleanroom.plan import Plan
+
+    print(Plan.load(Path(args.plan)).describe(), end="")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from cleanroom import audit
+
+    if args.action == "verify":
+        result = audit.verify(Path(args.log))
+        print(result.describe())
+        return 0 if result.ok else 1
+    print(audit.summarize(Path(args.log)), end="")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="cleanroom", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_ca(sub)
+    _add_party(sub)
+    coord = sub.add_parser("coordinator", help="run a collaboration job").add_subparsers(
+        dest="action", required=True
+    )
+    run = coord.add_parser("run", help="run the job described by collaboration.toml")
+    run.add_argument("--config", required=True)
+    run.set_defaults(handler=cmd_coordinator_run)
+    health = sub.add_parser("health", help="gRPC health check of a node over mutual TLS")
+    for flag in ("--address", "--ca", "--cert", "--key", "--id"):
+        health.add_argument(flag, required=True)
+    health.add_argument("--service", default="")
+    health.add_argument("--timeout", type=float, default=5.0)
+    health.set_defaults(handler=cmd_health)
+    _add_local(sub)
+    schema = sub.add_parser("schema").add_subparsers(dest="action", required=True)
+    infer = schema.add_parser("infer", help="draft a schema from a CSV (review it: see the warning)")
+    infer.add_argument("data", help="a CSV or Parquet file")
+    infer.add_argument("--target")
+    infer.add_argument("--out")
+    infer.set_defaults(handler=cmd_schema_infer)
+    plan = sub.add_parser("plan").add_subparsers(dest="action", required=True)
+    approve = plan.add_parser("approve", help="sign a plan with this member's Ed25519 identity key")
+    approve.add_argument("plan")
+    approve.add_argument("--key", required=True, help="the member's identity key (e.g. certs/<id>.ed25519)")
+    approve.add_argument("--member", help="member id (default: the member whose identity_key matches)")
+    approve.set_defaults(handler=cmd_plan_approve)
+    show = plan.add_parser("show", help="validate a plan and print its summary and hash")
+    show.add_argument("plan")
+    show.set_defaults(handler=cmd_plan_show)
+    audit = sub.add_parser("audit", help="verify or show a hash-chained audit log")
+    audit.add_argument("action", choices=["verify", "show"])
+    audit.add_argument("log")
+    audit.set_defaults(handler=cmd_audit)
+    return parser
+
+
+def _add_ca(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    ca = sub.add_parser("ca", help="collaboration certificate authority").add_subparsers(
+        dest="action", required=True
+    )
+    init = ca.add_parser("init", help="create the collaboration CA")
+    init.add_argument("--dir", default="certs")
+    init.add_argument("--days", type=int, default=365)
+    init.set_defaults(handler=cmd_ca_init)
+    issue = ca.add_parser("issue", help="issue a node certificate and identity key")
+    issue.add_argument("name")
+    issue.add_argument("--dir", default="certs")
+    issue.add_argument("--role", choices=["party", "coordinator"], default="party")
+    issue.add_argument("--dns", action="append", help="extra DNS SAN (repeatable)")
+    issue.add_argument("--days", type=int, default=30)
+    issue.add_argument("--out", help="write the node's files here instead of the CA directory")
+    issue.set_defaults(handler=cmd_ca_issue)
+
+
+def _add_party(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    party = sub.add_parser("party", help="party node").add_subparsers(dest="action", required=True)
+    serve = party.add_parser("serve", help="serve this party's node")
+    serve.add_argument("--config", required=True)
+    serve.set_defaults(handler=cmd_party_serve)
+    budget = party.add_parser("budget", help="show this party's privacy ledger")
+    budget.add_argument("--config", required=True)
+    budget.set_defaults(handler=cmd_party_budget)
+
+
+def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    demo = sub.add_parser("demo", help="run a whole collaboration locally on generated sample data")
+    demo.add_argument("--parties", type=int, default=3)
+    demo.add_argument("--rows", type=int, default=30000, help="rows per party")
+    demo.add_argument("--epsilon", type=float, default=1.0)
+    demo.add_argument("--delta", type=float, default=1e-9)
+    demo.add_argument("--out", default="out/demo")
+    demo.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    demo.add_argument("--seed", type=int, default=0)
+    demo.set_defaults(handler=cmd_demo)
+    sim = sub.add_parser("simulate", help="run a whole collaboration locally on your own CSV files")
+    sim.add_argument("--schema", required=True)
+    sim.add_argument("--party", action="append", required=True, metavar="NAME=PATH")
+    sim.add_argument("--target", required=True)
+    sim.add_argument("--task", choices=["classification", "regression"], required=True)
+    sim.add_argument("--epsilon", type=float, required=True)
+    sim.add_argument("--delta", type=float, default=1e-9)
+    sim.add_argument("--rows", type=int, default=0, help="synthetic rows (0 = the noisy total)")
+    sim.add_argument("--out", required=True)
+    sim.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    sim.add_argument("--seed", type=int, default=None)
+    sim.set_defaults(handler=cmd_simulate)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(name)s %(levelname)s %(message)s",
+    )
+    try:
+        return int(args.handler(args))
+    except InvalidInput as error:
+        print(f"cleanroom: error: {error}", file=sys.stderr)
+        return 2
+    except CleanroomError as error:
+        print(f"cleanroom: job stopped: {error}", file=sys.stderr)
+        return 3
+    except (OSError, TimeoutError) as error:
+        print(f"cleanroom: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,269 @@
+"""The coordinator's job: handshake -> measurement rounds (one secure-aggregation session each) -> fit ->
+sample -> train -> deliver. It sees only noisy sums of all parties' tables, never one party's table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import time
+import uuid
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from cleanroom.errors import BudgetExceeded, CleanroomError, PreconditionFailed, ProtocolAbort
+from coordinator.client import PartyClient
+from coordinator.config import CoordinatorConfig
+from coordinator.results import build_results
+from transport import core_api, wire
+
+log = logging.getLogger("cleanroom.coordinator")
+T = TypeVar("T")
+SOFTWARE_VERSION = "cleanroom/0.1 transport.v1"
+
+
+@dataclass
+class JobRecord:
+    job_id: str
+    timings: dict[str, float] = field(default_factory=dict)
+    rounds: list[dict[str, Any]] = field(default_factory=list)
+    rho_spent: float = 0.0
+    delivered: dict[str, list[str]] = field(default_factory=dict)
+
+
+def progress(message: str) -> None:
+    print(f"[coordinator] {message}", flush=True)
+
+
+class Workflow:
+    def __init__(self, config: CoordinatorConfig) -> None:
+        self.config = config
+        self.plan = config.plan
+        self.members = {m.id: m for m in self.plan.data_parties}
+        self.clients = {
+            pid: PartyClient(pid, m.address, config.tls, config.call_deadline_s)
+            for pid, m in self.members.items()
+        }
+        self.record = JobRecord(uuid.uuid4().hex)
+        self.rng = np.random.default_rng(config.seed)
+        self.last_errors: dict[str, CleanroomError] = {}
+        self.planner: Any = None
+        self.manifest = core_api.secagg_manifest(self.plan, core_api.schema_hash(config.schema))
+        self.job: Any = None  # cleanroom.joblog.JobRun, opened by run()
+        self.first_round = 0  # round numbers (and so session ids) continue across jobs under one plan
+
+    async def run(self) -> JobRecord:
+        self.job = core_api.job_log(self.config.out / "job-log.jsonl").start(
+            self.record.job_id, self.config.plan_hash, list(self.clients)
+        )
+        try:
+            await self.timed("handshake", self.handshake())
+            measurements = await self.measure()
+            model = await self.timed("fit", asyncio.to_thread(core_api.estimate, self.planner, measurements))
+            results = await self.timed(
+                "results",
+                asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
+            )
+            await self.timed("deliver", self.deliver(results))
+            self.write_record()
+        except BaseException as error:
+            self.finish_log(f"error: {type(error).__name__}: {error}")
+            raise
+        finally:
+            for client in self.clients.values():
+                await client.close()
+        self.finish_log("ok")
+        return self.record
+
+    def finish_log(self, outcome: str) -> None:
+        for pid, client in self.clients.items():
+            self.job.add_bytes(pid, sent=client.bytes_sent, received=client.bytes_received)
+        self.job.finish(outcome, {"rho_spent": self.record.rho_spent})
+
+    async def timed(self, stage: str, work: Awaitable[T]) -> T:
+        start = time.perf_counter()
+        with self.job.stage(stage):
+            result = await work
+        self.record.timings[stage] = self.record.timings.get(stage, 0.0) + time.perf_counter() - start
+        progress(f"{stage}: {time.perf_counter() - start:.2f} s")
+        return result
+
+    async def gather(self, calls: Mapping[str, Awaitable[T]], stage: str, required: int) -> dict[str, T]:
+        """Run one stage on several parties at once; parties that fail drop out; too few -> abort."""
+        names = list(calls)
+        outcomes = await asyncio.gather(*calls.values(), return_exceptions=True)
+        ok: dict[str, T] = {}
+        for name, outcome in zip(names, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                log.warning("%s: party %s dropped: %s", stage, name, outcome)
+                progress(f"{stage}: party {name} dropped out: {outcome}")
+                if not isinstance(outcome, CleanroomError):
+                    raise outcome
+                self.last_errors[name] = outcome
+                self.job.dropped(name, stage, str(outcome))
+            else:
+                ok[name] = outcome
+        if len(ok) < required:
+            reasons = "; ".join(str(e) for e in self.last_errors.values())
+            raise ProtocolAbort(
+                f"{stage}: only {len(ok)} of {len(names)} parties answered, {required} needed: {reasons}"
+            )
+        return ok
+
+    async def handshake(self) -> None:
+        """Every member must accept plan and schema; any refusal stops the job before any budget is spent."""
+        hello = wire.Hello(
+            self.record.job_id,
+            self.config.plan_hash,
+            core_api.schema_hash(self.config.schema),
+            self.config.coordinator_id,
+            SOFTWARE_VERSION,
+        )
+        self.last_errors = {}
+        pins = {p: c.verify_pin(self.members[p].cert_sha256) for p, c in self.clients.items()}
+        await self.gather(pins, "certificate check", len(self.clients))
+        replies = await self.gather(
+            {p: c.hello(hello) for p, c in self.clients.items()}, "handshake", len(self.clients)
+        )
+        self.first_round = max(reply.next_round for reply in replies.values())
+        self.check_budgets(replies)
+        for pid, reply in replies.items():
+            if reply.party_id != pid:
+                raise PreconditionFailed(
+                    f"handshake: node at {self.members[pid].address} answered as {reply.party_id!r}"
+                )
+        progress(
+            f"handshake: {len(replies)} parties agreed on plan {self.config.plan_hash[:12]} "
+            f"and schema {hello.schema_hash[:12]} (job {self.record.job_id[:12]})"
+        )
+
+    def job_rho(self) -> float:
+        return core_api.rho_for(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
+
+    def check_budgets(self, replies: dict[str, wire.HelloReply]) -> None:
+        """Refuse a job some party could not finish: no round is run, so nothing is spent on it."""
+        need = self.job_rho()
+        for pid, reply in replies.items():
+            left = min(reply.remaining_rho, reply.plan_remaining_rho)
+            if need > left * (1 + 1e-9):
+                raise BudgetExceeded(
+                    f"handshake: party {pid} has rho {left:.6g} left (dataset {reply.remaining_rho:.6g}, "
+                    f"plan {reply.plan_remaining_rho:.6g}); this job needs {need:.6g}; nothing was spent"
+                )
+
+    def n_min(self) -> int:
+        return int(self.plan.n_min)
+
+    async def measure(self) -> list[Any]:
+        rho_total = self.job_rho()
+        self.planner = planner = core_api.mst_planner(
+            self.config.schema.domain, rho_total, dict(self.plan.synthesizer_settings)
+        )
+        measurements: list[Any] = []
+        spec = planner.first_round()
+        index = 0
+        while spec is not None:
+            round_number = self.first_round + index
+            measurements += await self.timed(f"round_{index}", self.aggregate_round(round_number, spec))
+            spec = planner.next_round(measurements)
+            index += 1
+        return measurements
+
+    async def aggregate_round(self, index: int, spec: Any) -> list[Any]:
+        domain = self.config.schema.domain
+        cliques = tuple(domain.canonical(c) for c in spec.cliques)
+        sigma_party2 = Fraction(spec.sigma_total2) / self.n_min()
+        request = wire.RoundRequest(
+            self.record.job_id, f"{self.record.job_id}/{index}", index, cliques, sigma_party2
+        )
+        length = sum(domain.project(c).size() for c in cliques)
+        sid = core_api.session_id(self.plan.collaboration_id, index, self.config.plan_hash)
+        total, survivors = await self.secure_sum(request, sid, length)
+        tables = core_api.split_vector(total, domain, list(cliques))
+        stddev = math.sqrt(float(sigma_party2) * len(survivors))
+        self.record.rho_spent += float(spec.rho)
+        self.record.rounds.append(
+            {
+                "round": index,
+                "name": getattr(spec, "name", str(index)),
+                "cliques": len(cliques),
+                "cells": length,
+                "survivors": list(survivors),
+                "rho": float(spec.rho),
+                "sigma_party2": str(sigma_party2),
+            }
+        )
+        progress(
+            f"round {index} ({getattr(spec, 'name', '')}): {len(cliques)} marginals, {length} cells, "
+            f"{len(survivors)} parties"
+        )
+        return [
+            core_api.measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)
+        ]
+
+    async def secure_sum(
+        self, spec: wire.RoundRequest, sid: bytes, length: int
+    ) -> tuple[np.ndarray, tuple[str, ...]]:
+        """One Bonawitz session over gRPC; the SecAggServer state machine builds requests, checks answers."""
+        server = core_api.secagg_server(self.manifest, sid, length)
+        stages = (
+            ("AdvertiseKeys", server.advertise_keys_requests, server.collect_advertise_keys),
+            ("ShareKeys", server.share_keys_requests, server.collect_share_keys),
+            ("MaskedInput", server.masked_input_requests, server.collect_masked_input),
+            ("ConsistencyCheck", server.consistency_check_requests, server.collect_consistency_check),
+            ("Unmask", server.unmask_requests, server.collect_unmask),
+        )
+        for name, build, collect in stages:
+            requests = build()
+            self.last_errors = {}
+            calls = {p: self.clients[p].stage(name, r, spec) for p, r in requests.items()}
+            responses = await self.gather(calls, name, required=1)
+            collect(responses)
+        total = np.asarray(server.result(), dtype=np.int64)
+        return total, tuple(server.survivors)
+
+    async def deliver(self, results: dict[str, Path]) -> None:
+        for pid, member in self.members.items():
+            abilities = set(getattr(member, "abilities", ()))
+            if "receive_results" not in abilities:
+                continue
+            files = {name: path for name, path in results.items() if _entitled(name, abilities)}
+            self.record.delivered[pid] = await self.clients[pid].deliver(self.record.job_id, files)
+            progress(f"delivered {', '.join(self.record.delivered[pid])} to {pid}")
+
+    def write_record(self) -> None:
+        out = self.config.out
+        out.mkdir(parents=True, exist_ok=True)
+        uploads = {
+            p: {"bytes_uploaded": c.bytes_received, "vector_bytes": c.vector_bytes}
+            for p, c in self.clients.items()
+        }
+        table_bytes = 8 * sum(r["cells"] for r in self.record.rounds)
+        data = {
+            "job_id": self.record.job_id,
+            "timings_s": self.record.timings,
+            "rounds": self.record.rounds,
+            "rho_spent": self.record.rho_spent,
+            "delivered": self.record.delivered,
+            "uploads": uploads,
+            "table_bytes_per_party": table_bytes,
+        }
+        (out / "job.json").write_text(json.dumps(data, indent=2))
+
+
+def _entitled(name: str, abilities: set[str]) -> bool:
+    needed = {"report.json": "receive_results", "model.skops": "receive_model"}.get(
+        name, "receive_synthetic_data"
+    )
+    return needed in abilities
+
+
+async def run_job(config: CoordinatorConfig) -> JobRecord:
+    return await Workflow(config).run()

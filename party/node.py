@@ -1,0 +1,369 @@
+"""The party node's logic, free of grpc: every request is checked against the agreed plan before it is served.
+
+What leaves the node: a handshake answer, secure-aggregation keys/shares/signatures, and masked vectors of
+noised marginal counts (noise drawn only after the ledger has durably charged the release). Raw rows never do.
+Checks, in order: caller is the plan's coordinator (done by the servicer's Authorizer), job handshake done,
+plan hash and schema hash agreed, data matched the schema at start-up, round spec legal (session id, members,
+cliques over the schema's measured columns, per-party noise variance >= 4, i.e. sigma >= 2), the plan's
+total budget and the dataset's own ledger budget not exceeded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cleanroom.errors import (
+    BudgetExceeded,
+    CleanroomError,
+    InvalidInput,
+    PermissionDenied,
+    PreconditionFailed,
+    SchemaError,
+)
+from transport import core_api, wire
+from transport.options import MAX_MESSAGE_BYTES
+
+log = logging.getLogger("cleanroom.party")
+
+SOFTWARE_VERSION = "cleanroom/0.1 transport.v1"
+MIN_SIGMA_PARTY2 = 4  # per-party sigma >= 2 keeps the distributed discrete Gaussian's tau term negligible
+DEFAULT_MAX_TABLE_CELLS = 1_000_000
+MAX_RESULT_BYTES = 4 * 1024**3  # a coordinator cannot fill the party's disk through DeliverResults
+FILE_ABILITY = {
+    "report.json": "receive_results",
+    "synthetic.csv": "receive_synthetic_data",
+    "synthetic.parquet": "receive_synthetic_data",
+    "model.skops": "receive_model",
+}
+
+
+@dataclass
+class RoundState:
+    request: wire.RoundRequest
+    rho: float
+    party: Any  # cleanroom.secagg.party.SecAggParty for this session
+
+
+@dataclass
+class PartyNode:
+    party_id: str
+    plan: Any
+    plan_hash: str
+    approved_plans: tuple[str, ...]
+    schema: Any
+    schema_hash: str
+    source: Any
+    ledger: Any
+    identity_key: Any
+    output_dir: Path
+    manifest: Any = None  # cleanroom.secagg.manifest.SecAggManifest of the plan
+    reveals: Any = None  # durable record of revealed share kinds (None: in memory)
+    audit: Any = None
+    schema_problem: str | None = None
+    job_id: str | None = None
+    rounds: dict[bytes, RoundState] = field(default_factory=dict)
+    bytes_uploaded: int = 0
+
+    # ---- handshake ----------------------------------------------------------------------------------
+
+    def record(self, event: str, outcome: str, **fields: Any) -> None:
+        """Append to this party's hash-chained audit log (every answer and refusal)."""
+        if self.audit is not None:
+            self.audit.append(
+                event, outcome, plan_hash=self.plan_hash, requester=self.plan.coordinator, **fields
+            )
+
+    def hello(self, msg: wire.Hello) -> wire.HelloReply:
+        try:
+            reply = self._hello(msg)
+        except CleanroomError as error:
+            self.record("start_job", "refused", job_id=msg.job_id, detail=str(error))
+            raise
+        self.record("start_job", "answered", job_id=msg.job_id, rho_remaining=reply.remaining_rho)
+        return reply
+
+    def _hello(self, msg: wire.Hello) -> wire.HelloReply:
+        if msg.plan_hash != self.plan_hash:
+            raise PreconditionFailed(
+                f"party {self.party_id}: plan hash {msg.plan_hash[:16]}... is not this party's plan "
+                f"{self.plan_hash[:16]}..."
+            )
+        core_api.approved(self.plan_hash, self.approved_plans)
+        if msg.schema_hash != self.schema_hash:
+            raise SchemaError(
+                f"party {self.party_id}: schema hash {msg.schema_hash[:16]}... differs from this party's "
+                f"schema {self.schema_hash[:16]}..."
+            )
+        if self.schema_problem:
+            raise SchemaError(f"party {self.party_id}: data do not match the schema: {self.schema_problem}")
+        if not msg.job_id:
+            raise InvalidInput(f"party {self.party_id}: Hello without a job id")
+        self.check_job_count(msg.job_id)
+        self.job_id = msg.job_id
+        log.info("job %s: handshake with coordinator %s accepted", msg.job_id, msg.coordinator_id)
+        return wire.HelloReply(
+            self.party_id,
+            True,
+            self.schema_hash,
+            SOFTWARE_VERSION,
+            self.ledger.remaining(),
+            self.next_round(),
+            self.plan_remaining_rho(),
+        )
+
+    def plan_remaining_rho(self) -> float:
+        total = core_api.rho_for(float(self.plan.epsilon), float(self.plan.delta))
+        return max(0.0, total - float(self.ledger.spent_by_plan().get(self.plan_hash, 0.0)))
+
+    def used_rounds(self) -> dict[int, str]:
+        """Round number -> release id of every round charged under this plan (from the durable ledger)."""
+        return {
+            int(e.detail["round"]): e.release_id
+            for e in self.ledger.entries()
+            if e.plan_hash == self.plan_hash and "round" in e.detail
+        }
+
+    def next_round(self) -> int:
+        return max(self.used_rounds(), default=-1) + 1
+
+    # ---- secure-aggregation stages (cleanroom.secagg.messages in and out) ------------------------------
+
+    def advertise_keys(self, spec: wire.RoundRequest, request: Any) -> Any:
+        existing = self.rounds.get(request.sid)
+        if existing is not None and existing.request == spec:
+            return existing.party.advertise_keys(request)  # a verbatim retry gets the identical answer
+        try:
+            rho = self.check_round(spec, request.sid)
+        except CleanroomError as error:
+            self.record(
+                "measure",
+                "refused",
+                job_id=spec.job_id,
+                round=spec.round,
+                cliques=spec.cliques,
+                detail=str(error),
+            )
+            raise
+        party = core_api.secagg_party(
+            self.manifest, self.party_id, self.identity_key, request.sid, self.reveals
+        )
+        self.rounds[request.sid] = RoundState(spec, rho, party)
+        return party.advertise_keys(request)
+
+    def share_keys(self, request: Any) -> Any:
+        return self.round(request.sid).party.share_keys(request)
+
+    def masked_input(self, request: Any) -> Any:
+        state = self.round(request.sid)
+        vector = self.noised_vector(state)
+        response = state.party.masked_input(request, vector)
+        self.ledger.mark_released(state.request.release_id)
+        self.bytes_uploaded += len(response.vector)
+        spec = state.request
+        self.record(
+            "measure",
+            "answered",
+            job_id=spec.job_id,
+            round=spec.round,
+            cliques=spec.cliques,
+            statistic="marginal counts",
+            noise_scale=float(spec.sigma_party2) ** 0.5,
+            rho_charged=state.rho,
+            rho_remaining=float(self.ledger.remaining()),
+        )
+        return response
+
+    def consistency_check(self, request: Any) -> Any:
+        return self.round(request.sid).party.consistency_check(request)
+
+    def unmask(self, request: Any) -> Any:
+        return self.round(request.sid).party.unmask(request)
+
+    def round(self, sid: bytes) -> RoundState:
+        state = self.rounds.get(sid)
+        if state is None:
+            raise PreconditionFailed(f"party {self.party_id}: no round with session id {sid.hex()[:16]}...")
+        return state
+
+    # ---- checks -------------------------------------------------------------------------------------
+
+    def check_round(self, request: wire.RoundRequest, sid: bytes) -> float:
+        """Validate a round spec against the plan; returns its zCDP cost rho. Nothing is charged here."""
+        where = f"party {self.party_id}, round {request.round}"
+        if self.job_id is None or request.job_id != self.job_id:
+            raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
+        expected_sid = core_api.session_id(self.plan.collaboration_id, request.round, self.plan_hash)
+        if sid != expected_sid:
+            raise PermissionDenied(f"{where}: session id does not match SHA256(collaboration | round | plan)")
+        used_by = self.used_rounds().get(request.round)
+        if used_by is not None and used_by != request.release_id:
+            raise PermissionDenied(
+                f"{where}: round already used by release {used_by!r}; a session id is never reused"
+            )
+        self.check_cliques(request.cliques, where)
+        if request.sigma_party2 < MIN_SIGMA_PARTY2:
+            raise InvalidInput(
+                f"{where}: per-party noise variance {request.sigma_party2} is below {MIN_SIGMA_PARTY2}"
+            )
+        cells = sum(self.schema.domain.project(c).size() for c in request.cliques)
+        rho = core_api.release_rho(
+            len(request.cliques), request.sigma_party2, self.n_min(), len(self.data_members()), cells
+        )
+        self.check_plan_budget(request, rho, where)
+        return rho
+
+    def data_members(self) -> dict[str, Any]:
+        return {m.id: m for m in self.plan.data_parties}
+
+    def n_min(self) -> int:
+        return int(self.plan.n_min)
+
+    def check_cliques(self, cliques: tuple[tuple[str, ...], ...], where: str) -> None:
+        domain = self.schema.domain
+        max_cells = int(getattr(self.plan, "max_table_cells", 0) or DEFAULT_MAX_TABLE_CELLS)
+        total = 0
+        for clique in cliques:
+            if not 1 <= len(clique) <= 2 or len(set(clique)) != len(clique):
+                raise PermissionDenied(f"{where}: clique {clique} is not a 1-way or 2-way marginal")
+            unknown = [a for a in clique if a not in domain]
+            if unknown:
+                raise PermissionDenied(
+                    f"{where}: clique {clique} names columns {unknown} not measured by the schema"
+                )
+            if tuple(clique) != domain.canonical(clique):
+                raise InvalidInput(f"{where}: clique {clique} is not in canonical (schema) order")
+            cells = domain.project(clique).size()
+            if cells > max_cells:
+                raise PermissionDenied(
+                    f"{where}: clique {clique} has {cells} cells, over the cap {max_cells}"
+                )
+            total += cells
+        if len(set(cliques)) != len(cliques):
+            raise InvalidInput(f"{where}: a clique is requested twice")
+        if 8 * total > MAX_MESSAGE_BYTES:
+            raise PermissionDenied(f"{where}: {total} cells exceed the message-size limit")
+
+    def check_plan_budget(self, request: wire.RoundRequest, rho: float, where: str) -> None:
+        """The plan's total (epsilon, delta) and its per-job limit; the ledger then enforces the dataset's."""
+        entries = [e for e in self.ledger.entries() if e.plan_hash == self.plan_hash]
+        if any(e.release_id == request.release_id for e in entries):
+            return  # a retry of a charged release: no new charge
+        delta = float(self.plan.delta)
+        limits = (
+            ("this plan", float(self.plan.epsilon), entries),
+            (f"job {request.job_id}", float(self.plan.max_epsilon_per_job),
+             [e for e in entries if e.job_id == request.job_id]),
+        )  # fmt: skip
+        for what, epsilon, charged in limits:
+            allowed = core_api.rho_for(epsilon, delta)
+            spent = sum(float(e.rho) for e in charged)
+            if spent + rho > allowed * (1 + 1e-9):
+                raise BudgetExceeded(
+                    f"{where}: rho {rho:.6g} would bring {what} to {spent + rho:.6g}, over the agreed "
+                    f"{allowed:.6g} (epsilon {epsilon}, delta {delta})"
+                )
+
+    def check_job_count(self, job_id: str) -> None:
+        """Refuse a new job once the plan's `max_jobs` (0 = no limit) jobs have been charged here."""
+        limit = int(getattr(self.plan, "max_jobs", 0) or 0)
+        jobs = {e.job_id for e in self.ledger.entries() if e.plan_hash == self.plan_hash}
+        if limit and job_id not in jobs and len(jobs) >= limit:
+            raise PermissionDenied(f"party {self.party_id}: the plan allows {limit} jobs, all already run")
+
+    # ---- the only place data are touched ------------------------------------------------------------
+
+    def noised_vector(self, state: RoundState) -> np.ndarray:
+        """Counts + this party's noise; charged before noise is drawn, persisted for identical retries."""
+        request = state.request
+        self.ledger.reserve(
+            request.release_id,
+            state.rho,
+            self.plan_hash,
+            request.job_id,
+            {
+                "round": request.round,
+                "cliques": [list(c) for c in request.cliques],
+                "sigma_party2": str(request.sigma_party2),
+            },
+        )
+        stored = self.ledger.payload(request.release_id)
+        if stored is not None:
+            return np.frombuffer(stored, dtype="<i8").astype(np.int64)
+        counts = core_api.flatten_tables(self.source.count_tables(list(request.cliques)))
+        noised = counts + core_api.party_noise(request.sigma_party2, len(counts))
+        self.ledger.store_payload(request.release_id, noised.astype("<i8").tobytes())
+        return noised
+
+    # ---- results ------------------------------------------------------------------------------------
+
+    def begin_results(self, job_id: str, files: list[wire.ResultFile]) -> ResultWriter:
+        try:
+            if self.job_id is None or job_id != self.job_id:
+                raise PreconditionFailed(f"party {self.party_id}: results for unknown job {job_id!r}")
+            abilities = set(getattr(self.data_members().get(self.party_id), "abilities", ()))
+            for f in files:
+                if FILE_ABILITY[f.name] not in abilities or "receive_results" not in abilities:
+                    raise PermissionDenied(
+                        f"party {self.party_id} is not entitled to receive {f.name} under the plan"
+                    )
+        except CleanroomError as error:
+            self.record("receive_results", "refused", job_id=job_id, detail=str(error))
+            raise
+        self.record("receive_results", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
+        return ResultWriter(self.output_dir, {f.name: f for f in files})
+
+    def budget(self) -> wire.BudgetStatus:
+        total = float(self.ledger.spent() + self.ledger.remaining())
+        return wire.BudgetStatus(
+            total, float(self.ledger.spent()), float(self.ledger.remaining()), self.bytes_uploaded
+        )
+
+
+@dataclass
+class ResultWriter:
+    """Writes streamed result files to `<name>.part`, verifies size and SHA-256, then renames into place."""
+
+    directory: Path
+    expected: dict[str, wire.ResultFile]
+    bytes_written: int = 0
+    offsets: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        total = sum(f.size for f in self.expected.values())
+        if total > MAX_RESULT_BYTES:
+            raise InvalidInput(f"DeliverResults: {total} bytes announced, over the limit {MAX_RESULT_BYTES}")
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name in self.expected:
+            self.part(name).write_bytes(b"")
+            self.offsets[name] = 0
+
+    def part(self, name: str) -> Path:
+        return self.directory / f".{name}.part"
+
+    def write(self, name: str, offset: int, data: bytes) -> None:
+        if name not in self.expected:
+            raise InvalidInput(f"DeliverResults: chunk for {name!r}, which the header did not announce")
+        if offset != self.offsets[name] or offset + len(data) > self.expected[name].size:
+            raise InvalidInput(
+                f"DeliverResults: chunk of {name} at offset {offset} is out of order or too long"
+            )
+        with self.part(name).open("ab") as handle:
+            handle.write(data)
+        self.offsets[name] += len(data)
+        self.bytes_written += len(data)
+
+    def finish(self) -> list[str]:
+        for name, meta in self.expected.items():
+            digest = hashlib.sha256(self.part(name).read_bytes()).hexdigest()
+            if self.offsets[name] != meta.size or digest != meta.sha256:
+                raise InvalidInput(f"DeliverResults: {name} arrived incomplete or corrupted")
+        for name in self.expected:
+            os.replace(self.part(name), self.directory / name)
+        return sorted(self.expected)

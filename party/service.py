@@ -1,0 +1,88 @@
+"""PartyService servicer: authorise the caller from its certificate, convert, delegate to PartyNode.
+
+No logic lives here: checks are in `party.node.PartyNode`, status mapping in `transport.errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+
+from party.node import PartyNode
+from transport import serde
+from transport.auth import Authorizer
+from transport.v1 import party_pb2 as pb
+from transport.v1 import party_pb2_grpc as pb_grpc
+
+SERVICE_NAME = "transport.v1.PartyService"
+
+
+class PartyServicer(pb_grpc.PartyServiceServicer):
+    def __init__(self, node: PartyNode, authorizer: Authorizer) -> None:
+        self.node = node
+        self.authorizer = authorizer
+
+    async def Hello(self, request: pb.HelloRequest, context: grpc.aio.ServicerContext) -> pb.HelloResponse:
+        self.authorizer.authorize(context, request.coordinator_id, "Hello")
+        return serde.hello_reply_to_pb(self.node.hello(serde.hello_from_pb(request)))
+
+    async def AdvertiseKeys(
+        self, request: pb.AdvertiseKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.AdvertiseKeys:
+        self.authorizer.authorize(context, request.header.sender, "AdvertiseKeys")
+        spec, message = serde.advertise_request_from_pb(request)
+        return serde.stage_to_pb(self.node.advertise_keys(spec, message))
+
+    async def ShareKeys(
+        self, request: pb.ShareKeysRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ShareKeys:
+        self.authorizer.authorize(context, request.header.sender, "ShareKeys")
+        message = serde.stage_from_pb(request)
+        return serde.stage_to_pb(await asyncio.to_thread(self.node.share_keys, message))
+
+    async def MaskedInput(
+        self, request: pb.MaskedInputRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MaskedInput:
+        self.authorizer.authorize(context, request.header.sender, "MaskedInput")
+        message = serde.stage_from_pb(request)
+        return serde.stage_to_pb(await asyncio.to_thread(self.node.masked_input, message))
+
+    async def ConsistencyCheck(
+        self, request: pb.ConsistencyCheckRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ConsistencySignature:
+        self.authorizer.authorize(context, request.header.sender, "ConsistencyCheck")
+        message = serde.stage_from_pb(request)
+        return serde.stage_to_pb(self.node.consistency_check(message))
+
+    async def Unmask(self, request: pb.UnmaskRequest, context: grpc.aio.ServicerContext) -> pb.UnmaskResponse:
+        self.authorizer.authorize(context, request.header.sender, "Unmask")
+        message = serde.stage_from_pb(request)
+        return serde.stage_to_pb(await asyncio.to_thread(self.node.unmask, message))
+
+    async def DeliverResults(
+        self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext
+    ) -> pb.DeliverResultsResponse:
+        self.authorizer.authorize(context, what="DeliverResults")
+        writer = None
+        async for message in request_iterator:
+            if writer is None:
+                writer = self.node.begin_results(*serde.result_header_from_pb(message))
+            else:
+                writer.write(*serde.chunk_from_pb(message))
+        if writer is None:
+            return pb.DeliverResultsResponse()
+        written = await asyncio.to_thread(writer.finish)
+        return pb.DeliverResultsResponse(written=written, bytes_written=writer.bytes_written)
+
+    async def Budget(self, request: pb.BudgetRequest, context: grpc.aio.ServicerContext) -> pb.BudgetResponse:
+        self.authorizer.authorize(context, what="Budget")
+        return serde.budget_to_pb(self.node.budget())
+
+
+def register(servicer: PartyServicer) -> Callable[[grpc.aio.Server], None]:
+    def add(server: grpc.aio.Server) -> None:
+        pb_grpc.add_PartyServiceServicer_to_server(servicer, server)
+
+    return add

@@ -1,0 +1,195 @@
+"""Real processes over mutual TLS on loopback: 3 party nodes + the coordinator (small data, a few seconds)."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pandas as pd
+import pytest
+
+from cleanroom_cli import local
+from party.config import PartyConfig
+from party.run import total_rho
+from transport import core_api
+from transport.ca import init_ca, issue
+from transport.channel import secure_channel
+from transport.tls import TlsFiles
+from transport.v1 import party_pb2 as pb
+from transport.v1 import party_pb2_grpc as pb_grpc
+
+ROWS_PER_PARTY = 400
+
+
+def _job(out: Path, **overrides: Any) -> local.LocalJob:
+    schema, frame, target, task = core_api.sample_dataset(3 * ROWS_PER_PARTY, seed=7)
+    parts = {f"party{i + 1}": frame.iloc[i::3].reset_index(drop=True) for i in range(3)}
+    settings: dict[str, Any] = {"synthetic_rows": 500, "seed": 3}
+    settings.update(overrides)
+    return local.LocalJob(out, schema, parts, target, task, 1.0, 1e-9, **settings)
+
+
+def _spent(job: local.LocalJob, pid: str) -> float:
+    config = PartyConfig.load(job.work / f"{pid}.toml")
+    return float(core_api.open_ledger(config.ledger, total_rho(config)).spent())
+
+
+def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path) -> None:
+    job = _job(tmp_path / "run", receivers=["party1", "party2"])
+    assert local.run_local(job) == 0
+    for pid in ("party1", "party2"):
+        folder = job.out / pid
+        assert sorted(p.name for p in folder.iterdir()) == ["model.skops", "report.json", "synthetic.csv"]
+        synthetic = pd.read_csv(folder / "synthetic.csv")
+        assert len(synthetic) == 500
+        assert list(synthetic.columns) == [c["name"] for c in job.schema["columns"]]
+        report = json.loads((folder / "report.json").read_text())
+        assert 0 < report["privacy"]["epsilon"] <= 1.0 + 1e-6
+        import skops.io as sio
+
+        model = sio.load(folder / "model.skops", trusted=sio.get_untrusted_types(file=folder / "model.skops"))
+        features = synthetic.drop(columns=[job.target]).head(20)
+        assert len(model.predict(features)) == 20
+        assert _spent(job, pid) > 0
+    assert not (job.out / "party3").exists() or not any((job.out / "party3").iterdir())
+    assert _spent(job, "party3") > 0  # it contributed, it just receives nothing
+    events = [
+        json.loads(line) for line in (job.work / "coordinator" / "job-log.jsonl").read_text().splitlines()
+    ]
+    assert events[-1]["event"] == "job_finished" and events[-1]["outcome"] == "ok"
+    assert set(events[-1]["bytes_received"]) == {"party1", "party2", "party3"}
+
+
+def test_schema_mismatch_at_one_party_stops_the_job_before_any_budget_is_spent(tmp_path: Path) -> None:
+    job = _job(tmp_path / "run")
+    other = copy.deepcopy(job.schema)
+    column = next(c for c in other["columns"] if c.get("type") == "categorical")
+    column["categories"] = [*column["categories"], "an-extra-level"]
+    job.party_schemas["party2"] = other
+    assert local.run_local(job) != 0
+    for pid in ("party1", "party2", "party3"):
+        assert _spent(job, pid) == 0.0
+        assert not (job.out / pid).exists() or not any((job.out / pid).iterdir())
+
+
+async def _hello(address: str, tls: TlsFiles, target: str, claimed: str) -> None:
+    async with secure_channel(address, tls, target) as channel:
+        await pb_grpc.PartyServiceStub(channel).Hello(
+            pb.HelloRequest(job_id="x", coordinator_id=claimed), timeout=10
+        )
+
+
+def test_real_node_refuses_foreign_ca_and_impersonation(tmp_path: Path) -> None:
+    job = _job(tmp_path / "run")
+    configs = local.prepare(job)
+    procs = local.start_parties(job, configs)
+    try:
+        asyncio.run(local._wait_all(job, configs, procs))
+        address = tomllib.loads(configs["party2"].read_text())["listen"]
+        certs = job.work / "certs"
+        init_ca(tmp_path / "foreign")
+        issue(tmp_path / "foreign", "coordinator", role="coordinator")
+        foreign = TlsFiles(
+            certs / "ca.pem", tmp_path / "foreign/coordinator.pem", tmp_path / "foreign/coordinator.key"
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            asyncio.run(_hello(address, foreign, "party2", "coordinator"))
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+        party1 = TlsFiles(certs / "ca.pem", certs / "party1.pem", certs / "party1.key")
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            asyncio.run(_hello(address, party1, "party2", "coordinator"))
+        assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    finally:
+        local.stop(procs)
+
+
+def test_unreachable_party_stops_the_job_with_a_clear_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    job = _job(tmp_path / "run")
+    configs = local.prepare(job)
+    running = {pid: path for pid, path in configs.items() if pid != "party3"}
+    procs = local.start_parties(job, running)
+    try:
+        asyncio.run(local._wait_all(job, running, procs))
+        result = subprocess.run(
+            [sys.executable, "-m", "cleanroom_cli.main", "coordinator", "run", "--config",
+             str(job.work / "collaboration.toml")],
+            capture_output=True, text=True, env=local._env(), cwd=job.work, timeout=300,
+        )  # fmt: skip
+    finally:
+        local.stop(procs)
+    assert result.returncode == 3, result.stderr
+    assert "party3" in result.stderr and "UNAVAILABLE" in result.stderr
+    events = [
+        json.loads(line) for line in (job.work / "coordinator" / "job-log.jsonl").read_text().splitlines()
+    ]
+    assert [e["party"] for e in events if e["event"] == "party_dropped"] == ["party3"]
+    assert events[-1]["event"] == "job_finished" and events[-1]["outcome"].startswith("error")
+    for pid in ("party1", "party2"):
+        assert _spent(job, pid) == 0.0
+
+
+def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) -> None:
+    from cleanroom_cli.main import main
+
+    schema, frame, target, _ = core_api.sample_dataset(900, seed=11)
+    (tmp_path / "schema.json").write_text(json.dumps(schema))
+    args = [
+        "simulate",
+        "--schema",
+        str(tmp_path / "schema.json"),
+        "--target",
+        target,
+        "--task",
+        "classification",
+    ]
+    for i, name in enumerate(("airline", "hotel")):
+        frame.iloc[i::2].to_csv(tmp_path / f"{name}.csv", index=False)
+        args += ["--party", f"{name}={tmp_path / name}.csv"]
+    out = tmp_path / "out"
+    assert main([*args, "--epsilon", "1", "--rows", "300", "--format", "parquet", "--out", str(out)]) == 0
+    for name in ("airline", "hotel"):
+        assert sorted(p.name for p in (out / name).iterdir()) == [
+            "model.skops",
+            "report.json",
+            "synthetic.parquet",
+        ]
+        assert len(pd.read_parquet(out / name / "synthetic.parquet")) == 300
+
+
+def test_jobs_under_one_plan_use_fresh_sessions_until_the_plan_budget_is_spent(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    job = _job(tmp_path / "run", jobs=2)
+    configs = local.prepare(job)
+    procs = local.start_parties(job, configs)
+    command = [sys.executable, "-m", "cleanroom_cli.main", "coordinator", "run", "--config"]
+    command.append(str(job.work / "collaboration.toml"))
+    runs, records = [], []
+    try:
+        asyncio.run(local._wait_all(job, configs, procs))
+        for _ in range(5):
+            runs.append(
+                subprocess.run(command, capture_output=True, text=True, env=local._env(), cwd=job.work)
+            )
+            if runs[-1].returncode != 0:
+                break
+            records.append(json.loads((job.work / "coordinator" / "job.json").read_text()))
+    finally:
+        local.stop(procs)
+    # rho composes additively: (2 epsilon, delta) holds rho(2 eps) ~ 3.7 rho(eps), i.e. three jobs, not four
+    assert [r.returncode for r in runs] == [0, 0, 0, 3], runs[-1].stderr
+    assert "nothing was spent" in runs[-1].stderr
+    rounds = [[r["round"] for r in record["rounds"]] for record in records]
+    assert rounds == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    plan_rho = core_api.rho_for(2.0, 1e-9)
+    spent = _spent(job, "party1")
+    assert spent == pytest.approx(sum(r["rho_spent"] for r in records)) and spent <= plan_rho

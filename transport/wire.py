@@ -1,0 +1,75 @@
+"""Grpc-free value objects for the transport-level messages (handshake, round spec, results, budget).
+
+Secure-aggregation messages are `cleanroom.secagg.messages` classes. `transport.serde` is the only code
+converting either to and from protobuf messages.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from cleanroom.errors import InvalidInput
+
+Clique = tuple[str, ...]
+RESULT_FILE_NAMES = ("synthetic.csv", "synthetic.parquet", "model.skops", "report.json")
+
+
+@dataclass(frozen=True)
+class Hello:
+    job_id: str
+    plan_hash: str
+    schema_hash: str
+    coordinator_id: str
+    software_version: str = ""
+
+
+@dataclass(frozen=True)
+class HelloReply:
+    party_id: str
+    approved: bool
+    schema_hash: str
+    software_version: str
+    remaining_rho: float
+    next_round: int = 0
+    plan_remaining_rho: float = 0.0
+
+
+@dataclass(frozen=True)
+class RoundRequest:
+    """One measurement round = one secure-aggregation session (its sid is in the stage header)."""
+
+    job_id: str
+    release_id: str
+    round: int
+    cliques: tuple[Clique, ...]
+    sigma_party2: Fraction
+
+    def __post_init__(self) -> None:
+        if self.sigma_party2 <= 0:
+            raise InvalidInput(f"round {self.round}: sigma_party2 ({self.sigma_party2}) must be > 0")
+        if not self.cliques:
+            raise InvalidInput(f"round {self.round}: no cliques to measure")
+        if not self.release_id:
+            raise InvalidInput(f"round {self.round}: release_id must not be empty")
+
+
+@dataclass(frozen=True)
+class ResultFile:
+    name: str
+    size: int
+    sha256: str
+
+    def __post_init__(self) -> None:
+        if self.name not in RESULT_FILE_NAMES:
+            raise InvalidInput(f"result file name ({self.name!r}) must be one of {RESULT_FILE_NAMES}")
+        if self.size < 0:
+            raise InvalidInput(f"result file {self.name}: size ({self.size}) must be >= 0")
+
+
+@dataclass(frozen=True)
+class BudgetStatus:
+    total_rho: float
+    spent_rho: float
+    remaining_rho: float
+    bytes_uploaded: int
