@@ -12,7 +12,7 @@ from schema_paths import ADULT_DIR
 from test_sources_support import frame, pg_table, schema, write_csv, write_parquet
 
 from cleanroom.encoding import encode
-from cleanroom.errors import InvalidInput
+from cleanroom.errors import InvalidInput, NotFound
 from cleanroom.marginals import count_table
 from cleanroom.schema import Schema
 from party.sources import DataSource, SourceSpec, open_source
@@ -173,3 +173,23 @@ def test_postgresql_cover_sets_cover_every_table_within_budget() -> None:
     codes = np.array([[0, 1, 2], [0, 1, 3], [-1, 1, 2], [0, 2, 2]])
     sub_codes, sub_counts = sub_grouped({(0, 1, 2): (codes, np.array([5, 6, 7, 8]))}, (0, 2))
     assert dict(zip(map(tuple, sub_codes), sub_counts, strict=True)) == {(0, 2): 13, (0, 3): 6, (-1, 2): 7}
+
+
+def test_duckdb_database_table_and_url_given_as_path(data: pd.DataFrame, tmp_path: Path) -> None:
+    import duckdb
+
+    database = tmp_path / "party.duckdb"
+    with duckdb.connect(str(database)) as con:
+        con.register("frame", data)
+        con.execute("CREATE TABLE customers AS SELECT * FROM frame")
+    spec = SourceSpec.from_config({"path": "party.duckdb", "table": "customers"}, tmp_path)
+    assert spec.kind == "duckdb"
+    with open_source(spec, schema()) as source:
+        check_source(source, data)
+    with (
+        pytest.raises(NotFound, match="nope"),
+        open_source(SourceSpec(kind="duckdb", path=database, table="nope"), schema()) as missing,
+    ):
+        missing.check_schema()
+    url = SourceSpec.from_config({"path": "postgresql://u@h/db", "table": "t"}, tmp_path)
+    assert (url.kind, url.dsn, url.path) == ("postgresql", "postgresql://u@h/db", None)

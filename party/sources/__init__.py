@@ -20,11 +20,13 @@ __all__ = ["DataSource", "SchemaRules", "SourceSpec", "open_source"]
 def open_source(spec: SourceSpec, schema: Any) -> DataSource:
     """Open (and connect to) the source described by `spec`; call `check_schema()` before counting."""
     rules = rules_from_schema(schema)
-    if spec.kind in ("csv", "parquet"):
+    if spec.kind in ("csv", "parquet", "duckdb"):
         from party.sources.duck import DuckDbSource
 
         assert spec.path is not None
-        return DuckDbSource(spec.kind, spec.path, schema, rules, delimiter=spec.delimiter, name=spec.name)
+        return DuckDbSource(
+            spec.kind, spec.path, schema, rules, delimiter=spec.delimiter, table=spec.table, name=spec.name
+        )
     if spec.kind == "postgresql":
         from party.sources.postgres import PostgresSource
 

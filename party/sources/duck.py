@@ -26,6 +26,7 @@ from party.sources.rules import SchemaRules
 
 ROW_COLUMN = "__cleanroom_row"
 CODES_TABLE = "cleanroom_codes"
+DATABASE = "party_data"  # alias of an attached DuckDB database file (kind "duckdb")
 DEFAULT_THREADS = 2
 DEFAULT_MEMORY_LIMIT = "1GB"
 
@@ -43,14 +44,16 @@ class DuckDbSource(SqlSource):
         rules: SchemaRules,
         *,
         delimiter: str = ",",
+        table: str | None = None,
         name: str | None = None,
         threads: int = DEFAULT_THREADS,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
     ) -> None:
-        super().__init__(name or f"{kind} file {path}", schema, rules)
+        default_name = f"{kind} file {path}" + (f" table {table}" if kind == "duckdb" else "")
+        super().__init__(name or default_name, schema, rules)
         if not path.is_file():
             raise NotFound(f"{self.name}: the data file {path} does not exist")
-        if path.stat().st_size == 0:
+        if kind == "csv" and path.stat().st_size == 0:
             raise DataError(f"{self.name}: the data file {path} is empty (no header line)")
         self.kind, self.path, self.delimiter = kind, path, delimiter
         self._spill = tempfile.TemporaryDirectory(prefix="cleanroom-duckdb-")
@@ -64,9 +67,15 @@ class DuckDbSource(SqlSource):
             },
         )
         self._codes_ready = False
+        self.table = table
+        if kind == "duckdb":
+            self._run(f"ATTACH {sql.quote_literal(str(path))} AS {DATABASE} (READ_ONLY)")
 
     def _relation(self) -> str:
         location = sql.quote_literal(str(self.path))
+        if self.kind == "duckdb":
+            assert self.table is not None
+            return ".".join([DATABASE, *(sql.quote_ident(part) for part in self.table.split("."))])
         if self.kind == "parquet":
             return f"read_parquet({location})"
         return (
@@ -92,6 +101,8 @@ class DuckDbSource(SqlSource):
     def _run(self, query: str) -> duckdb.DuckDBPyConnection:
         try:
             return self._con.execute(query)
+        except duckdb.CatalogException as error:
+            raise NotFound(f"{self.name}: {error}") from error
         except duckdb.IOException as error:
             raise DataError(f"{self.name}: cannot read the file: {error}") from error
         except duckdb.Error as error:
@@ -145,7 +156,7 @@ class DuckDbSource(SqlSource):
         where = (
             f"row {row} (0-based data row; line {row + 2} of the file)"
             if self.kind == "csv"
-            else f"row {row} (0-based row of the Parquet file)"
+            else f"row {row} (0-based row of the {'Parquet file' if self.kind == 'parquet' else 'table'})"
         )
         return where, value, int(status)
 

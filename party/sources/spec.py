@@ -22,8 +22,9 @@ import pandas as pd
 
 from cleanroom.errors import InvalidInput
 
-KINDS = ("csv", "parquet", "postgresql", "pandas")
-_SUFFIX_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+KINDS = ("csv", "parquet", "duckdb", "postgresql", "pandas")
+_SUFFIX_KINDS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".duckdb": "duckdb"}
+_URL_PREFIXES = ("postgresql://", "postgres://")
 _CONFIG_KEYS = {
     "kind",
     "path",
@@ -56,8 +57,10 @@ class SourceSpec:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise InvalidInput(f"source kind ({self.kind!r}) must be one of {KINDS}")
-        if self.kind in ("csv", "parquet") and self.path is None:
+        if self.kind in ("csv", "parquet", "duckdb") and self.path is None:
             raise InvalidInput(f"a {self.kind} source needs a path")
+        if self.kind == "duckdb" and not self.table:
+            raise InvalidInput("a duckdb source needs a path (the database file) and a table")
         if self.kind == "postgresql" and (not self.dsn or not self.table):
             raise InvalidInput("a postgresql source needs a url (postgresql://...) and a table")
         if self.kind == "postgresql" and not self.dsn.startswith(("postgresql://", "postgres://")):  # type: ignore[union-attr]
@@ -86,7 +89,10 @@ class SourceSpec:
             dsn = os.environ.get(str(config["url_env"]))
             if not dsn:
                 raise InvalidInput(f"[source] url_env: environment variable {config['url_env']} is not set")
-        path = Path(base_dir) / str(config["path"]) if "path" in config else None
+        raw_path = config.get("path")
+        if isinstance(raw_path, str) and raw_path.startswith(_URL_PREFIXES) and dsn is None:
+            dsn, raw_path = raw_path, None  # `source = "postgresql://..."` given where a path goes
+        path = Path(base_dir) / str(raw_path) if raw_path is not None else None
         kind = str(config.get("kind") or _infer_kind(path, dsn))
         return cls(
             kind=kind,
