@@ -42,7 +42,7 @@ DEFAULT_TIMEOUT_MS = 600_000
 
 @dataclass(frozen=True)
 class SourceSpec:
-    """A data source: a CSV/Parquet file, a PostgreSQL table or view, or an in-memory frame (tests)."""
+    """A data source: a CSV/Parquet file, a DuckDB or PostgreSQL table or view, or an in-memory frame."""
 
     kind: str
     path: Path | None = None
