@@ -1,0 +1,203 @@
+"""Benchmark the party data sources: all 1-way and 2-way marginals of N rows x 15 columns.
+
+Generates N rows (default 10 million; 7 numerical and 8 categorical columns with NaN, out-of-range values and
+unknown categories) as Parquet and CSV, loads them into PostgreSQL when CLEANROOM_PG_DSN is set, then measures
+each source in a fresh subprocess (the "party process") and prints: seconds to compute all 120 tables, rows
+per second, and the process's peak RSS. Usage:
+    python scripts/bench_sources.py [--rows 10000000] [--dir /tmp/cleanroom-bench] \
+        [--sources parquet,csv,postgresql]
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+CHUNK = 1_000_000
+N_CATEGORIES = (2, 3, 5, 8, 12, 16, 20, 40)
+NUMERICAL = (  # name, lower, upper, number of bins, integer
+    ("age", 0, 100, 10, True),
+    ("income", 0, 500_000, 25, False),
+    ("score", -3, 3, 12, False),
+    ("visits", 0, 60, 30, True),
+    ("tenure", 0, 40, 8, True),
+    ("balance", -10_000, 90_000, 20, False),
+    ("ratio", 0, 1, 16, False),
+)
+
+
+def schema_json() -> dict[str, object]:
+    columns: list[dict[str, object]] = []
+    for name, lower, upper, n_bins, integer in NUMERICAL:
+        edges = np.linspace(lower, upper, n_bins + 1)
+        bins = (
+            [int(e) for e in edges]
+            if integer and all(float(e).is_integer() for e in edges)
+            else edges.tolist()
+        )
+        columns.append(
+            {
+                "name": name,
+                "type": "numerical",
+                "lower": lower,
+                "upper": upper,
+                "bins": bins,
+                "integer": integer,
+            }
+        )
+    for j, k in enumerate(N_CATEGORIES):
+        columns.append(
+            {
+                "name": f"cat{j}",
+                "type": "categorical",
+                "categories": [f"v{i}" for i in range(k)],
+                "policy": {"unknown_category": "other"},
+            }
+        )
+    return {"columns": columns, "policy": {"out_of_range": "clip", "missing": "level"}}
+
+
+def chunk_table(rng: np.random.Generator, n: int) -> pa.Table:
+    data: dict[str, pa.Array] = {}
+    for name, lower, upper, _, integer in NUMERICAL:
+        span = upper - lower
+        values = rng.normal(lower + span / 2, span / 3, n)  # ~13% out of range, clipped
+        if integer:
+            values = np.round(values)
+        mask = rng.random(n) < 0.02
+        data[name] = pa.array(values.astype(np.int64) if integer else values, mask=mask)
+    for j in range(len(N_CATEGORIES)):
+        codes = rng.zipf(1.6, n) - 1  # long tail beyond k: unknown categories
+        strings = np.char.add("v", codes.astype(str))
+        data[f"cat{j}"] = pa.array(strings, mask=rng.random(n) < 0.01)
+    return pa.table(data)
+
+
+def generate(rows: int, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "schema.json").write_text(json.dumps(schema_json(), indent=1))
+    rng = np.random.default_rng(20261127)
+    parquet_writer = csv_writer = None
+    for start in range(0, rows, CHUNK):
+        table = chunk_table(rng, min(CHUNK, rows - start))
+        if parquet_writer is None:
+            parquet_writer = pq.ParquetWriter(directory / "data.parquet", table.schema)
+            csv_writer = pacsv.CSVWriter(directory / "data.csv", table.schema)
+        parquet_writer.write_table(table)
+        csv_writer.write_table(table)
+    assert parquet_writer is not None and csv_writer is not None
+    parquet_writer.close()
+    csv_writer.close()
+    (directory / "rows").write_text(str(rows))
+
+
+def load_postgres(dsn: str, directory: Path, table: str) -> None:
+    import psycopg
+
+    columns = [f'"{n}" {"bigint" if integer else "double precision"}' for n, _, _, _, integer in NUMERICAL]
+    columns += [f'"cat{j}" text' for j in range(len(N_CATEGORIES))]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS {table}")
+        conn.execute(f"CREATE UNLOGGED TABLE {table} ({', '.join(columns)})")
+        with (
+            conn.cursor().copy(f"COPY {table} FROM STDIN (FORMAT csv, HEADER true)") as copy,
+            open(directory / "data.csv", "rb") as handle,
+        ):
+            while block := handle.read(1 << 20):
+                copy.write(block)
+        conn.execute(f"ANALYZE {table}")
+
+
+def measure(kind: str, directory: Path, table: str) -> dict[str, float]:
+    """Runs inside the measured subprocess: open the source, compute all 1-way and 2-way tables."""
+    from cleanroom.schema import Schema
+    from party.sources import SourceSpec, open_source
+
+    schema = Schema.load(directory / "schema.json")
+    if kind == "postgresql":
+        spec = SourceSpec(kind="postgresql", dsn=os.environ["CLEANROOM_PG_DSN"], table=table)
+    else:
+        spec = SourceSpec(kind=kind, path=directory / f"data.{kind}")
+    attrs = list(schema.domain.attrs)
+    cliques = [(a,) for a in attrs] + list(itertools.combinations(attrs, 2))
+    with open_source(spec, schema) as source:
+        source.check_schema()
+        start = time.perf_counter()
+        tables = source.count_tables(cliques)
+        seconds = time.perf_counter() - start
+    rows = int(tables[0].sum())
+    return {"tables": len(tables), "rows": rows, "seconds": seconds, "peak_rss_mib": peak_rss_kib() / 1024}
+
+
+def peak_rss_kib() -> int:
+    """This process's peak RSS (VmHWM; unlike ru_maxrss it is not inherited from the parent across exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+def run_measurement(kind: str, directory: Path, table: str) -> dict[str, float]:
+    command = [sys.executable, __file__, "--measure", kind, "--dir", str(directory), "--table", table]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return dict(json.loads(output.strip().splitlines()[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=10_000_000)
+    parser.add_argument("--dir", type=Path, default=Path("/tmp/cleanroom-bench"))
+    parser.add_argument("--sources", default="parquet,csv,postgresql")
+    parser.add_argument("--table", default="cleanroom_bench")
+    parser.add_argument("--reuse-table", action="store_true", help="skip loading PostgreSQL (already loaded)")
+    parser.add_argument("--measure", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure, args.dir, args.table)))
+        return
+    marker = args.dir / "rows"
+    if not marker.exists() or marker.read_text() != str(args.rows):
+        started = time.perf_counter()
+        generate(args.rows, args.dir)
+        print(
+            f"generated {args.rows:,} rows x 15 columns in {time.perf_counter() - started:.1f} s "
+            f"(parquet {os.path.getsize(args.dir / 'data.parquet') / 2**20:.0f} MiB, "
+            f"csv {os.path.getsize(args.dir / 'data.csv') / 2**20:.0f} MiB)"
+        )
+    kinds = [k for k in args.sources.split(",") if k]
+    if "postgresql" in kinds:
+        dsn = os.environ.get("CLEANROOM_PG_DSN")
+        if not dsn:
+            print('postgresql: skipped (set CLEANROOM_PG_DSN, e.g. eval "$(bash scripts/start_postgres.sh)")')
+            kinds.remove("postgresql")
+        elif not args.reuse_table:
+            started = time.perf_counter()
+            load_postgres(dsn, args.dir, args.table)
+            print(f"loaded into PostgreSQL table {args.table} in {time.perf_counter() - started:.1f} s")
+    print(f"{'source':<11} {'tables':>6} {'rows':>12} {'seconds':>8} {'rows/s':>12} {'peak RSS':>10}")
+    for kind in kinds:
+        result = run_measurement(kind, args.dir, args.table)
+        print(
+            f"{kind:<11} {result['tables']:>6.0f} {result['rows']:>12,.0f} {result['seconds']:>8.1f} "
+            f"{result['rows'] / result['seconds']:>12,.0f} {result['peak_rss_mib']:>7.0f} MiB"
+        )
+
+
+if __name__ == "__main__":
+    main()
