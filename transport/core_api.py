@@ -30,17 +30,13 @@ def schema_hash(schema: Any) -> str:
 
 
 def open_source(spec: Any, schema: Any) -> Any:
-    """The party's data source (`party.sources` once it lands, else the in-memory pandas stand-in).
+    """The party's data source (`party.sources`: DuckDB over CSV/Parquet, PostgreSQL, or pandas).
 
     `spec` is the party.toml `[data] source` value: a file path, or a table of `party.sources` keys.
     """
-    try:
-        from party.sources import SourceSpec
-        from party.sources import open_source as real_open_source
-    except ImportError:
-        from party.local_source import open_source as local_open_source
+    from party.sources import SourceSpec
+    from party.sources import open_source as real_open_source
 
-        return local_open_source(spec, schema)
     table = {"path": spec} if isinstance(spec, str) else dict(spec)
     return real_open_source(SourceSpec.from_config(table), schema)
 
