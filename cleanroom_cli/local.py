@@ -51,6 +51,7 @@ class LocalJob:
     seed: int | None = None
     receivers: list[str] | None = None  # None = every party receives results
     jobs: int = 1  # the plan's total budget allows this many jobs of `epsilon` each
+    max_membership_inference_score: float = 0.8  # the release gate (issue 6)
     party_schemas: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # tests: a party with another schema
@@ -147,7 +148,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "dropout_tolerance": 1 if n >= 3 else 0,
         "colluders": 0,
         "threshold": 0,
-        "max_membership_inference_score": 0.8,
+        "max_membership_inference_score": job.max_membership_inference_score,
         "result_formats": [job.result_format],
         "model_format": "skops",
         "retention_days": 30,
@@ -317,7 +318,20 @@ def print_summary(job: LocalJob, total: float) -> None:
             f"{ratio:.3f}x the tables"
         )
     print(f"[local] privacy spent: rho {record['rho_spent']:.5g}; results in {job.out}/<party>/")
+    print_release(job)
     print(f"[local] wall time {total:.2f} s")
+
+
+def print_release(job: LocalJob) -> None:
+    """The release decision and where each party's report is (report.html opens in any browser, offline)."""
+    reports = sorted(job.out.glob("*/report.json"))
+    for path in reports:
+        content = json.loads(path.read_text())
+        release = content.get("release") or {}
+        print(
+            f"[local] {path.parent.name}: {release.get('reason', 'no evaluation')}; "
+            f"report {path.parent}/report.html"
+        )
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -336,6 +350,7 @@ def run_demo(args: argparse.Namespace) -> int:
         synthetic_rows=args.rows * args.parties,
         result_format=args.format,
         seed=args.seed,
+        max_membership_inference_score=args.max_membership_inference_score,
     )
     return run_local(job)
 
@@ -361,5 +376,6 @@ def run_simulate(args: argparse.Namespace) -> int:
         synthetic_rows=args.rows,
         result_format=args.format,
         seed=args.seed,
+        max_membership_inference_score=args.max_membership_inference_score,
     )
     return run_local(job)

@@ -268,8 +268,7 @@ class PartyEvaluation:
 
         report = party_report(self, job_id, combined, released)
         write_report(report, output_dir)
-        merged = report_json(report)
-        merged["job"] = combined
+        merged = {**combined, **report_json(report)}  # the coordinator's job report + this party's sections
         (output_dir / "report.json").write_text(json.dumps(merged, indent=2, allow_nan=False))
         log.info("job %s: report written to %s (released: %s)", job_id, output_dir, released)
 

@@ -40,11 +40,16 @@ def _spent(job: local.LocalJob, pid: str) -> float:
 
 
 def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path) -> None:
-    job = _job(tmp_path / "run", receivers=["party1", "party2"])
+    job = _job(tmp_path / "run", receivers=["party1", "party2"], max_membership_inference_score=1.0)
     assert local.run_local(job) == 0
     for pid in ("party1", "party2"):
         folder = job.out / pid
-        assert sorted(p.name for p in folder.iterdir()) == ["model.skops", "report.json", "synthetic.csv"]
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "model.skops",
+            "report.html",
+            "report.json",
+            "synthetic.csv",
+        ]
         synthetic = pd.read_csv(folder / "synthetic.csv")
         assert len(synthetic) == 500
         assert list(synthetic.columns) == [c["name"] for c in job.schema["columns"]]
