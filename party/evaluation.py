@@ -302,7 +302,7 @@ def party_report(evaluation: PartyEvaluation, job_id: str, combined: dict[str, A
         empty = np.full((len(domain), len(domain)), np.nan)
         pairs = {tuple(k.split("|", 1)): _num(v) for k, v in fidelity["two_way_tvd"].items()}
         one_way = {k: _num(v) for k, v in fidelity["one_way_tvd"].items()}
-        combined_fidelity = FidelityReport(domain.attrs, one_way, pairs, empty, empty.copy())  # type: ignore[arg-type]
+        combined_fidelity = FidelityReport(domain.attrs, one_way, pairs, empty, empty.copy())
     local = None
     if released:
         real, synthetic = evaluation.codes(), evaluation.synthetic_codes(job_id)

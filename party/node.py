@@ -211,7 +211,7 @@ class PartyNode:
         if request.statistic:  # an evaluation round (party/evaluation.py)
             if self.evaluation is None:
                 raise PermissionDenied(f"{where}: this node runs no evaluation rounds")
-            rho = self.evaluation.check_round(request, self.n_min(), len(self.data_members()), where)
+            rho = float(self.evaluation.check_round(request, self.n_min(), len(self.data_members()), where))
             self.check_plan_budget(request, rho, where)
             return rho
         self.check_cliques(request.cliques, where)
@@ -304,11 +304,12 @@ class PartyNode:
         stored = self.ledger.payload(request.release_id)
         if stored is not None:
             return np.frombuffer(stored, dtype="<i8").astype(np.int64)
+        counts: np.ndarray
         if request.statistic:
-            counts = self.evaluation.vector(request.job_id, request.statistic)
+            counts = np.asarray(self.evaluation.vector(request.job_id, request.statistic), dtype=np.int64)
         else:
             counts = core_api.flatten_tables(self.source.count_tables(list(request.cliques)))
-        noised = counts + core_api.party_noise(request.sigma_party2, len(counts))
+        noised: np.ndarray = counts + core_api.party_noise(request.sigma_party2, len(counts))
         self.ledger.store_payload(request.release_id, noised.astype("<i8").tobytes())
         return noised
 
