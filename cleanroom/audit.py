@@ -329,13 +329,27 @@ def _job_section(plan_hash: str, job_id: str, entries: list[dict[str, Any]]) -> 
         cumulative += charged
         remaining = e.get("rho_remaining")
         lines.append(
-            f"  {e.get('time', ''):<27} {str(e.get('round', '-')):<8} {str(e.get('event')):<16} "
+            f"  {e.get('time', ''):<27} {_or_dash(e.get('round')):<8} {str(e.get('event')):<16} "
             f"{str(e.get('outcome')):<9} {charged:>10.4g} {cumulative:>11.4g} "
             f"{'-' if remaining is None else format(float(remaining), '.4g'):>11}"
         )
     return [*lines, ""]
 
 
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def _detail(entry: Mapping[str, Any]) -> str:
     detail = entry.get("detail")
     return json.dumps(detail, sort_keys=True) if isinstance(detail, dict) else str(detail or "")
+
+
+def rho_charged_by_plan(path: str | Path) -> dict[str, float]:
+    """Total rho charged by answered entries, per plan hash (to compare with the ledger's spend)."""
+    totals: dict[str, float] = {}
+    for entry in read_entries(path):
+        if entry.get("outcome") == ANSWERED and entry.get("rho_charged") is not None:
+            key = str(entry.get("plan_hash") or "-")
+            totals[key] = totals.get(key, 0.0) + float(entry["rho_charged"])
+    return totals

@@ -239,6 +239,14 @@ class Plan:
         return self.threshold or required_threshold(len(self.data_parties), self.colluders)
 
     @property
+    def min_survivors(self) -> int:
+        """Fewest parties an aggregation round may end with: below it the n_min noise promise fails.
+
+        `max(min_parties, data parties - dropout_tolerance)`; the secure-aggregation quorum is at least this.
+        """
+        return max(self.min_parties, len(self.data_parties) - self.dropout_tolerance)
+
+    @property
     def n_min(self) -> int:
         """Honest survivors the noise is calibrated for: data parties - dropout_tolerance - colluders."""
         return len(self.data_parties) - self.dropout_tolerance - self.colluders

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -163,6 +164,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "key": "certs/coordinator.key",
         "out": "coordinator",
         "call_deadline_s": 120.0,
+        "job_log": "coordinator/job-log.jsonl",
     }
     if job.seed is not None:
         coordinator["seed"] = job.seed
@@ -317,19 +319,41 @@ def print_summary(job: LocalJob, total: float) -> None:
             f"  {pid:<12} uploaded {up['bytes_uploaded']:>12,} B (masked vectors {up['vector_bytes']:,} B), "
             f"{ratio:.3f}x the tables"
         )
-    print(f"[local] privacy spent: rho {record['rho_spent']:.5g}; results in {job.out}/<party>/")
+    print(f"[local] privacy spent: rho {record['rho_spent']:.5g}; results in {job.out}/<party>/<job id>/")
+    print(f"[local] coordinator job log: {job.work / 'coordinator' / 'job-log.jsonl'}")
+    print_audit_summary(job)
     print_release(job)
     print(f"[local] wall time {total:.2f} s")
 
 
+def audit_vs_ledger(job: LocalJob, pid: str) -> tuple[Path, float, float]:
+    """A party's audit log path, the rho its answered entries charged, and the rho its ledger spent."""
+    from cleanroom.audit import rho_charged_by_plan
+    from party.config import PartyConfig
+    from party.run import total_rho
+
+    config = PartyConfig.load(job.work / f"{pid}.toml")
+    assert config.audit_log is not None
+    audited = sum(rho_charged_by_plan(config.audit_log).values())
+    spent = float(core_api.open_ledger(config.ledger, total_rho(config)).spent())
+    return config.audit_log, audited, spent
+
+
+def print_audit_summary(job: LocalJob) -> None:
+    print("[local] party audit logs (`cleanroom audit show LOG`; rho charged per the log vs the ledger):")
+    for pid in job.parts:
+        path, audited, spent = audit_vs_ledger(job, pid)
+        same = "matches" if math.isclose(audited, spent, rel_tol=1e-9, abs_tol=1e-12) else "DIFFERS from"
+        print(f"  {pid:<12} {path}: audit rho {audited:.6g} {same} ledger rho {spent:.6g}")
+
+
 def print_release(job: LocalJob) -> None:
     """The release decision and where each party's report is (report.html opens in any browser, offline)."""
-    reports = sorted(job.out.glob("*/report.json"))
-    for path in reports:
+    for path in sorted(job.out.glob("*/*/report.json")):
         content = json.loads(path.read_text())
         release = content.get("release") or {}
         print(
-            f"[local] {path.parent.name}: {release.get('reason', 'no evaluation')}; "
+            f"[local] {path.parent.parent.name}: {release.get('reason', 'no evaluation')}; "
             f"report {path.parent}/report.html"
         )
 

@@ -58,9 +58,34 @@ def cmd_party_budget(args: argparse.Namespace) -> int:
 
     config = PartyConfig.load(Path(args.config))
     ledger = core_api.open_ledger(config.ledger, total_rho(config))
-    print(f"spent rho {ledger.spent():.6g}, remaining {ledger.remaining():.6g}")
-    for plan_hash, rho in ledger.spent_by_plan().items():
-        print(f"  plan {plan_hash[:16]}...: {rho:.6g}")
+    print(f"dataset: spent rho {ledger.spent():.6g}, remaining {ledger.remaining():.6g}")
+    plan = core_api.load_plan(config.plan)
+    spent_by_plan = ledger.spent_by_plan()
+    plan_total = core_api.rho_for(float(plan.epsilon), float(plan.delta))
+    plan_spent = float(spent_by_plan.get(plan.hash, 0.0))
+    plan_left = min(max(0.0, plan_total - plan_spent), float(ledger.remaining()))
+    print(
+        f"  plan {plan.hash} (this node's): spent {plan_spent:.6g} of {plan_total:.6g} "
+        f"(epsilon {plan.epsilon}, delta {plan.delta}), remaining {plan_left:.6g}"
+    )
+    for plan_hash, rho in spent_by_plan.items():
+        if plan_hash != plan.hash:
+            print(f"  plan {plan_hash}: spent {rho:.6g}")
+    return 0
+
+
+def cmd_party_prune(args: argparse.Namespace) -> int:
+    from party.config import PartyConfig
+    from party.governance import prune_outputs
+    from transport import core_api
+
+    config = PartyConfig.load(Path(args.config))
+    plan = core_api.load_plan(config.plan)
+    audit = core_api.audit_log(config.audit_log) if config.audit_log else None
+    removed = prune_outputs(config.output_dir, plan, audit)
+    print(f"retention {plan.retention_days} days: {len(removed)} job output folders deleted")
+    for path in removed:
+        print(f"  deleted {path}")
     return 0
 
 
@@ -68,7 +93,9 @@ def cmd_coordinator_run(args: argparse.Namespace) -> int:
     from coordinator.config import CoordinatorConfig
     from coordinator.workflow import run_job
 
-    record = asyncio.run(run_job(CoordinatorConfig.load(Path(args.config))))
+    config = CoordinatorConfig.load(Path(args.config))
+    print(f"[coordinator] job log: {config.job_log_path}", flush=True)
+    record = asyncio.run(run_job(config))
     print(f"[coordinator] job {record.job_id} done; rho spent {record.rho_spent:.6g}")
     return 0
 
@@ -211,6 +238,9 @@ def _add_party(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     budget = party.add_parser("budget", help="show this party's privacy ledger")
     budget.add_argument("--config", required=True)
     budget.set_defaults(handler=cmd_party_budget)
+    prune = party.add_parser("prune", help="delete delivered outputs older than the plan's retention_days")
+    prune.add_argument("--config", required=True)
+    prune.set_defaults(handler=cmd_party_prune)
 
 
 def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -11,6 +11,7 @@ out = "out/coordinator"              # job record (timings, bytes, privacy repor
 call_deadline_s = 120                # deadline of every call to a party
 seed = 0                             # optional: seeds synthesis and training (noise never uses it)
 train_threads = 1                    # OpenMP threads for model training
+job_log = "out/coordinator/job-log.jsonl"  # stages, timings, parties, dropped, bytes, outcome
 ```
 """
 
@@ -38,6 +39,7 @@ class CoordinatorConfig:
     call_deadline_s: float = 120.0
     seed: int | None = None
     train_threads: int = 1
+    job_log: Path | None = None  # default <out>/job-log.jsonl
 
     def __post_init__(self) -> None:
         if self.train_threads < 1:
@@ -49,6 +51,10 @@ class CoordinatorConfig:
                 f"[coordinator] id ({self.coordinator_id!r}) differs from the plan's coordinator "
                 f"({self.plan.coordinator!r})"
             )
+
+    @property
+    def job_log_path(self) -> Path:
+        return self.job_log if self.job_log is not None else self.out / "job-log.jsonl"
 
     @classmethod
     def load(cls, path: Path) -> CoordinatorConfig:
@@ -76,6 +82,7 @@ class CoordinatorConfig:
                 call_deadline_s=float(table.get("call_deadline_s", 120.0)),
                 seed=table.get("seed"),
                 train_threads=int(table.get("train_threads", 1)),
+                job_log=(base / table["job_log"]).resolve() if "job_log" in table else None,
             )
         except KeyError as error:
             raise InvalidInput(f"{path}: missing key {error}") from None

@@ -62,7 +62,7 @@ class Workflow:
         self.first_round = 0  # round numbers (and so session ids) continue across jobs under one plan
 
     async def run(self) -> JobRecord:
-        self.job = core_api.job_log(self.config.out / "job-log.jsonl").start(
+        self.job = core_api.job_log(self.config.job_log_path).start(
             self.record.job_id, self.config.plan_hash, list(self.clients)
         )
         try:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from cleanroom.errors import (
     PreconditionFailed,
     SchemaError,
 )
+from party.governance import require_safe_job_id
 from transport import core_api, wire
 from transport.options import MAX_MESSAGE_BYTES
 
@@ -77,20 +79,23 @@ class PartyNode:
     def record(self, event: str, outcome: str, **fields: Any) -> None:
         """Append to this party's hash-chained audit log (every answer and refusal)."""
         if self.audit is not None:
-            self.audit.append(
-                event, outcome, plan_hash=self.plan_hash, requester=self.plan.coordinator, **fields
-            )
+            fields.setdefault("plan_hash", self.plan_hash)
+            self.audit.append(event, outcome, requester=self.plan.coordinator, **fields)
 
     def hello(self, msg: wire.Hello) -> wire.HelloReply:
         try:
             reply = self._hello(msg)
         except CleanroomError as error:
-            self.record("start_job", "refused", job_id=msg.job_id, detail=str(error))
+            self.record(
+                "start_job", "refused", job_id=msg.job_id, plan_hash=msg.plan_hash or None,
+                rho_remaining=float(self.ledger.remaining()), detail=str(error),
+            )  # fmt: skip
             raise
         self.record("start_job", "answered", job_id=msg.job_id, rho_remaining=reply.remaining_rho)
         return reply
 
     def _hello(self, msg: wire.Hello) -> wire.HelloReply:
+        core_api.approved(msg.plan_hash, self.approved_plans)  # names the unapproved hash
         if msg.plan_hash != self.plan_hash:
             raise PreconditionFailed(
                 f"party {self.party_id}: plan hash {msg.plan_hash[:16]}... is not this party's plan "
@@ -319,6 +324,7 @@ class PartyNode:
         try:
             if self.job_id is None or job_id != self.job_id:
                 raise PreconditionFailed(f"party {self.party_id}: results for unknown job {job_id!r}")
+            require_safe_job_id(job_id, self.party_id)
             abilities = set(getattr(self.data_members().get(self.party_id), "abilities", ()))
             for f in files:
                 if FILE_ABILITY[f.name] not in abilities or "receive_results" not in abilities:
@@ -331,7 +337,9 @@ class PartyNode:
             self.record("receive_results", "refused", job_id=job_id, detail=str(error))
             raise
         self.record("receive_results", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
-        return ResultWriter(self.output_dir, {f.name: f for f in files})
+        return ResultWriter(
+            self.output_dir / job_id, {f.name: f for f in files}, job_id=job_id, plan_hash=self.plan_hash
+        )  # one folder per job: retention deletes whole job folders
 
     # ---- evaluation hooks (party/evaluation.py) -------------------------------------------------------
 
@@ -349,7 +357,7 @@ class PartyNode:
     def finish_results(self, job_id: str, writer: ResultWriter) -> list[str]:
         written = writer.finish()
         if self.evaluation is not None:
-            self.evaluation.finish_delivery(job_id, written, self.output_dir)
+            self.evaluation.finish_delivery(job_id, written, writer.directory)
         return written
 
     def budget(self) -> wire.BudgetStatus:
@@ -367,6 +375,8 @@ class ResultWriter:
     expected: dict[str, wire.ResultFile]
     bytes_written: int = 0
     offsets: dict[str, int] = field(default_factory=dict)
+    job_id: str = ""
+    plan_hash: str | None = None
 
     def __post_init__(self) -> None:
         total = sum(f.size for f in self.expected.values())
@@ -399,4 +409,12 @@ class ResultWriter:
                 raise InvalidInput(f"DeliverResults: {name} arrived incomplete or corrupted")
         for name in self.expected:
             os.replace(self.part(name), self.directory / name)
+        self.stamp()
         return sorted(self.expected)
+
+    def stamp(self) -> None:
+        """The delivery time that retention counts from (`cleanroom.retention.mark_delivered`)."""
+        from cleanroom.retention import mark_delivered
+
+        moment = datetime.now(UTC)
+        mark_delivered(self.directory, moment, job_id=self.job_id or None, plan_hash=self.plan_hash)

@@ -10,6 +10,7 @@ from typing import Any
 from cleanroom.errors import CleanroomError, InvalidInput
 from party.config import PartyConfig
 from party.evaluation import MembersOnlySource, PartyEvaluation
+from party.governance import PlanAuthorizer, prune_outputs
 from party.node import PartyNode
 from party.service import SERVICE_NAME, PartyServicer, register
 from transport import core_api
@@ -53,7 +54,7 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
     )
     coordinator = next((m for m in plan.members if m.id == plan.coordinator), None)
     pinned = coordinator.cert_sha256 if coordinator is not None and coordinator.cert_sha256 else None
-    return node, Authorizer(plan.coordinator, pinned)
+    return node, PlanAuthorizer(plan.coordinator, pinned, plan=plan, audit=node.audit, ledger=node.ledger)
 
 
 def party_evaluation(
@@ -89,6 +90,7 @@ def _schema_problem(source: object) -> str | None:
 
 async def serve(config: PartyConfig, ready: asyncio.Event | None = None) -> NodeServer:
     node, authorizer = build_node(config)
+    prune_outputs(config.output_dir, node.plan, node.audit)  # retention also runs at every start
     servicer = PartyServicer(node, authorizer)
     server = await start_server(config.listen, config.tls, register(servicer), (SERVICE_NAME,))
     install_signal_handlers(server)

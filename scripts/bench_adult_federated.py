@@ -28,7 +28,7 @@ from cleanroom_cli import local
 from party.evaluation import load_model
 from transport import core_api
 
-DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "adult"
+DATA = Path("/work/shared/data/adult")
 PARTIES = ("party1", "party2", "party3")
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     wall = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"collaboration failed with status {status}")
-    report = json.loads((job.out / "party1" / "report.json").read_text())
+    report = json.loads(next((job.out / "party1").glob("*/report.json")).read_text())
     model = load_model(job.work / "coordinator" / "results" / "model.skops", "coordinator")
     real = report["utility"]["real_combined"]
     holdout = direct_auc(model, pd.read_csv(args.data / "holdout.csv"), schema, target)
@@ -98,9 +98,9 @@ def main() -> None:
         local_scores = [
             a["local_score"]
             for pid in PARTIES
-            for a in (json.loads((job.out / pid / "report.json").read_text()).get("local_detail") or {}).get(
-                "attacks", []
-            )
+            for a in (
+                json.loads(next((job.out / pid).glob("*/report.json")).read_text()).get("local_detail") or {}
+            ).get("attacks", [])
             if a["attack"] == name
         ]
         exact = ", ".join(f"{s:.3f}" for s in local_scores)
@@ -109,7 +109,7 @@ def main() -> None:
             f"per party {exact}"
         )
     print(f"gate: {report['release']['reason']}")
-    print(f"reports: {job.out}/<party>/report.html")
+    print(f"reports: {job.out}/<party>/<job id>/report.html")
 
 
 if __name__ == "__main__":

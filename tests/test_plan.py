@@ -201,3 +201,10 @@ def test_explicit_threshold_too_small_for_colluders_is_refused(tmp_path: Path) -
     )
     with pytest.raises(InvalidInput, match=r"threshold \(3\) must be >= 4 to tolerate 1 colluders"):
         Plan.load(files.path)
+
+
+def test_rounds_need_every_party_but_the_tolerated_dropouts(tmp_path: Path) -> None:
+    files = write_plan(tmp_path, n_parties=4, overrides={"dropout_tolerance": "1", "min_parties": "2"})
+    plan = Plan.load(files.path)
+    assert plan.min_survivors == 3
+    assert plan.n_min == 3 - plan.colluders

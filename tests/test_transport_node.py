@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
@@ -172,8 +173,11 @@ def _advertise(node: PartyNode, spec: wire.RoundRequest, sid: bytes = SID) -> An
 
 
 def test_hello_checks_plan_and_schema(node: PartyNode) -> None:
+    with pytest.raises(PermissionDenied, match=f"plan {'cd' * 32} is not approved"):
+        _hello(node, plan_hash="cd" * 32)  # a changed plan: its hash is named in the refusal
+    node.approved_plans = (PLAN_HASH, "ef" * 32)
     with pytest.raises(PreconditionFailed, match="is not this party.s plan"):
-        _hello(node, plan_hash="cd" * 32)
+        _hello(node, plan_hash="ef" * 32)
     with pytest.raises(SchemaError, match="schema hash"):
         _hello(node, schema_hash="t" * 64)
     node.schema_problem = "column 'age' is missing"
@@ -181,7 +185,7 @@ def test_hello_checks_plan_and_schema(node: PartyNode) -> None:
         _hello(node)
     node.schema_problem = None
     assert _hello(node).approved
-    assert [(e, o) for e, o, _ in node.audit.entries] == [("start_job", "refused")] * 3 + [
+    assert [(e, o) for e, o, _ in node.audit.entries] == [("start_job", "refused")] * 4 + [
         ("start_job", "answered")
     ]
 
@@ -246,14 +250,16 @@ def test_results_only_for_the_entitled_and_verified(node: PartyNode) -> None:
     writer = node.begin_results("j", [meta])
     writer.write("synthetic.csv", 0, data)
     assert writer.finish() == ["synthetic.csv"]
-    assert (node.output_dir / "synthetic.csv").read_bytes() == data
+    assert (node.output_dir / "j" / "synthetic.csv").read_bytes() == data
+    stamp = json.loads((node.output_dir / "j" / ".delivered.json").read_text())
+    assert stamp["job_id"] == "j" and stamp["plan_hash"] == node.plan_hash
     with pytest.raises(PreconditionFailed):
         node.begin_results("other-job", [meta])
     bad = node.begin_results("j", [wire.ResultFile("report.json", 2, "00" * 32)])
     bad.write("report.json", 0, b"{}")
     with pytest.raises(InvalidInput, match="corrupted"):
         bad.finish()
-    assert not (node.output_dir / "report.json").exists()
+    assert not (node.output_dir / "j" / "report.json").exists()
 
 
 def test_non_entitled_party_receives_nothing(node: PartyNode) -> None:
@@ -289,4 +295,4 @@ def test_results_larger_than_the_limit_are_refused(node: PartyNode) -> None:
         node.begin_results(
             "j", [wire.ResultFile("synthetic.csv", node_module.MAX_RESULT_BYTES + 1, "00" * 32)]
         )
-    assert not (node.output_dir / ".synthetic.csv.part").exists()
+    assert not (node.output_dir / "j" / ".synthetic.csv.part").exists()

@@ -159,7 +159,7 @@ def secagg_manifest(plan: Any, schema_hash_hex: str) -> Any:
         collaboration_id=plan.collaboration_id,
         parties=tuple(m.id for m in parties),
         identity_keys=tuple(m.public_key() for m in parties),
-        min_parties=int(plan.min_parties),
+        min_parties=int(plan.min_survivors),
         schema_hash=schema_hash_hex,
         threshold=int(plan.effective_threshold),
         coordinator_id=plan.coordinator,

@@ -53,8 +53,15 @@ def blocked(tmp_path_factory: pytest.TempPathFactory) -> local.LocalJob:
     return _run(tmp_path_factory.mktemp("blocked") / "run", epsilon=1.0, max_score=0.5)
 
 
+def _folder(job: local.LocalJob, pid: str) -> Path:
+    """Delivered results land in <output_dir>/<job id>/; one job ran."""
+    folders = [p for p in (job.out / pid).iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
 def _report(job: local.LocalJob, pid: str) -> dict[str, Any]:
-    return json.loads((job.out / pid / "report.json").read_text())  # type: ignore[no-any-return]
+    return json.loads((_folder(job, pid) / "report.json").read_text())  # type: ignore[no-any-return]
 
 
 def _released_files(job: local.LocalJob) -> list[Path]:
@@ -73,13 +80,13 @@ def test_gate_below_the_score_blocks_the_release_everywhere(blocked: local.Local
         scores = report["release"]["scores"]
         assert max(scores.values()) > 0.5
         assert "release blocked" in report["release"]["reason"]
-        html = (blocked.out / pid / "report.html").read_text()
+        html = (_folder(blocked, pid) / "report.html").read_text()
         assert "release blocked" in html
 
 
 def test_gate_above_the_score_releases(released: local.LocalJob) -> None:
     for pid in PARTIES:
-        names = sorted(p.name for p in (released.out / pid).iterdir())
+        names = sorted(p.name for p in _folder(released, pid).iterdir() if not p.name.startswith("."))
         assert names == ["model.skops", "report.html", "report.json", "synthetic.csv"]
         report = _report(released, pid)
         assert report["release"]["released"] is True
@@ -94,7 +101,7 @@ def test_combined_tstr_auc_matches_the_pooled_real_data(released: local.LocalJob
     pooled = pd.concat([released.parts[pid] for pid in PARTIES], ignore_index=True)  # type: ignore[list-item]
     schema = Schema.from_dict(released.schema)
     x, y = release.model_inputs(pooled, released.target, released.task, core_api.column_kinds(schema))
-    model = load_model(released.out / "party1" / "model.skops", "test")
+    model = load_model(_folder(released, "party1") / "model.skops", "test")
     positive = release.positive_class(schema, released.target)
     direct = roc_auc_score((y == positive).to_numpy(), positive_scores(model, x, positive))
     bound = real["auc_binning_bound"] + 4 * real["auc_noise_sd"] + 0.005
@@ -107,7 +114,7 @@ def test_combined_tstr_auc_matches_the_pooled_real_data(released: local.LocalJob
 
 def test_reports_have_every_section_decodable_plots_and_budget(released: local.LocalJob) -> None:
     for pid in PARTIES:
-        html = (released.out / pid / "report.html").read_text()
+        html = (_folder(released, pid) / "report.html").read_text()
         for section in SECTIONS:
             assert f'id="{section}"' in html, section
         assert not re.search(r"(src|href)=\"(http|//)", html)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import json
 import tomllib
 from pathlib import Path
@@ -39,17 +40,26 @@ def _spent(job: local.LocalJob, pid: str) -> float:
     return float(core_api.open_ledger(config.ledger, total_rho(config)).spent())
 
 
-def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path) -> None:
+def _job_folder(party_out: Path) -> Path:
+    """Delivered results land in <output_dir>/<job id>/; one job ran."""
+    folders = [p for p in party_out.iterdir() if p.is_dir()]
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+def _visible(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_three_parties_receive_model_and_data_only_when_entitled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     job = _job(tmp_path / "run", receivers=["party1", "party2"], max_membership_inference_score=1.0)
     assert local.run_local(job) == 0
     for pid in ("party1", "party2"):
-        folder = job.out / pid
-        assert sorted(p.name for p in folder.iterdir()) == [
-            "model.skops",
-            "report.html",
-            "report.json",
-            "synthetic.csv",
-        ]
+        folder = _job_folder(job.out / pid)
+        assert _visible(folder) == ["model.skops", "report.html", "report.json", "synthetic.csv"]
+        assert (folder / ".delivered.json").is_file()  # retention counts from this stamp
         synthetic = pd.read_csv(folder / "synthetic.csv")
         assert len(synthetic) == 500
         assert list(synthetic.columns) == [c["name"] for c in job.schema["columns"]]
@@ -61,6 +71,15 @@ def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path)
         features = synthetic.drop(columns=[job.target]).head(20)
         assert len(model.predict(features)) == 20
         assert _spent(job, pid) > 0
+    for pid in job.parts:  # what the demo prints: the audit log's charged rho equals the ledger's spend
+        _, audited, spent = local.audit_vs_ledger(job, pid)
+        assert audited == pytest.approx(spent, rel=1e-9) and spent > 0
+    from cleanroom_cli.main import main
+
+    plan_hash = hashlib.sha256((job.work / "collaboration.toml").read_bytes()).hexdigest()
+    capsys.readouterr()
+    assert main(["party", "budget", "--config", str(job.work / "party3.toml")]) == 0
+    assert f"plan {plan_hash} (this node's): spent {_spent(job, 'party3'):.6g} of" in capsys.readouterr().out
     assert not (job.out / "party3").exists() or not any((job.out / "party3").iterdir())
     assert _spent(job, "party3") > 0  # it contributed, it just receives nothing
     events = [
@@ -161,12 +180,9 @@ def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) ->
     out = tmp_path / "out"
     assert main([*args, "--epsilon", "1", "--rows", "300", "--format", "parquet", "--out", str(out)]) == 0
     for name in ("airline", "hotel"):
-        assert sorted(p.name for p in (out / name).iterdir()) == [
-            "model.skops",
-            "report.json",
-            "synthetic.parquet",
-        ]
-        assert len(pd.read_parquet(out / name / "synthetic.parquet")) == 300
+        folder = _job_folder(out / name)
+        assert _visible(folder) == ["model.skops", "report.json", "synthetic.parquet"]
+        assert len(pd.read_parquet(folder / "synthetic.parquet")) == 300
 
 
 def test_jobs_under_one_plan_use_fresh_sessions_until_the_plan_budget_is_spent(tmp_path: Path) -> None:
