@@ -68,3 +68,12 @@ def test_model_inputs_match_between_csv_and_synthetic_strings() -> None:
     assert list(x["a"]) == ["13", "7"]  # a float read from a CSV with gaps is the category "13"
     assert list(x["x"]) == [1.5, 3.0]
     assert release.synthetic_holdout_start(100) == 80
+
+
+def test_gate_of_one_releases_even_unknown_scores_any_lower_gate_fails_closed() -> None:
+    from cleanroom.evaluation.membership import gate
+
+    unknown = {"dcr": 0.51, "density_ratio": float("nan")}
+    assert gate(unknown, 1.0).released
+    assert not gate(unknown, 0.99).released
+    assert not gate({"dcr": 0.51, "density_ratio": 0.52}, 0.5).released
