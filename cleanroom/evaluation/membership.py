@@ -407,7 +407,8 @@ def gate(scores: Mapping[str, float], max_score: float) -> GateDecision:
     check_max_score(max_score)
     values = {name: float(v) for name, v in scores.items()}
     if max_score >= 1.0:  # every score is <= 1: the collaboration chose not to gate (even unknown scores)
-        return GateDecision(True, "released: max_membership_inference_score is 1 (no gate)", values, max_score)
+        reason = "released: max_membership_inference_score is 1 (no gate)"
+        return GateDecision(True, reason, values, max_score)
     if not values:
         return GateDecision(False, "no membership-inference score was computed", values, max_score)
     unknown = sorted(n for n, v in values.items() if math.isnan(v))
