@@ -121,6 +121,7 @@ class Plan:
     colluders: int = 0
     threshold: int = 0
     max_membership_inference_score: float = 0.8
+    evaluation_share: float = 0.25  # share of each job's budget for utility, fidelity and attack statistics
     result_formats: tuple[str, ...] = ("csv",)
     model_format: str = "skops"
     retention_days: int = 30
@@ -169,6 +170,8 @@ class Plan:
             raise self._fail(
                 f"max_membership_inference_score ({self.max_membership_inference_score}) must be in [0.5, 1]"
             )
+        if not 0 < self.evaluation_share < 1:
+            raise self._fail(f"evaluation_share ({self.evaluation_share}) must be in (0, 1)")
         if self.synthetic_rows < 0:
             raise self._fail(f"synthetic_rows ({self.synthetic_rows}) must be >= 0 (0 = noisy total count)")
 
@@ -356,6 +359,7 @@ _TOP_KEYS = {
     "synthesizer": str, "synthetic_rows": int, "max_jobs": int, "epsilon": float, "delta": float,
     "max_epsilon_per_job": float, "min_parties": int, "dropout_tolerance": int, "colluders": int,
     "threshold": int, "max_membership_inference_score": float, "model_format": str, "retention_days": int,
+    "evaluation_share": float,
 }  # fmt: skip
 _REQUIRED = ("collaboration_id", "schema", "schema_hash", "target", "task", "epsilon", "delta", "coordinator")
 

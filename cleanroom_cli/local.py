@@ -52,6 +52,7 @@ class LocalJob:
     seed: int | None = None
     receivers: list[str] | None = None  # None = every party receives results
     jobs: int = 1  # the plan's total budget allows this many jobs of `epsilon` each
+    max_membership_inference_score: float = 0.8  # the release gate (issue 6)
     party_schemas: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # tests: a party with another schema
@@ -150,7 +151,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "dropout_tolerance": 1 if n >= 3 else 0,
         "colluders": 0,
         "threshold": 0,
-        "max_membership_inference_score": 0.8,
+        "max_membership_inference_score": job.max_membership_inference_score,
         "result_formats": [job.result_format],
         "model_format": "skops",
         "retention_days": 30,
@@ -320,9 +321,10 @@ def print_summary(job: LocalJob, total: float) -> None:
             f"  {pid:<12} uploaded {up['bytes_uploaded']:>12,} B (masked vectors {up['vector_bytes']:,} B), "
             f"{ratio:.3f}x the tables"
         )
-    print(f"[local] privacy spent: rho {record['rho_spent']:.5g}; results in {job.out}/<party>/<job id>/")
+    print(f"[local] privacy spent: rho {record['rho_spent']:.5g}; results in {job.out}/<party>/")
     print(f"[local] coordinator job log: {job.work / 'coordinator' / 'job-log.jsonl'}")
     print_audit_summary(job)
+    print_release(job)
     print(f"[local] wall time {total:.2f} s")
 
 
@@ -347,6 +349,17 @@ def print_audit_summary(job: LocalJob) -> None:
         print(f"  {pid:<12} {path}: audit rho {audited:.6g} {same} ledger rho {spent:.6g}")
 
 
+def print_release(job: LocalJob) -> None:
+    """The release decision and where each party's report is (report.html opens in any browser, offline)."""
+    for path in sorted(job.out.glob("*/*/report.json")):
+        content = json.loads(path.read_text())
+        release = content.get("release") or {}
+        print(
+            f"[local] {path.parent.parent.name}: {release.get('reason', 'no evaluation')}; "
+            f"report {path.parent}/report.html"
+        )
+
+
 def run_demo(args: argparse.Namespace) -> int:
     schema, frame, target, task = core_api.sample_dataset(args.rows * args.parties, seed=args.seed)
     parts = {
@@ -363,6 +376,7 @@ def run_demo(args: argparse.Namespace) -> int:
         synthetic_rows=args.rows * args.parties,
         result_format=args.format,
         seed=args.seed,
+        max_membership_inference_score=args.max_membership_inference_score,
     )
     return run_local(job)
 
@@ -388,5 +402,6 @@ def run_simulate(args: argparse.Namespace) -> int:
         synthetic_rows=args.rows,
         result_format=args.format,
         seed=args.seed,
+        max_membership_inference_score=args.max_membership_inference_score,
     )
     return run_local(job)

@@ -250,6 +250,7 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     demo.add_argument("--out", default="out/demo")
     demo.add_argument("--format", choices=["csv", "parquet"], default="csv")
     demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--max-membership-inference-score", type=float, default=0.8, help="release gate")
     demo.set_defaults(handler=cmd_demo)
     sim = sub.add_parser("simulate", help="run a whole collaboration locally on your own CSV files")
     sim.add_argument("--schema", required=True)
@@ -261,6 +262,7 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     sim.add_argument("--rows", type=int, default=0, help="synthetic rows (0 = the noisy total)")
     sim.add_argument("--out", required=True)
     sim.add_argument("--format", choices=["csv", "parquet"], default="csv")
+    sim.add_argument("--max-membership-inference-score", type=float, default=0.8, help="release gate")
     sim.add_argument("--seed", type=int, default=None)
     sim.set_defaults(handler=cmd_simulate)
 

@@ -96,6 +96,13 @@ class PartyClient:
         return serde.budget_from_pb(await self._call("Budget", pb.BudgetRequest()))
 
     async def deliver(self, job_id: str, files: dict[str, Path]) -> list[str]:
+        return await self._send_files("DeliverResults", job_id, files)
+
+    async def stage_for_evaluation(self, job_id: str, files: dict[str, Path]) -> list[str]:
+        """Upload the model and synthetic data for the party's evaluation only (not a release)."""
+        return await self._send_files("StageEvaluation", job_id, files)
+
+    async def _send_files(self, method: str, job_id: str, files: dict[str, Path]) -> list[str]:
         metas = [wire.ResultFile(name, p.stat().st_size, _sha256(p)) for name, p in files.items()]
 
         async def stream() -> AsyncIterator[pb.ResultChunk]:
@@ -106,9 +113,10 @@ class PartyClient:
                     yield serde.chunk_to_pb(name, offset, data[offset : offset + CHUNK_BYTES])
 
         try:
-            response = await self.stub.DeliverResults(stream(), timeout=self.deadline_s)
+            response = await getattr(self.stub, method)(stream(), timeout=self.deadline_s)
         except grpc.RpcError as error:
-            raise_for_rpc_error(error, f"party {self.party_id} ({self.address})", "DeliverResults")
+            raise_for_rpc_error(error, f"party {self.party_id} ({self.address})", method)
+        self.bytes_sent += sum(m.size for m in metas)
         return list(response.written)
 
 

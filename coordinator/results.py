@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from cleanroom.errors import DataError
+from cleanroom.evaluation.release import model_inputs, synthetic_holdout_start
 from transport import core_api
 
 
@@ -55,19 +56,11 @@ def train_model(
     mask = [True] * n_cat + [False] * len(numerical)
     if task == "classification":
         estimator: Any = HistGradientBoostingClassifier(categorical_features=mask or None, random_state=seed)
-        y = frame[target].astype(object)
     else:
         estimator = HistGradientBoostingRegressor(categorical_features=mask or None, random_state=seed)
-        y = pd.to_numeric(frame[target], errors="coerce")
-    keep = y.notna().to_numpy()  # synthetic rows with a missing target teach nothing about it
-    if not keep.any():
+    x, y = model_inputs(frame, target, task, kinds)  # the parties prepare their rows the same way
+    if len(x) == 0:
         raise DataError(f"synthetic data: every value of the target {target!r} is missing; no model trained")
-    frame, y = frame[keep], (y[keep].astype(str) if task == "classification" else y[keep].astype(float))
-    x = frame[features].copy()
-    for c in numerical:
-        x[c] = pd.to_numeric(x[c], errors="coerce").astype(float)  # HistGradientBoosting handles NaN
-    for c in categorical:
-        x[c] = x[c].astype(object).where(x[c].notna(), "__missing__").astype(str)
     model = Pipeline([("encode", encode), ("model", estimator)])
     from threadpoolctl import threadpool_limits
 
@@ -101,8 +94,14 @@ def build_results(
         start = time.perf_counter()
         import skops.io as sio
 
+        training_rows = frame.iloc[: synthetic_holdout_start(len(frame))]  # the rest: synthetic holdout
         trained = train_model(
-            frame, target, str(plan.task), core_api.column_kinds(schema), config.seed, config.train_threads
+            training_rows,
+            target,
+            str(plan.task),
+            core_api.column_kinds(schema),
+            config.seed,
+            config.train_threads,
         )
         files["model.skops"] = out / "model.skops"
         sio.dump(trained, files["model.skops"])

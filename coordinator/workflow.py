@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 import numpy as np
 
 from cleanroom.errors import BudgetExceeded, CleanroomError, PreconditionFailed, ProtocolAbort
+from cleanroom.evaluation.release import synthesis_rho
 from coordinator.client import PartyClient
 from coordinator.config import CoordinatorConfig
+from coordinator.evaluation import evaluate
 from coordinator.results import build_results
 from transport import core_api, wire
 
@@ -74,6 +76,7 @@ class Workflow:
                 "results",
                 asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
             )
+            results = await evaluate(self, results)  # issue 6: stage, evaluation rounds, gate
             await self.timed("deliver", self.deliver(results))
             self.write_record()
             if self.record.undelivered:
@@ -168,7 +171,7 @@ class Workflow:
         return int(self.plan.n_min)
 
     async def measure(self) -> list[Any]:
-        rho_total = self.job_rho()
+        rho_total = synthesis_rho(self.job_rho(), float(self.plan.evaluation_share))
         self.planner = planner = core_api.mst_planner(
             self.config.schema.domain, rho_total, dict(self.plan.synthesizer_settings)
         )

@@ -72,6 +72,7 @@ class PartyNode:
     job_id: str | None = None
     rounds: dict[bytes, RoundState] = field(default_factory=dict)
     bytes_uploaded: int = 0
+    evaluation: Any = None  # party.evaluation.PartyEvaluation (issue 6); None: no evaluation rounds
 
     # ---- handshake ----------------------------------------------------------------------------------
 
@@ -178,7 +179,7 @@ class PartyNode:
             job_id=spec.job_id,
             round=spec.round,
             cliques=spec.cliques,
-            statistic="marginal counts",
+            statistic=spec.statistic or "marginal counts",
             noise_scale=float(spec.sigma_party2) ** 0.5,
             rho_charged=state.rho,
             rho_remaining=float(self.ledger.remaining()),
@@ -212,6 +213,12 @@ class PartyNode:
             raise PermissionDenied(
                 f"{where}: round already used by release {used_by!r}; a session id is never reused"
             )
+        if request.statistic:  # an evaluation round (party/evaluation.py)
+            if self.evaluation is None:
+                raise PermissionDenied(f"{where}: this node runs no evaluation rounds")
+            rho = float(self.evaluation.check_round(request, self.n_min(), len(self.data_members()), where))
+            self.check_plan_budget(request, rho, where)
+            return rho
         self.check_cliques(request.cliques, where)
         if request.sigma_party2 < MIN_SIGMA_PARTY2:
             raise InvalidInput(
@@ -296,13 +303,18 @@ class PartyNode:
                 "round": request.round,
                 "cliques": [list(c) for c in request.cliques],
                 "sigma_party2": str(request.sigma_party2),
+                **({"statistic": request.statistic} if request.statistic else {}),
             },
         )
         stored = self.ledger.payload(request.release_id)
         if stored is not None:
             return np.frombuffer(stored, dtype="<i8").astype(np.int64)
-        counts = core_api.flatten_tables(self.source.count_tables(list(request.cliques)))
-        noised = counts + core_api.party_noise(request.sigma_party2, len(counts))
+        counts: np.ndarray
+        if request.statistic:
+            counts = np.asarray(self.evaluation.vector(request.job_id, request.statistic), dtype=np.int64)
+        else:
+            counts = core_api.flatten_tables(self.source.count_tables(list(request.cliques)))
+        noised: np.ndarray = counts + core_api.party_noise(request.sigma_party2, len(counts))
         self.ledger.store_payload(request.release_id, noised.astype("<i8").tobytes())
         return noised
 
@@ -318,11 +330,32 @@ class PartyNode:
                     raise PermissionDenied(
                         f"party {self.party_id} is not entitled to receive {f.name} under the plan"
                     )
+            if self.evaluation is not None:
+                self.evaluation.check_delivery(job_id, files)
         except CleanroomError as error:
             self.record("receive_results", "refused", job_id=job_id, detail=str(error))
             raise
         self.record("receive_results", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
         return ResultWriter(self.output_dir, {f.name: f for f in files}, job_id, self.plan_hash)
+
+    # ---- evaluation hooks (party/evaluation.py) -------------------------------------------------------
+
+    def begin_staging(self, job_id: str, files: list[wire.ResultFile]) -> ResultWriter:
+        if self.evaluation is None:
+            raise PermissionDenied(f"party {self.party_id}: this node runs no evaluation")
+        try:
+            writer = self.evaluation.begin_staging(job_id, self.job_id, files)
+        except CleanroomError as error:
+            self.record("stage_evaluation", "refused", job_id=job_id, detail=str(error))
+            raise
+        self.record("stage_evaluation", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
+        return writer  # type: ignore[no-any-return]
+
+    def finish_results(self, job_id: str, writer: ResultWriter) -> list[str]:
+        written = writer.finish()
+        if self.evaluation is not None:
+            self.evaluation.finish_delivery(job_id, written, writer.directory)
+        return written
 
     def budget(self) -> wire.BudgetStatus:
         total = float(self.ledger.spent() + self.ledger.remaining())

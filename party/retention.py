@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from transport.wire import RESULT_FILE_NAMES
+from transport.wire import RETAINED_FILE_NAMES
 
 
 def prune_results(directory: Path, retention_days: float, now: datetime, audit: Any | None) -> list[Path]:
@@ -23,7 +23,7 @@ def prune_results(directory: Path, retention_days: float, now: datetime, audit: 
     delivery = delivery_of(directory)
     if delivery.delivered_at >= now - timedelta(days=retention_days):
         return []
-    removed = [directory / name for name in RESULT_FILE_NAMES if (directory / name).is_file()]
+    removed = [directory / name for name in RETAINED_FILE_NAMES if (directory / name).is_file()]
     for path in [*removed, directory / STAMP_NAME]:
         path.unlink()
     if audit is not None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
+from typing import Any
 
 from cleanroom.errors import CleanroomError, InvalidInput
 from party.config import PartyConfig
+from party.evaluation import MembersOnlySource, PartyEvaluation
 from party.governance import PlanAuthorizer
 from party.node import PartyNode
 from party.retention import now_utc, prune_results
@@ -31,6 +34,8 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         )
     schema = core_api.load_schema(config.schema)
     source = core_api.open_source(config.source, schema)
+    identity_key = load_identity_key(config.identity_key)
+    evaluation = party_evaluation(config, plan, schema, source, identity_key)
     node = PartyNode(
         party_id=config.party_id,
         plan=plan,
@@ -38,18 +43,33 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         approved_plans=config.approved_plans,
         schema=schema,
         schema_hash=core_api.schema_hash(schema),
-        source=source,
+        source=MembersOnlySource(source, evaluation),
         ledger=core_api.open_ledger(config.ledger, total_rho(config)),
-        identity_key=load_identity_key(config.identity_key),
+        identity_key=identity_key,
         output_dir=config.output_dir,
         manifest=core_api.secagg_manifest(plan, core_api.schema_hash(schema)),
         reveals=core_api.reveal_record(config.ledger.parent / f"{config.party_id}-reveals.sqlite"),
         audit=core_api.audit_log(config.audit_log) if config.audit_log else None,
         schema_problem=_schema_problem(source),
+        evaluation=evaluation,
     )
     coordinator = next((m for m in plan.members if m.id == plan.coordinator), None)
     pinned = coordinator.cert_sha256 if coordinator is not None and coordinator.cert_sha256 else None
     return node, PlanAuthorizer(plan.coordinator, pinned, plan=plan, audit=node.audit, ledger=node.ledger)
+
+
+def party_evaluation(
+    config: PartyConfig, plan: Any, schema: Any, source: Any, identity_key: Any
+) -> PartyEvaluation:
+    """Evaluation state; staged files live beside the ledger, never in the output folder."""
+    from cryptography.hazmat.primitives import serialization
+
+    raw = identity_key.private_bytes(
+        serialization.Encoding.Raw, serialization.PrivateFormat.Raw, serialization.NoEncryption()
+    )
+    secret = hashlib.sha256(raw + plan.hash.encode()).digest()  # the membership split, known only here
+    staging = config.ledger.parent / f"{config.party_id}-staged"
+    return PartyEvaluation(config.party_id, plan, schema, source, staging, secret)
 
 
 def total_rho(config: PartyConfig) -> float:

@@ -78,10 +78,27 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
         self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext
     ) -> pb.DeliverResultsResponse:
         self.authorizer.authorize(context, what="DeliverResults")
+        writer, job_id = None, ""
+        async for message in request_iterator:
+            if writer is None:
+                job_id, files = serde.result_header_from_pb(message)
+                writer = await self.serial(self.node.begin_results, job_id, files)
+            else:
+                writer.write(*serde.chunk_from_pb(message))
+        if writer is None:
+            return pb.DeliverResultsResponse()
+        written = await asyncio.to_thread(self.node.finish_results, job_id, writer)
+        return pb.DeliverResultsResponse(written=written, bytes_written=writer.bytes_written)
+
+    async def StageEvaluation(
+        self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext
+    ) -> pb.DeliverResultsResponse:
+        """The model and synthetic data, for evaluation only: kept outside the output folder."""
+        self.authorizer.authorize(context, what="StageEvaluation")
         writer = None
         async for message in request_iterator:
             if writer is None:
-                writer = await self.serial(self.node.begin_results, *serde.result_header_from_pb(message))
+                writer = await self.serial(self.node.begin_staging, *serde.result_header_from_pb(message))
             else:
                 writer.write(*serde.chunk_from_pb(message))
         if writer is None:

@@ -77,6 +77,8 @@ def round_to_pb(m: wire.RoundRequest) -> pb.RoundSpec:
         cliques=[pb.Clique(attrs=list(c)) for c in m.cliques],
         sigma_party2_numerator=m.sigma_party2.numerator,
         sigma_party2_denominator=m.sigma_party2.denominator,
+        statistic=m.statistic,
+        length=m.length,
     )
 
 
@@ -89,6 +91,8 @@ def round_from_pb(p: pb.RoundSpec) -> wire.RoundRequest:
         round=p.round,
         cliques=tuple(tuple(c.attrs) for c in p.cliques),
         sigma_party2=Fraction(p.sigma_party2_numerator, p.sigma_party2_denominator),
+        statistic=p.statistic,
+        length=p.length,
     )
 
 

@@ -13,6 +13,8 @@ from cleanroom.errors import InvalidInput
 
 Clique = tuple[str, ...]
 RESULT_FILE_NAMES = ("synthetic.csv", "synthetic.parquet", "model.skops", "report.json")
+# what retention deletes: the delivered files and the report each party renders from them
+RETAINED_FILE_NAMES = (*RESULT_FILE_NAMES, "report.html")
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,17 @@ class RoundRequest:
     round: int
     cliques: tuple[Clique, ...]
     sigma_party2: Fraction
+    statistic: str = ""  # evaluation rounds: the statistic measured instead of cliques
+    length: int = 0  # evaluation rounds: cells of the statistic's vector
 
     def __post_init__(self) -> None:
         if self.sigma_party2 <= 0:
             raise InvalidInput(f"round {self.round}: sigma_party2 ({self.sigma_party2}) must be > 0")
-        if not self.cliques:
+        if self.statistic and (self.cliques or self.length < 1):
+            raise InvalidInput(
+                f"round {self.round}: statistic {self.statistic!r} needs length >= 1, no cliques"
+            )
+        if not self.cliques and not self.statistic:
             raise InvalidInput(f"round {self.round}: no cliques to measure")
         if not self.release_id:
             raise InvalidInput(f"round {self.round}: release_id must not be empty")

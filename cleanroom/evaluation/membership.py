@@ -400,9 +400,15 @@ def check_max_score(max_score: float) -> None:
 
 
 def gate(scores: Mapping[str, float], max_score: float) -> GateDecision:
-    """Fail closed: release only if every attack's combined score is known and at most `max_score`."""
+    """Fail closed: release only if every attack's combined score is known and at most `max_score`.
+
+    A threshold of 1 is no gate (every score is <= 1), so it releases even when a score is unknown.
+    """
     check_max_score(max_score)
     values = {name: float(v) for name, v in scores.items()}
+    if max_score >= 1.0:  # every score is <= 1: the collaboration chose not to gate (even unknown scores)
+        reason = "released: max_membership_inference_score is 1 (no gate)"
+        return GateDecision(True, reason, values, max_score)
     if not values:
         return GateDecision(False, "no membership-inference score was computed", values, max_score)
     unknown = sorted(n for n, v in values.items() if math.isnan(v))

@@ -39,17 +39,25 @@ def _spent(job: local.LocalJob, pid: str) -> float:
     return float(core_api.open_ledger(config.ledger, total_rho(config)).spent())
 
 
-def test_three_parties_receive_model_and_data_only_when_entitled(tmp_path: Path) -> None:
-    job = _job(tmp_path / "run", receivers=["party1", "party2"])
+def _job_folder(party_out: Path) -> Path:
+    """Delivered results land flat in the party's output folder, stamped for retention."""
+    assert (party_out / ".delivered.json").is_file()
+    return party_out
+
+
+def _visible(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith("."))
+
+
+def test_three_parties_receive_model_and_data_only_when_entitled(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    job = _job(tmp_path / "run", receivers=["party1", "party2"], max_membership_inference_score=1.0)
     assert local.run_local(job) == 0
     for pid in ("party1", "party2"):
-        folder = job.out / pid
-        assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
-            "model.skops",
-            "report.json",
-            "synthetic.csv",
-        ]
-        assert (folder / ".delivered.json").is_file()  # the retention clock started at delivery
+        folder = _job_folder(job.out / pid)
+        assert _visible(folder) == ["model.skops", "report.html", "report.json", "synthetic.csv"]
+        assert (folder / ".delivered.json").is_file()  # retention counts from this stamp
         synthetic = pd.read_csv(folder / "synthetic.csv")
         assert len(synthetic) == 500
         assert list(synthetic.columns) == [c["name"] for c in job.schema["columns"]]
@@ -160,14 +168,12 @@ def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) ->
         frame.iloc[i::2].to_csv(tmp_path / f"{name}.csv", index=False)
         args += ["--party", f"{name}={tmp_path / name}.csv"]
     out = tmp_path / "out"
+    args += ["--max-membership-inference-score", "1"]  # tiny data: attack scores are mostly noise
     assert main([*args, "--epsilon", "1", "--rows", "300", "--format", "parquet", "--out", str(out)]) == 0
     for name in ("airline", "hotel"):
-        assert sorted(p.name for p in (out / name).iterdir() if not p.name.startswith(".")) == [
-            "model.skops",
-            "report.json",
-            "synthetic.parquet",
-        ]
-        assert len(pd.read_parquet(out / name / "synthetic.parquet")) == 300
+        folder = _job_folder(out / name)
+        assert _visible(folder) == ["model.skops", "report.html", "report.json", "synthetic.parquet"]
+        assert len(pd.read_parquet(folder / "synthetic.parquet")) == 300
 
 
 @pytest.mark.slow
@@ -196,7 +202,7 @@ def test_jobs_under_one_plan_use_fresh_sessions_until_the_plan_budget_is_spent(t
     assert [r.returncode for r in runs] == [0, 0, 0, 3], runs[-1].stderr
     assert "nothing was spent" in runs[-1].stderr
     rounds = [[r["round"] for r in record["rounds"]] for record in records]
-    assert rounds == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert rounds == [[0, 1, 2], [7, 8, 9], [14, 15, 16]]  # each job: 3 MST + 4 evaluation rounds
     plan_rho = core_api.rho_for(2.0, 1e-9)
     spent = _spent(job, "party1")
     assert spent == pytest.approx(sum(r["rho_spent"] for r in records)) and spent <= plan_rho
@@ -208,7 +214,7 @@ def test_a_party_killed_mid_job_drops_out_and_the_others_finish(tmp_path: Path) 
     import subprocess
     import sys
 
-    job = _job(tmp_path / "run")
+    job = _job(tmp_path / "run", max_membership_inference_score=1.0)  # tiny data: scores are noise
     configs = local.prepare(job)
     procs = local.start_parties(job, configs)
     command = [sys.executable, "-m", "cleanroom_cli.main", "coordinator", "run", "--config"]

@@ -172,6 +172,8 @@ class RoundSpec(_message.Message):
     CLIQUES_FIELD_NUMBER: _builtins.int
     SIGMA_PARTY2_NUMERATOR_FIELD_NUMBER: _builtins.int
     SIGMA_PARTY2_DENOMINATOR_FIELD_NUMBER: _builtins.int
+    STATISTIC_FIELD_NUMBER: _builtins.int
+    LENGTH_FIELD_NUMBER: _builtins.int
     job_id: _builtins.str
     release_id: _builtins.str
     """unique per (job, round); ledger key, makes retries idempotent"""
@@ -180,6 +182,11 @@ class RoundSpec(_message.Message):
     sigma_party2_numerator: _builtins.int
     """per-party discrete-Gaussian variance as an exact fraction"""
     sigma_party2_denominator: _builtins.int
+    statistic: _builtins.str
+    """Evaluation rounds: the statistic (utility | fidelity | attack:dcr | attack:density_ratio) replaces the
+    cliques; `length` is its vector's cell count. Empty statistic = a marginal-count round.
+    """
+    length: _builtins.int
     @_builtins.property
     def cliques(self) -> _containers.RepeatedCompositeFieldContainer[Global___Clique]: ...
     def __init__(
@@ -191,10 +198,12 @@ class RoundSpec(_message.Message):
         cliques: _abc.Iterable[Global___Clique] | None = ...,
         sigma_party2_numerator: _builtins.int = ...,
         sigma_party2_denominator: _builtins.int = ...,
+        statistic: _builtins.str = ...,
+        length: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cliques", b"cliques", "job_id", b"job_id", "release_id", b"release_id", "round", b"round", "sigma_party2_denominator", b"sigma_party2_denominator", "sigma_party2_numerator", b"sigma_party2_numerator"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cliques", b"cliques", "job_id", b"job_id", "length", b"length", "release_id", b"release_id", "round", b"round", "sigma_party2_denominator", b"sigma_party2_denominator", "sigma_party2_numerator", b"sigma_party2_numerator", "statistic", b"statistic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -74,6 +74,11 @@ class PartyServiceStub:
                 request_serializer=transport_dot_v1_dot_party__pb2.BudgetRequest.SerializeToString,
                 response_deserializer=transport_dot_v1_dot_party__pb2.BudgetResponse.FromString,
                 _registered_method=True)
+        self.StageEvaluation = channel.stream_unary(
+                '/transport.v1.PartyService/StageEvaluation',
+                request_serializer=transport_dot_v1_dot_party__pb2.ResultChunk.SerializeToString,
+                response_deserializer=transport_dot_v1_dot_party__pb2.DeliverResultsResponse.FromString,
+                _registered_method=True)
 
 
 class PartyServiceServicer:
@@ -122,8 +127,15 @@ class PartyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def Budget(self, request, context):
-        """Room for evaluation rounds (secure-aggregated holdout metrics): RPC names EvaluateModel/EvaluationRound
-        and field numbers above are kept free for v1 additions; breaking changes go to transport.v2.
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StageEvaluation(self, request_iterator, context):
+        """Staged (internal, not released) upload of the model and synthetic data for the party's evaluation: the
+        party keeps them outside its output folder and deletes them when the job's report arrives.
+        Breaking changes go to transport.v2.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -171,6 +183,11 @@ def add_PartyServiceServicer_to_server(servicer, server):
                     servicer.Budget,
                     request_deserializer=transport_dot_v1_dot_party__pb2.BudgetRequest.FromString,
                     response_serializer=transport_dot_v1_dot_party__pb2.BudgetResponse.SerializeToString,
+            ),
+            'StageEvaluation': grpc.stream_unary_rpc_method_handler(
+                    servicer.StageEvaluation,
+                    request_deserializer=transport_dot_v1_dot_party__pb2.ResultChunk.FromString,
+                    response_serializer=transport_dot_v1_dot_party__pb2.DeliverResultsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -389,6 +406,33 @@ class PartyService:
             '/transport.v1.PartyService/Budget',
             transport_dot_v1_dot_party__pb2.BudgetRequest.SerializeToString,
             transport_dot_v1_dot_party__pb2.BudgetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StageEvaluation(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/transport.v1.PartyService/StageEvaluation',
+            transport_dot_v1_dot_party__pb2.ResultChunk.SerializeToString,
+            transport_dot_v1_dot_party__pb2.DeliverResultsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,8 +45,10 @@ class PartyServiceStub:
     Unmask: _grpc.UnaryUnaryMultiCallable[_party_pb2.UnmaskRequest, _party_pb2.UnmaskResponse]
     DeliverResults: _grpc.StreamUnaryMultiCallable[_party_pb2.ResultChunk, _party_pb2.DeliverResultsResponse]
     Budget: _grpc.UnaryUnaryMultiCallable[_party_pb2.BudgetRequest, _party_pb2.BudgetResponse]
-    """Room for evaluation rounds (secure-aggregated holdout metrics): RPC names EvaluateModel/EvaluationRound
-    and field numbers above are kept free for v1 additions; breaking changes go to transport.v2.
+    StageEvaluation: _grpc.StreamUnaryMultiCallable[_party_pb2.ResultChunk, _party_pb2.DeliverResultsResponse]
+    """Staged (internal, not released) upload of the model and synthetic data for the party's evaluation: the
+    party keeps them outside its output folder and deletes them when the job's report arrives.
+    Breaking changes go to transport.v2.
     """
 
 @_typing.type_check_only
@@ -60,8 +62,10 @@ class PartyServiceAsyncStub(PartyServiceStub):
     Unmask: _aio.UnaryUnaryMultiCallable[_party_pb2.UnmaskRequest, _party_pb2.UnmaskResponse]  # type: ignore[assignment]
     DeliverResults: _aio.StreamUnaryMultiCallable[_party_pb2.ResultChunk, _party_pb2.DeliverResultsResponse]  # type: ignore[assignment]
     Budget: _aio.UnaryUnaryMultiCallable[_party_pb2.BudgetRequest, _party_pb2.BudgetResponse]  # type: ignore[assignment]
-    """Room for evaluation rounds (secure-aggregated holdout metrics): RPC names EvaluateModel/EvaluationRound
-    and field numbers above are kept free for v1 additions; breaking changes go to transport.v2.
+    StageEvaluation: _aio.StreamUnaryMultiCallable[_party_pb2.ResultChunk, _party_pb2.DeliverResultsResponse]  # type: ignore[assignment]
+    """Staged (internal, not released) upload of the model and synthetic data for the party's evaluation: the
+    party keeps them outside its output folder and deletes them when the job's report arrives.
+    Breaking changes go to transport.v2.
     """
 
 class PartyServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -119,9 +123,17 @@ class PartyServiceServicer(metaclass=_abc_1.ABCMeta):
         self,
         request: _party_pb2.BudgetRequest,
         context: _ServicerContext,
-    ) -> _typing.Union[_party_pb2.BudgetResponse, _abc.Awaitable[_party_pb2.BudgetResponse]]:
-        """Room for evaluation rounds (secure-aggregated holdout metrics): RPC names EvaluateModel/EvaluationRound
-        and field numbers above are kept free for v1 additions; breaking changes go to transport.v2.
+    ) -> _typing.Union[_party_pb2.BudgetResponse, _abc.Awaitable[_party_pb2.BudgetResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def StageEvaluation(
+        self,
+        request_iterator: _MaybeAsyncIterator[_party_pb2.ResultChunk],
+        context: _ServicerContext,
+    ) -> _typing.Union[_party_pb2.DeliverResultsResponse, _abc.Awaitable[_party_pb2.DeliverResultsResponse]]:
+        """Staged (internal, not released) upload of the model and synthetic data for the party's evaluation: the
+        party keeps them outside its output folder and deletes them when the job's report arrives.
+        Breaking changes go to transport.v2.
         """
 
 def add_PartyServiceServicer_to_server(servicer: PartyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,142 @@
+"""How a job's evaluation is released: statistic kinds, vector shapes and sensitivities, the budget split.
+
+Shared by the party node (which checks and computes) and the coordinator (which requests and combines), so
+both derive every number from the plan and the schema alone:
+- a job's budget `rho_for(max_epsilon_per_job, delta)` is split into synthesis `(1 - evaluation_share)` and
+  evaluation `evaluation_share`, the latter across the statistics by `BUDGET_FRACTIONS` (utility 20 %,
+  fidelity 40 %, each attack 20 %: the shares docs/evaluation.md measured on Adult);
+- each statistic is one secure-aggregation round of a fixed-length int64 vector (`statistic_length`) whose
+  per-record L2 sensitivity (`statistic_sensitivity_l2`, in the vector's fixed-point units) sets the noise;
+- model inputs are prepared the same way for training (coordinator) and scoring (party): `model_inputs`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import numpy as np
+import pandas as pd
+
+from cleanroom.domain import Clique, Domain
+from cleanroom.errors import InvalidInput
+from cleanroom.evaluation.fidelity import default_fidelity_cliques, tvd_sensitivity_l2
+from cleanroom.evaluation.membership import MembershipSplit, membership_split, rank_sensitivity_l2
+from cleanroom.evaluation.utility import (
+    CLASSIFICATION_SENSITIVITY_L2,
+    REGRESSION_VECTOR_LENGTH,
+    TargetBounds,
+    classification_vector_length,
+    regression_sensitivity_l2,
+)
+from cleanroom.schema import Schema
+
+UTILITY = "utility"
+FIDELITY = "fidelity"
+ATTACK_DCR = "attack:dcr"
+ATTACK_DENSITY_RATIO = "attack:density_ratio"
+STATISTICS = (UTILITY, FIDELITY, ATTACK_DCR, ATTACK_DENSITY_RATIO)
+BUDGET_FRACTIONS = {UTILITY: 0.2, FIDELITY: 0.4, ATTACK_DCR: 0.2, ATTACK_DENSITY_RATIO: 0.2}
+MEMBERSHIP_HOLDOUT = 0.2  # share of each party's rows kept out of the marginals (non-members + reference)
+SYNTHETIC_HOLDOUT = 0.2  # share of the synthetic rows the model is not trained on (synthetic-holdout metrics)
+MISSING_LEVEL = "__missing__"
+
+
+def attack_name(statistic: str) -> str:
+    """`attack:dcr` -> `dcr` (the name `cleanroom.evaluation.membership` uses)."""
+    return statistic.split(":", 1)[1]
+
+
+def check_statistic(statistic: str) -> None:
+    if statistic not in STATISTICS:
+        raise InvalidInput(f"statistic ({statistic!r}) must be one of {STATISTICS}")
+
+
+def synthesis_rho(job_rho: float, evaluation_share: float) -> float:
+    """The part of a job's rho the synthesizer's marginal rounds may spend."""
+    return job_rho * (1.0 - evaluation_share)
+
+
+def statistic_rho(job_rho: float, evaluation_share: float, statistic: str) -> float:
+    """The rho allotted to one evaluation statistic of a job."""
+    check_statistic(statistic)
+    return job_rho * evaluation_share * BUDGET_FRACTIONS[statistic]
+
+
+def fidelity_cliques(domain: Domain) -> tuple[Clique, ...]:
+    return default_fidelity_cliques(domain)
+
+
+def statistic_length(statistic: str, domain: Domain, task: str) -> int:
+    """Cells of the statistic's vector."""
+    check_statistic(statistic)
+    if statistic == UTILITY:
+        return classification_vector_length() if task == "classification" else REGRESSION_VECTOR_LENGTH
+    if statistic == FIDELITY:
+        return 1 + len(fidelity_cliques(domain))
+    return 2
+
+
+def statistic_sensitivity_l2(statistic: str, domain: Domain, task: str) -> float:
+    """Per-record L2 sensitivity of the statistic's vector, in its own (fixed-point) integer units."""
+    check_statistic(statistic)
+    if statistic == UTILITY:
+        return CLASSIFICATION_SENSITIVITY_L2 if task == "classification" else regression_sensitivity_l2()
+    if statistic == FIDELITY:
+        return tvd_sensitivity_l2(fidelity_cliques(domain))
+    return rank_sensitivity_l2()
+
+
+def positive_class(schema: Schema, target: str) -> str:
+    """The class whose probability is scored: the target's second category (its first if it has one)."""
+    column = next((c for c in schema.columns if c.name == target), None)
+    if column is None or not column.categories:
+        raise InvalidInput(f"schema: target {target!r} is not a categorical column with categories")
+    return str(column.categories[1] if len(column.categories) > 1 else column.categories[0])
+
+
+def target_bounds(schema: Schema, target: str) -> TargetBounds:
+    column = next((c for c in schema.columns if c.name == target), None)
+    if column is None or column.lower is None or column.upper is None:
+        raise InvalidInput(f"schema: target {target!r} is not a numerical column with lower/upper")
+    return TargetBounds(float(column.lower), float(column.upper))
+
+
+def _category_text(value: object) -> str:
+    """Categories compare as strings; a float 13.0 read from a CSV column with gaps means "13"."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def model_inputs(
+    frame: pd.DataFrame, target: str, task: str, kinds: dict[str, str]
+) -> tuple[pd.DataFrame, pd.Series]:
+    """Feature frame and target of the rows whose target is known, prepared as the model expects."""
+    features = [c for c, k in kinds.items() if c != target and k != "identifier"]
+    if task == "classification":
+        y = frame[target].astype(object)
+    else:
+        y = pd.to_numeric(frame[target], errors="coerce")
+    keep = y.notna().to_numpy()
+    rows = frame[keep]
+    x = rows[features].copy()
+    for c in features:
+        if kinds[c] == "numerical":
+            x[c] = pd.to_numeric(x[c], errors="coerce").astype(float)  # HistGradientBoosting handles NaN
+        else:
+            column = x[c].astype(object)
+            x[c] = column.where(column.notna(), MISSING_LEVEL).map(_category_text).astype(str)
+    labels = y[keep].map(_category_text) if task == "classification" else y[keep].astype(float)
+    return x, labels
+
+
+def synthetic_holdout_start(n_rows: int) -> int:
+    """Rows [0, start) of the synthetic data train the model; rows [start, n) score it."""
+    return max(1, min(n_rows - 1, int(math.floor(n_rows * (1.0 - SYNTHETIC_HOLDOUT)))))
+
+
+def party_membership_split(n_rows: int, secret: bytes) -> MembershipSplit:
+    """A party's durable split (same rows after a restart), unpredictable to anyone without its secret."""
+    seed = int.from_bytes(hashlib.sha256(b"cleanroom/membership-split/v1\0" + secret).digest()[:8], "big")
+    return membership_split(n_rows, MEMBERSHIP_HOLDOUT, np.random.default_rng(seed))

@@ -1,0 +1,331 @@
+"""The party's side of a job's evaluation: staged model and synthetic data, evaluation rounds, local report.
+
+- Membership split: a fixed share of the party's rows (`release.MEMBERSHIP_HOLDOUT`, chosen from a secret
+  only the party knows) never enters the marginal rounds (`MembersOnlySource`); half of it are the
+  non-members the attacks score, half the density-ratio attack's reference.
+- Staging: the coordinator uploads the model and synthetic data (`StageEvaluation`); they are kept under the
+  node's state directory, never in the output folder, and deleted when the job's report arrives. A later
+  `DeliverResults` of the synthetic data or model must carry exactly the bytes that were evaluated.
+- Evaluation rounds: one secure-aggregation round per statistic; checked against the plan (kind allowed,
+  vector length, rho from the requested noise within the plan's allotment), charged like marginal rounds.
+- Report: on delivery of the combined report.json, the party writes report.html and report.json merging the
+  combined figures with its own exact detail and plots (which never leave the party).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cleanroom.errors import InvalidInput, PermissionDenied, PreconditionFailed
+from cleanroom.evaluation import release
+from transport import core_api, wire
+
+log = logging.getLogger("cleanroom.party")
+STAGED_NAMES = ("synthetic.csv", "synthetic.parquet", "model.skops")
+MIN_SIGMA_PARTY2 = 4
+TRUSTED_MODEL_MODULES = ("sklearn.", "numpy.")
+TRUSTED_MODEL_TYPES = frozenset({"functools.partial"})  # how scikit-learn stores its loss functions
+
+
+class MembersOnlySource:
+    """The party's data source as the synthesizer sees it: marginal counts over the training members only."""
+
+    def __init__(self, source: Any, evaluation: PartyEvaluation) -> None:
+        self._source = source
+        self._evaluation = evaluation
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._source, name)
+
+    def count_tables(self, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
+        return self._evaluation.member_count_tables(cliques)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_model(path: Path, where: str) -> Any:
+    """A skops model whose every type comes from scikit-learn/numpy (never pickle, never arbitrary code)."""
+    import skops.io as sio
+
+    untrusted = sio.get_untrusted_types(file=path)
+    foreign = [
+        t for t in untrusted if not t.startswith(TRUSTED_MODEL_MODULES) and t not in TRUSTED_MODEL_TYPES
+    ]
+    if foreign:
+        raise PermissionDenied(f"{where}: model.skops contains types outside scikit-learn/numpy: {foreign}")
+    return sio.load(path, trusted=untrusted)
+
+
+@dataclass
+class PartyEvaluation:
+    party_id: str
+    plan: Any
+    schema: Any
+    source: Any
+    staging_root: Path
+    secret: bytes
+    _codes: np.ndarray | None = None
+    _split: Any = None
+    _synthetic: dict[str, np.ndarray] = field(default_factory=dict)
+    _attacks: dict[str, Any] = field(default_factory=dict)
+    _models: dict[str, Any] = field(default_factory=dict)
+
+    # ---- the party's rows --------------------------------------------------------------------------
+
+    def codes(self) -> np.ndarray:
+        if self._codes is None:
+            from cleanroom.encoding import encode
+
+            encoded = encode(self.schema, self.source.read_frame(), source=f"party {self.party_id} data")
+            self._codes = np.asarray(encoded.codes, dtype=np.int64)
+        return self._codes
+
+    def split(self) -> Any:
+        if self._split is None:
+            self._split = release.party_membership_split(len(self.codes()), self.secret)
+        return self._split
+
+    def member_count_tables(self, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
+        from cleanroom.marginals import count_tables
+
+        members = self.codes()[self.split().members]
+        return [np.asarray(t, dtype=np.int64) for t in count_tables(members, self.schema.domain, cliques)]
+
+    # ---- staging -------------------------------------------------------------------------------------
+
+    def staged_dir(self, job_id: str) -> Path:
+        return self.staging_root / hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+    def begin_staging(self, job_id: str, current_job: str | None, files: list[wire.ResultFile]) -> Any:
+        from party.node import ResultWriter
+
+        if current_job is None or job_id != current_job:
+            raise PreconditionFailed(f"party {self.party_id}: staged files for unknown job {job_id!r}")
+        names = [f.name for f in files]
+        missing_model = "model.skops" not in names and bool(self.plan.target)
+        if missing_model or not set(names) <= set(STAGED_NAMES):
+            raise InvalidInput(f"party {self.party_id}: cannot stage {names} (expected {STAGED_NAMES})")
+        directory = self.staged_dir(job_id)
+        shutil.rmtree(directory, ignore_errors=True)
+        return ResultWriter(directory, {f.name: f for f in files})
+
+    def staged_file(self, job_id: str, names: tuple[str, ...]) -> Path:
+        for name in names:
+            path = self.staged_dir(job_id) / name
+            if path.is_file():
+                return path
+        raise PreconditionFailed(f"party {self.party_id}: job {job_id}: nothing staged for evaluation")
+
+    def synthetic_codes(self, job_id: str) -> np.ndarray:
+        if job_id not in self._synthetic:
+            import pandas as pd
+
+            from cleanroom.encoding import encode
+
+            path = self.staged_file(job_id, ("synthetic.parquet", "synthetic.csv"))
+            frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+            codes = encode(self.schema, frame, source="staged synthetic data").codes
+            self._synthetic[job_id] = np.asarray(codes, dtype=np.int64)
+        return self._synthetic[job_id]
+
+    # ---- evaluation rounds -----------------------------------------------------------------------------
+
+    def check_round(self, request: wire.RoundRequest, n_min: int, n_parties: int, where: str) -> float:
+        """Validate an evaluation round against the plan; returns the rho it costs (nothing charged here)."""
+        statistic, task, domain = request.statistic, str(self.plan.task), self.schema.domain
+        if statistic not in release.STATISTICS:
+            raise PermissionDenied(f"{where}: statistic {statistic!r} is not one the plan allows")
+        self.synthetic_codes(request.job_id)  # staged data that load and encode, before anything is charged
+        if statistic == release.UTILITY:
+            self.model(request.job_id)
+        length = release.statistic_length(statistic, domain, task)
+        if request.length != length:
+            raise InvalidInput(f"{where}: {statistic} has {length} cells, the request says {request.length}")
+        if request.sigma_party2 < MIN_SIGMA_PARTY2:
+            raise InvalidInput(f"{where}: per-party noise variance {request.sigma_party2} is below 4")
+        rho = self.round_rho(statistic, request.sigma_party2, n_min, n_parties)
+        job_rho = core_api.rho_for(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
+        allotted = release.statistic_rho(job_rho, float(self.plan.evaluation_share), statistic)
+        if rho > allotted * (1 + 1e-9):
+            raise PermissionDenied(
+                f"{where}: noise for {statistic} is below the plan's calibration (rho {rho:.6g} over the "
+                f"allotted {allotted:.6g})"
+            )
+        return rho
+
+    def round_rho(self, statistic: str, sigma_party2: Any, n_min: int, n_parties: int) -> float:
+        from cleanroom.accounting import DistributedGaussian
+
+        task, domain = str(self.plan.task), self.schema.domain
+        length = release.statistic_length(statistic, domain, task)
+        sensitivity = release.statistic_sensitivity_l2(statistic, domain, task)
+        noise = DistributedGaussian(sigma_party2 * n_min, n_parties, n_min)
+        l1 = sensitivity * math.sqrt(length)
+        return float(noise.rho(sensitivity_l1=l1, sensitivity_l2=sensitivity, dim=length))
+
+    def vector(self, job_id: str, statistic: str) -> np.ndarray:
+        """This party's exact (noise-free) statistic vector; the node adds its noise share."""
+        if statistic == release.UTILITY:
+            return self.utility_vector(job_id)
+        synthetic = self.synthetic_codes(job_id)
+        domain = self.schema.domain
+        if statistic == release.FIDELITY:
+            from cleanroom.evaluation.fidelity import tvd_statistics
+
+            return tvd_statistics(self.codes(), synthetic, domain, release.fidelity_cliques(domain))
+        outcome = next(o for o in self.attacks(job_id) if o.attack == release.attack_name(statistic))
+        return np.asarray(outcome.statistics, dtype=np.int64)
+
+    def utility_vector(self, job_id: str) -> np.ndarray:
+        from cleanroom.evaluation import utility
+
+        model = self.model(job_id)
+        target, task = str(self.plan.target), str(self.plan.task)
+        x, y = release.model_inputs(
+            self.source.read_frame(), target, task, core_api.column_kinds(self.schema)
+        )
+        if task == "classification":
+            positive = release.positive_class(self.schema, target)
+            scores = utility.positive_scores(model, x, positive) if len(x) else np.zeros(0)
+            return utility.classification_statistics((y == positive).to_numpy(), scores)
+        bounds = release.target_bounds(self.schema, target)
+        predictions = model.predict(x) if len(x) else np.zeros(0)
+        return utility.regression_statistics(y.to_numpy(), predictions, bounds)
+
+    def model(self, job_id: str) -> Any:
+        if job_id not in self._models:
+            path = self.staged_file(job_id, ("model.skops",))
+            self._models[job_id] = load_model(path, f"party {self.party_id}")
+        return self._models[job_id]
+
+    def attacks(self, job_id: str) -> Any:
+        if job_id not in self._attacks:
+            from cleanroom.evaluation import membership as mia
+
+            split, codes, domain = self.split(), self.codes(), self.schema.domain
+            ordinal, missing = mia.schema_code_features(self.schema)
+            rng = np.random.default_rng(
+                int.from_bytes(hashlib.sha256(self.secret + job_id.encode()).digest()[:8], "big")
+            )
+            scored = mia.subsample(split.members, len(split.nonmembers), rng)
+            features = [
+                mia.features_from_codes(codes[idx], domain, ordinal, missing)
+                for idx in (scored, split.nonmembers, split.reference)
+            ]
+            synthetic = mia.features_from_codes(self.synthetic_codes(job_id), domain, ordinal, missing)
+            max_distance = mia.codes_max_distance(domain, ordinal, missing)
+            self._attacks[job_id] = mia.run_attacks(
+                features[0], features[1], synthetic, features[2], max_distance
+            )
+        return self._attacks[job_id]
+
+    # ---- delivery ------------------------------------------------------------------------------------
+
+    def check_delivery(self, job_id: str, files: list[wire.ResultFile]) -> None:
+        """The synthetic data or model released must be exactly what this party evaluated."""
+        for meta in files:
+            if meta.name not in STAGED_NAMES:
+                continue
+            staged = self.staged_dir(job_id) / meta.name
+            if not staged.is_file() or _sha256(staged) != meta.sha256:
+                raise PermissionDenied(
+                    f"party {self.party_id}: {meta.name} differs from the copy staged for evaluation"
+                )
+
+    def finish_delivery(self, job_id: str, written: list[str], output_dir: Path) -> None:
+        """Write report.html/report.json (combined figures + local detail); drop the staged copy."""
+        try:
+            combined_path = output_dir / "report.json"
+            if "report.json" in written and combined_path.is_file():
+                combined = json.loads(combined_path.read_text())
+                evaluation = combined.get("evaluation")
+                if evaluation is not None:
+                    released = bool(evaluation["gate"]["released"])
+                    if not released:
+                        for name in written:
+                            if name in STAGED_NAMES:
+                                (output_dir / name).unlink(missing_ok=True)
+                    self.write_report(job_id, combined, released, output_dir)
+        finally:
+            shutil.rmtree(self.staged_dir(job_id), ignore_errors=True)
+            self._synthetic.pop(job_id, None)
+            self._attacks.pop(job_id, None)
+            self._models.pop(job_id, None)
+
+    def write_report(self, job_id: str, combined: dict[str, Any], released: bool, output_dir: Path) -> None:
+        from cleanroom.evaluation.report import report_json, write_report
+
+        report = party_report(self, job_id, combined, released)
+        write_report(report, output_dir)
+        merged = {**combined, **report_json(report)}  # the coordinator's job report + this party's sections
+        (output_dir / "report.json").write_text(json.dumps(merged, indent=2, allow_nan=False))
+        log.info("job %s: report written to %s (released: %s)", job_id, output_dir, released)
+
+
+def party_report(evaluation: PartyEvaluation, job_id: str, combined: dict[str, Any], released: bool) -> Any:
+    """The combined figures from the coordinator's report plus, if released, this party's own detail."""
+    from cleanroom.evaluation import report as rep
+    from cleanroom.evaluation.fidelity import FidelityReport, local_fidelity
+    from cleanroom.evaluation.membership import GateDecision
+
+    figures = combined["evaluation"]
+    gate = figures["gate"]
+    decision = GateDecision(
+        bool(gate["released"]),
+        str(gate["reason"]),
+        {k: (math.nan if v is None else float(v)) for k, v in gate["scores"].items()},
+        float(gate["max_membership_inference_score"]),
+    )
+    stages = tuple(rep.PrivacyStage(**s) for s in figures["privacy_stages"])
+    total = rep.PrivacyStage(**figures["privacy_total"])
+    utility = figures.get("utility")
+    summary = None
+    if utility is not None:
+        summary = rep.UtilitySummary(
+            utility["task"], utility["real_combined"], utility["synthetic_holdout"], utility["model"]
+        )
+    domain = evaluation.schema.domain
+    fidelity = figures.get("fidelity")
+    combined_fidelity = None
+    if fidelity is not None:
+        empty = np.full((len(domain), len(domain)), np.nan)
+        pairs = {tuple(k.split("|", 1)): _num(v) for k, v in fidelity["two_way_tvd"].items()}
+        one_way = {k: _num(v) for k, v in fidelity["one_way_tvd"].items()}
+        combined_fidelity = FidelityReport(domain.attrs, one_way, pairs, empty, empty.copy())
+    local = None
+    if released:
+        real, synthetic = evaluation.codes(), evaluation.synthetic_codes(job_id)
+        local = rep.LocalData(
+            domain,
+            real,
+            synthetic,
+            local_fidelity(real, synthetic, domain, release.fidelity_cliques(domain)),
+            tuple(evaluation.attacks(job_id)),
+            rep.schema_level_names(evaluation.schema),
+        )
+    return rep.PartyReport(
+        evaluation.party_id,
+        str(combined.get("collaboration_id", "")),
+        job_id,
+        stages,
+        decision,
+        summary,
+        combined_fidelity,
+        local,
+        total,
+    )
+
+
+def _num(value: Any) -> float:
+    return math.nan if value is None else float(value)

@@ -1,0 +1,135 @@
+"""Issue 6 over real processes: evaluation rounds, the release gate, the parties' reports.
+
+Two collaborations of 3 party processes + the coordinator: one with the gate above any score (released; its
+run is reused for the utility, fidelity and report assertions) and one with the gate at 0.5, below every
+measured score (blocked).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from PIL import Image
+from sklearn.metrics import roc_auc_score
+
+from cleanroom.evaluation import release
+from cleanroom.evaluation.report import SECTIONS
+from cleanroom.evaluation.utility import positive_scores
+from cleanroom.schema import Schema
+from cleanroom_cli import local
+from party.evaluation import load_model
+from transport import core_api
+
+ROWS_PER_PARTY = 600
+PARTIES = ("party1", "party2", "party3")
+
+
+def _run(out: Path, epsilon: float, max_score: float) -> local.LocalJob:
+    schema, frame, target, task = core_api.sample_dataset(3 * ROWS_PER_PARTY, seed=11)
+    parts = {pid: frame.iloc[i::3].reset_index(drop=True) for i, pid in enumerate(PARTIES)}
+    job = local.LocalJob(
+        out, schema, parts, target, task, epsilon, 1e-9, synthetic_rows=1500, seed=5,
+        max_membership_inference_score=max_score,
+    )  # fmt: skip
+    assert local.run_local(job) == 0
+    return job
+
+
+@pytest.fixture(scope="module")
+def released(tmp_path_factory: pytest.TempPathFactory) -> local.LocalJob:
+    return _run(tmp_path_factory.mktemp("released") / "run", epsilon=10.0, max_score=1.0)
+
+
+@pytest.fixture(scope="module")
+def blocked(tmp_path_factory: pytest.TempPathFactory) -> local.LocalJob:
+    return _run(tmp_path_factory.mktemp("blocked") / "run", epsilon=1.0, max_score=0.5)
+
+
+def _folder(job: local.LocalJob, pid: str) -> Path:
+    """Delivered results land flat in the party's output folder, stamped for retention."""
+    folder = job.out / pid
+    assert (folder / ".delivered.json").is_file()
+    return folder
+
+
+def _report(job: local.LocalJob, pid: str) -> dict[str, Any]:
+    return json.loads((_folder(job, pid) / "report.json").read_text())  # type: ignore[no-any-return]
+
+
+def _released_files(job: local.LocalJob) -> list[Path]:
+    """Synthetic data or models anywhere except the coordinator's own folder."""
+    found = [*job.out.rglob("synthetic.*"), *job.out.rglob("model.*")]
+    coordinator = job.work / "coordinator"
+    return [p for p in found if coordinator not in p.parents]
+
+
+def test_gate_below_the_score_blocks_the_release_everywhere(blocked: local.LocalJob) -> None:
+    assert _released_files(blocked) == []
+    assert not any((blocked.work / "state").glob("*-staged/*/*"))  # staged copies deleted
+    for pid in PARTIES:
+        report = _report(blocked, pid)
+        assert report["release"]["released"] is False
+        scores = report["release"]["scores"]
+        assert max(scores.values()) > 0.5
+        assert "release blocked" in report["release"]["reason"]
+        html = (_folder(blocked, pid) / "report.html").read_text()
+        assert "release blocked" in html
+
+
+def test_gate_above_the_score_releases(released: local.LocalJob) -> None:
+    for pid in PARTIES:
+        names = sorted(p.name for p in _folder(released, pid).iterdir() if not p.name.startswith("."))
+        assert names == ["model.skops", "report.html", "report.json", "synthetic.csv"]
+        report = _report(released, pid)
+        assert report["release"]["released"] is True
+        assert report["evaluation"]["gate"]["released"] is True
+        assert set(report["release"]["scores"]) == {"dcr", "density_ratio"}
+    assert not any((released.work / "state").glob("*-staged/*/*"))
+
+
+def test_combined_tstr_auc_matches_the_pooled_real_data(released: local.LocalJob) -> None:
+    report = _report(released, "party1")
+    real = report["utility"]["real_combined"]
+    pooled = pd.concat([released.parts[pid] for pid in PARTIES], ignore_index=True)  # type: ignore[list-item]
+    schema = Schema.from_dict(released.schema)
+    x, y = release.model_inputs(pooled, released.target, released.task, core_api.column_kinds(schema))
+    model = load_model(_folder(released, "party1") / "model.skops", "test")
+    positive = release.positive_class(schema, released.target)
+    direct = roc_auc_score((y == positive).to_numpy(), positive_scores(model, x, positive))
+    bound = real["auc_binning_bound"] + 4 * real["auc_noise_sd"] + 0.005
+    assert math.isfinite(real["auc"]) and real["auc_noise_sd"] > 0
+    assert abs(real["auc"] - direct) <= bound, (real, direct)
+    assert abs(real["n"] - len(x)) < 50  # noisy count of the pooled rows with a known target
+    holdout = report["utility"]["synthetic_holdout"]
+    assert 0.5 < holdout["auc"] <= 1.0
+
+
+def test_reports_have_every_section_decodable_plots_and_budget(released: local.LocalJob) -> None:
+    for pid in PARTIES:
+        html = (_folder(released, pid) / "report.html").read_text()
+        for section in SECTIONS:
+            assert f'id="{section}"' in html, section
+        assert not re.search(r"(src|href)=\"(http|//)", html)
+        images = re.findall(r'src="data:image/png;base64,([^"]+)"', html)
+        assert len(images) >= 2
+        for data in images:
+            image = Image.open(io.BytesIO(base64.b64decode(data, validate=True)))
+            image.verify()
+        report = _report(released, pid)
+        stages = [s["name"] for s in report["privacy_spent"]]
+        assert any(s.startswith("synthesis") for s in stages)
+        assert {f"evaluation: {s}" for s in release.STATISTICS} <= set(stages)
+        total = sum(s["rho"] for s in report["privacy_spent"])
+        assert report["privacy_total"]["epsilon"] <= 10.0 + 1e-6
+        assert math.isclose(total, report["privacy_total"]["rho"], rel_tol=1e-9)
+        assert report["local_detail"]["real_rows"] == ROWS_PER_PARTY
+        fidelity = report["fidelity_combined"]["summary"]
+        assert 0 <= fidelity["mean_one_way_tvd"] <= 1
