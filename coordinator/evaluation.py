@@ -21,22 +21,10 @@ import numpy as np
 import pandas as pd
 
 from cleanroom.evaluation import release
+from cleanroom.evaluation.report import json_ready
 from transport import core_api, wire
 
 AUC_NOISE_DRAWS = 200
-
-
-def _clean(value: Any) -> Any:
-    """JSON-ready: numpy scalars -> Python numbers, NaN/inf -> None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def statistics_for(plan: Any) -> tuple[str, ...]:
@@ -152,7 +140,7 @@ class CoordinatorEvaluation:
         figures["membership"] = membership
         figures["gate"] = gate(scores, float(self.plan.max_membership_inference_score)).to_dict()
         figures.update(self.privacy())
-        return _clean(figures)  # type: ignore[no-any-return]
+        return json_ready(figures)  # type: ignore[no-any-return]
 
     def utility(self, vector: np.ndarray, stddev: float, results: dict[str, Path]) -> dict[str, Any]:
         from cleanroom.evaluation import utility as ut

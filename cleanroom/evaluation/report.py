@@ -99,12 +99,12 @@ def schema_level_names(schema: Schema) -> dict[str, tuple[str, ...]]:
     return {c.name: c.levels for c in schema.measured_columns}
 
 
-def _clean(value: object) -> object:
+def json_ready(value: object) -> object:
     """Recursively turn numpy scalars into Python numbers and non-finite floats into None."""
     if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
+        return {str(k): json_ready(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [json_ready(v) for v in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -141,7 +141,7 @@ def report_json(report: PartyReport) -> dict[str, object]:
             "synthetic_rows": len(local.synthetic_codes),
         },
     }
-    cleaned = _clean(content)
+    cleaned = json_ready(content)
     assert isinstance(cleaned, dict)
     return cleaned
 
