@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 
 from cleanroom.errors import InvalidInput, PreconditionFailed
+from cleanroom_cli.local_sources import describe_sources, parse_sources, source_entry, write_party_data
 from transport import ca, core_api
 from transport.channel import wait_healthy
 from transport.tls import TlsFiles
@@ -56,6 +57,7 @@ class LocalJob:
     party_schemas: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # tests: a party with another schema
+    sources: dict[str, str] = field(default_factory=dict)  # party -> csv/parquet/postgresql (default csv)
     work: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -71,6 +73,8 @@ def toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
     return json.dumps(str(value))
 
 
@@ -101,11 +105,7 @@ def prepare(job: LocalJob) -> dict[str, Path]:
     configs: dict[str, Path] = {}
     for pid, frame in job.parts.items():
         files = ca.issue(certs, pid, role="party")
-        (work / "data").mkdir(exist_ok=True)
-        if isinstance(frame, pd.DataFrame):
-            frame.to_csv(work / "data" / f"{pid}.csv", index=False)
-        else:
-            shutil.copyfile(frame, work / "data" / f"{pid}.csv")
+        write_party_data(work / "data", pid, frame, job.sources.get(pid, "csv"))
         entitled = job.receivers is None or pid in job.receivers
         abilities = ALL_ABILITIES if entitled else ["run_jobs"]
         members.append(
@@ -199,7 +199,9 @@ def write_party_config(job: LocalJob, member: dict[str, Any], plan_hash: str) ->
     if pid in job.party_schemas:
         schema_file = f"schema-{pid}.json"
         (job.work / schema_file).write_text(json.dumps(job.party_schemas[pid], indent=2))
-    text += "\n[data]\n" + toml_table({"schema": schema_file, "source": f"data/{pid}.csv"})
+    text += "\n[data]\n" + toml_table(
+        {"schema": schema_file, "source": source_entry(pid, job.sources.get(pid, "csv"))}
+    )
     text += "\n[budget]\n" + toml_table(
         {
             "epsilon": max(10.0, 10 * job.epsilon),
@@ -377,7 +379,9 @@ def run_demo(args: argparse.Namespace) -> int:
         result_format=args.format,
         seed=args.seed,
         max_membership_inference_score=args.max_membership_inference_score,
+        sources=parse_sources(args.sources, list(parts)),
     )
+    print(describe_sources(job.sources), flush=True)
     return run_local(job)
 
 
@@ -403,5 +407,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         result_format=args.format,
         seed=args.seed,
         max_membership_inference_score=args.max_membership_inference_score,
+        sources=parse_sources(args.sources, list(parts)),
     )
+    print(describe_sources(job.sources), flush=True)
     return run_local(job)

@@ -251,6 +251,11 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     demo.add_argument("--format", choices=["csv", "parquet"], default="csv")
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--max-membership-inference-score", type=float, default=0.8, help="release gate")
+    demo.add_argument(
+        "--sources",
+        metavar="KIND[,KIND...]",
+        help="data source kind per party: csv, parquet or postgresql (needs CLEANROOM_PG_DSN); default csv",
+    )
     demo.set_defaults(handler=cmd_demo)
     sim = sub.add_parser("simulate", help="run a whole collaboration locally on your own CSV files")
     sim.add_argument("--schema", required=True)
@@ -264,6 +269,11 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     sim.add_argument("--format", choices=["csv", "parquet"], default="csv")
     sim.add_argument("--max-membership-inference-score", type=float, default=0.8, help="release gate")
     sim.add_argument("--seed", type=int, default=None)
+    sim.add_argument(
+        "--sources",
+        metavar="KIND[,KIND...]",
+        help="data source kind per party: csv, parquet or postgresql (needs CLEANROOM_PG_DSN); default csv",
+    )
     sim.set_defaults(handler=cmd_simulate)
 
 
