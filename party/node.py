@@ -421,5 +421,6 @@ class ResultWriter:
                 raise InvalidInput(f"DeliverResults: {name} arrived incomplete or corrupted")
         for name in self.expected:
             os.replace(self.part(name), self.directory / name)
-        mark_delivered(self.directory, datetime.now(UTC), job_id=self.job_id, plan_hash=self.plan_hash)  # starts the retention clock
+        # the stamp starts the retention clock
+        mark_delivered(self.directory, datetime.now(UTC), job_id=self.job_id, plan_hash=self.plan_hash)
         return sorted(self.expected)
