@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
 from cleanroom.schema import Schema
-from cleanroom.secagg.manifest import required_threshold
+from cleanroom.secagg.manifest import SecAggManifest, required_threshold
 
 RUN_JOBS = "run_jobs"
 RECEIVE_RESULTS = "receive_results"
@@ -250,6 +250,19 @@ class Plan:
     def n_min(self) -> int:
         """Honest survivors the noise is calibrated for: data parties - dropout_tolerance - colluders."""
         return len(self.data_parties) - self.dropout_tolerance - self.colluders
+
+    def secagg_manifest(self, schema_hash: str) -> SecAggManifest:
+        """The secure-aggregation manifest: the data parties in plan order with their identity keys."""
+        parties = self.data_parties
+        return SecAggManifest(
+            collaboration_id=self.collaboration_id,
+            parties=tuple(m.id for m in parties),
+            identity_keys=tuple(m.public_key() for m in parties),
+            min_parties=self.min_survivors,
+            schema_hash=schema_hash,
+            threshold=self.effective_threshold,
+            coordinator_id=self.coordinator,
+        )
 
     def member(self, member_id: str) -> Member:
         for m in self.members:

@@ -22,6 +22,8 @@ optionally skewed by region so that parties are heterogeneous (e.g. one party mo
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 
@@ -188,6 +190,11 @@ def sample_schema() -> Schema:
         Column(TARGET, CATEGORICAL, categories=("no", "yes"), target=True),
     )
     return Schema(columns)
+
+
+def demo_dataset(n_rows: int, seed: int) -> tuple[dict[str, Any], pd.DataFrame, str, str]:
+    """The project's own demo data: (schema as JSON dict, DataFrame, target column, task)."""
+    return sample_schema().to_dict(), generate(n_rows, seed=seed), TARGET, "classification"
 
 
 def split_parties(df: pd.DataFrame, n_parties: int, seed: int, skew: float = 0.0) -> list[pd.DataFrame]:

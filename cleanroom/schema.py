@@ -387,6 +387,10 @@ class Schema:
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.columns)
 
+    def column_kinds(self) -> dict[str, str]:
+        """Column name -> `numerical` | `categorical` | `identifier`, in schema order."""
+        return {c.name: c.type for c in self.columns}
+
     @property
     def measured_columns(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if c.measured)

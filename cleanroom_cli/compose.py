@@ -13,8 +13,11 @@ import json
 import shutil
 from pathlib import Path
 
+from cleanroom.identity import approve, load_private_key
+from cleanroom.sample_data import demo_dataset
+from cleanroom.schema import Schema
 from cleanroom_cli.local import ALL_ABILITIES, toml_table
-from transport import ca, core_api
+from transport import ca
 
 PARTIES = ("airline", "hotel", "bank")
 PORT = 50051
@@ -71,7 +74,7 @@ def prepare_compose(
     if (out / "ca" / "ca.pem").exists():
         raise FileExistsError(f"{out} already holds a collaboration CA; remove it to start over")
     ca.init_ca(out / "ca")
-    schema, frame, target, task = core_api.sample_dataset(rows_per_party * len(PARTIES), seed=0)
+    schema, frame, target, task = demo_dataset(rows_per_party * len(PARTIES), seed=0)
     (out / "schema.json").write_text(json.dumps(schema, indent=2))
     members = []
     for i, pid in enumerate(PARTIES):
@@ -89,7 +92,7 @@ def prepare_compose(
             "abilities": ["run_jobs"],
         }
     )
-    schema_hash = core_api.schema_hash(core_api.load_schema(out / "schema.json"))
+    schema_hash = Schema.load(out / "schema.json").hash()
     head = {
         "collaboration_id": "compose-demo",
         "schema": "schema.json",
@@ -120,7 +123,7 @@ def prepare_compose(
     plan_path.write_text(text)
     plan_hash = hashlib.sha256(plan_path.read_bytes()).hexdigest()
     for pid in PARTIES:
-        core_api.approve_plan(plan_path, out / pid / "keys" / f"{pid}.ed25519", pid)
+        approve(plan_path, load_private_key(out / pid / "keys" / f"{pid}.ed25519"), pid)
     for pid in PARTIES:
         (out / pid / "party.toml").write_text(_party_toml(pid, plan_hash, epsilon, delta))
     return plan_path

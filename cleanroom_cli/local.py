@@ -28,8 +28,12 @@ from typing import Any
 import pandas as pd
 
 from cleanroom.errors import InvalidInput, PreconditionFailed
+from cleanroom.identity import approve, load_private_key
+from cleanroom.ledger import Ledger
+from cleanroom.sample_data import demo_dataset
+from cleanroom.schema import Schema
 from cleanroom_cli.local_sources import describe_sources, parse_sources, source_entry, write_party_data
-from transport import ca, core_api
+from transport import ca
 from transport.channel import wait_healthy
 from transport.tls import TlsFiles
 
@@ -100,7 +104,7 @@ def prepare(job: LocalJob) -> dict[str, Path]:
     coord_files = ca.issue(certs, "coordinator", role="coordinator")
     schema_path = work / "schema.json"
     schema_path.write_text(json.dumps(job.schema, indent=2))
-    schema_hash = core_api.schema_hash(core_api.load_schema(schema_path))
+    schema_hash = Schema.load(schema_path).hash()
     members: list[dict[str, Any]] = []
     configs: dict[str, Path] = {}
     for pid, frame in job.parts.items():
@@ -128,7 +132,7 @@ def prepare(job: LocalJob) -> dict[str, Path]:
     plan_path = write_plan(job, schema_hash, members)
     plan_hash = hashlib.sha256(plan_path.read_bytes()).hexdigest()
     for pid in job.parts:  # each party signs the plan with its identity key (cleanroom plan approve)
-        core_api.approve_plan(plan_path, certs / f"{pid}.ed25519", pid)
+        approve(plan_path, load_private_key(certs / f"{pid}.ed25519"), pid)
     for member in members[:-1]:
         configs[member["id"]] = write_party_config(job, member, plan_hash)
     return configs
@@ -339,7 +343,7 @@ def audit_vs_ledger(job: LocalJob, pid: str) -> tuple[Path, float, float]:
     config = PartyConfig.load(job.work / f"{pid}.toml")
     assert config.audit_log is not None
     audited = sum(rho_charged_by_plan(config.audit_log).values())
-    spent = float(core_api.open_ledger(config.ledger, total_rho(config)).spent())
+    spent = float(Ledger(config.ledger, total_rho(config)).spent())
     return config.audit_log, audited, spent
 
 
@@ -363,7 +367,7 @@ def print_release(job: LocalJob) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    schema, frame, target, task = core_api.sample_dataset(args.rows * args.parties, seed=args.seed)
+    schema, frame, target, task = demo_dataset(args.rows * args.parties, seed=args.seed)
     parts = {
         f"party{i + 1}": frame.iloc[i :: args.parties].reset_index(drop=True) for i in range(args.parties)
     }

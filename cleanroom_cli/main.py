@@ -14,7 +14,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from cleanroom.accounting import cdp_rho
+from cleanroom.audit import AuditLog
 from cleanroom.errors import CleanroomError, InvalidInput, NotFound
+from cleanroom.ledger import Ledger
+from cleanroom.plan import Plan
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -54,14 +58,13 @@ def cmd_party_serve(args: argparse.Namespace) -> int:
 def cmd_party_budget(args: argparse.Namespace) -> int:
     from party.config import PartyConfig
     from party.run import total_rho
-    from transport import core_api
 
     config = PartyConfig.load(Path(args.config))
-    ledger = core_api.open_ledger(config.ledger, total_rho(config))
+    ledger = Ledger(config.ledger, total_rho(config))
     print(f"dataset: spent rho {ledger.spent():.6g}, remaining {ledger.remaining():.6g}")
-    plan = core_api.load_plan(config.plan)
+    plan = Plan.load(config.plan)
     spent_by_plan = ledger.spent_by_plan()
-    plan_total = core_api.rho_for(float(plan.epsilon), float(plan.delta))
+    plan_total = cdp_rho(float(plan.epsilon), float(plan.delta))
     plan_spent = float(spent_by_plan.get(plan.hash, 0.0))
     plan_left = min(max(0.0, plan_total - plan_spent), float(ledger.remaining()))
     print(
@@ -77,11 +80,10 @@ def cmd_party_budget(args: argparse.Namespace) -> int:
 def cmd_party_prune(args: argparse.Namespace) -> int:
     from party.config import PartyConfig
     from party.retention import now_utc, prune_results
-    from transport import core_api
 
     config = PartyConfig.load(Path(args.config))
-    plan = core_api.load_plan(config.plan)
-    audit = core_api.audit_log(config.audit_log) if config.audit_log else None
+    plan = Plan.load(config.plan)
+    audit = AuditLog(config.audit_log) if config.audit_log else None
     removed = prune_results(config.output_dir, float(plan.retention_days), now_utc(), audit)
     print(f"removed {len(removed)} expired result files from {config.output_dir}")
     return 0

@@ -21,10 +21,10 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from cleanroom.errors import InvalidInput
-from transport import core_api
+from cleanroom.plan import Plan
+from cleanroom.schema import Schema
 from transport.tls import TlsFiles
 
 
@@ -34,9 +34,9 @@ class CoordinatorConfig:
     coordinator_id: str
     tls: TlsFiles
     out: Path
-    plan: Any
+    plan: Plan
     plan_hash: str
-    schema: Any
+    schema: Schema
     call_deadline_s: float = 120.0
     seed: int | None = None
     train_threads: int = 1
@@ -68,11 +68,11 @@ class CoordinatorConfig:
         table = raw.get("coordinator")
         if not isinstance(table, dict):
             raise InvalidInput(f"{path}: missing the [coordinator] table")
-        plan = core_api.load_plan(path)
+        plan = Plan.load(path)
         base = path.parent
         try:
             tls = TlsFiles(base / table["ca"], base / table["cert"], base / table["key"])
-            schema = core_api.load_schema(plan.schema_path)
+            schema = Schema.load(plan.schema_path)
             return cls(
                 path=path,
                 coordinator_id=table.get("id", "coordinator"),

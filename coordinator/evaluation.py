@@ -20,9 +20,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cleanroom.accounting import cdp_eps
 from cleanroom.evaluation import release
 from cleanroom.evaluation.report import json_ready
-from transport import core_api, wire
+from cleanroom.secagg.manifest import session_id
+from transport import wire
 
 AUC_NOISE_DRAWS = 200
 
@@ -98,7 +100,7 @@ class CoordinatorEvaluation:
         request = wire.RoundRequest(
             wf.record.job_id, f"{wf.record.job_id}/{number}", number, (), sigma_party2, statistic, length
         )
-        sid = core_api.session_id(self.plan.collaboration_id, number, wf.config.plan_hash)
+        sid = session_id(self.plan.collaboration_id, number, wf.config.plan_hash)
         total, survivors = await wf.secure_sum(request, sid, length)
         noise = DistributedGaussian(sigma_total2, n_parties, n_min)
         rho = float(noise.rho(sensitivity * math.sqrt(length), sensitivity, length))
@@ -179,7 +181,7 @@ class CoordinatorEvaluation:
         rows = frame.iloc[release.synthetic_holdout_start(len(frame)) :]
         model_path = results["model.skops"]
         model = sio.load(model_path, trusted=sio.get_untrusted_types(file=model_path))
-        x, y = release.model_inputs(rows, target, task, core_api.column_kinds(self.schema))
+        x, y = release.model_inputs(rows, target, task, self.schema.column_kinds())
         if len(x) == 0:
             return {}
         if task == "classification":
@@ -196,7 +198,7 @@ class CoordinatorEvaluation:
             for r in self.workflow.record.rounds
         ] + [{"name": s["name"], "rho": s["rho"]} for s in self.stages]
         for stage in stages:
-            stage["epsilon"] = core_api.epsilon_for(stage["rho"], delta) if stage["rho"] > 0 else 0.0
+            stage["epsilon"] = cdp_eps(stage["rho"], delta) if stage["rho"] > 0 else 0.0
             stage["delta"] = delta
         total = sum(s["rho"] for s in stages)
         return {
@@ -204,7 +206,7 @@ class CoordinatorEvaluation:
             "privacy_total": {
                 "name": "zCDP composition (synthesis + evaluation)",
                 "rho": total,
-                "epsilon": core_api.epsilon_for(total, delta) if total > 0 else 0.0,
+                "epsilon": cdp_eps(total, delta) if total > 0 else 0.0,
                 "delta": delta,
             },
             "budget": {

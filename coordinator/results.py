@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cleanroom.accounting import cdp_eps
+from cleanroom.encoding import decode
 from cleanroom.errors import DataError
 from cleanroom.evaluation.release import model_inputs, synthetic_holdout_start
-from transport import core_api
 
 
 def synthetic_rows(config: Any, measurements: list[Any]) -> int:
@@ -77,7 +78,7 @@ def build_results(
     plan, schema = config.plan, config.schema
     n_rows = synthetic_rows(config, measurements)
     codes = model.sample(n_rows, rng)
-    frame = core_api.decode(schema, codes, rng)
+    frame = decode(schema, codes, rng)
     record.timings["sample"] = time.perf_counter() - start
     out = config.out / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def build_results(
             training_rows,
             target,
             str(plan.task),
-            core_api.column_kinds(schema),
+            schema.column_kinds(),
             config.seed,
             config.train_threads,
         )
@@ -120,7 +121,7 @@ def report(config: Any, record: Any, frame: pd.DataFrame) -> dict[str, Any]:
         "collaboration_id": plan.collaboration_id,
         "privacy": {
             "rho": record.rho_spent,
-            "epsilon": core_api.epsilon_for(record.rho_spent, delta) if record.rho_spent > 0 else 0.0,
+            "epsilon": cdp_eps(record.rho_spent, delta) if record.rho_spent > 0 else 0.0,
             "delta": delta,
             "plan_epsilon": float(plan.epsilon),
             "noise": "distributed discrete Gaussian",

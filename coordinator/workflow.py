@@ -18,13 +18,21 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from cleanroom.accounting import cdp_rho
 from cleanroom.errors import BudgetExceeded, CleanroomError, PreconditionFailed, ProtocolAbort
 from cleanroom.evaluation.release import synthesis_rho
+from cleanroom.identity import PlanApprovals
+from cleanroom.joblog import JobLog
+from cleanroom.marginals import split_vector
+from cleanroom.measurement import Measurement, RoundSpec
+from cleanroom.secagg.manifest import session_id
+from cleanroom.secagg.server import SecAggServer
+from cleanroom.synth import MSTPlanner
 from coordinator.client import PartyClient
 from coordinator.config import CoordinatorConfig
 from coordinator.evaluation import evaluate
 from coordinator.results import build_results
-from transport import core_api, wire
+from transport import wire
 
 log = logging.getLogger("cleanroom.coordinator")
 T = TypeVar("T")
@@ -57,21 +65,22 @@ class Workflow:
         self.record = JobRecord(uuid.uuid4().hex)
         self.rng = np.random.default_rng(config.seed)
         self.last_errors: dict[str, CleanroomError] = {}
-        self.planner: Any = None
-        self.manifest = core_api.secagg_manifest(self.plan, core_api.schema_hash(config.schema))
-        self.job: Any = None  # cleanroom.joblog.JobRun, opened by run()
+        self.planner: MSTPlanner | None = None  # set by measure()
+        self.manifest = self.plan.secagg_manifest(config.schema.hash())
+        self.job: Any = None  # a JobRun, opened by run()
         self.first_round = 0  # round numbers (and so session ids) continue across jobs under one plan
 
     async def run(self) -> JobRecord:
-        self.job = core_api.job_log(self.config.job_log_path).start(
+        self.job = JobLog(self.config.job_log_path).start(
             self.record.job_id, self.config.plan_hash, list(self.clients)
         )
         try:
             if self.config.require_approvals:
-                core_api.require_approvals(self.plan, self.config.path)
+                PlanApprovals.collect(self.plan, self.config.path).require_all()
             await self.timed("handshake", self.handshake())
             measurements = await self.measure()
-            model = await self.timed("fit", asyncio.to_thread(core_api.estimate, self.planner, measurements))
+            assert self.planner is not None
+            model = await self.timed("fit", asyncio.to_thread(self.planner.estimate, measurements))
             results = await self.timed(
                 "results",
                 asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
@@ -131,7 +140,7 @@ class Workflow:
         hello = wire.Hello(
             self.record.job_id,
             self.config.plan_hash,
-            core_api.schema_hash(self.config.schema),
+            self.config.schema.hash(),
             self.config.coordinator_id,
             SOFTWARE_VERSION,
         )
@@ -154,7 +163,7 @@ class Workflow:
         )
 
     def job_rho(self) -> float:
-        return core_api.rho_for(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
+        return cdp_rho(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
 
     def check_budgets(self, replies: dict[str, wire.HelloReply]) -> None:
         """Refuse a job some party could not finish: no round is run, so nothing is spent on it."""
@@ -170,12 +179,12 @@ class Workflow:
     def n_min(self) -> int:
         return int(self.plan.n_min)
 
-    async def measure(self) -> list[Any]:
+    async def measure(self) -> list[Measurement]:
         rho_total = synthesis_rho(self.job_rho(), float(self.plan.evaluation_share))
-        self.planner = planner = core_api.mst_planner(
-            self.config.schema.domain, rho_total, dict(self.plan.synthesizer_settings)
+        self.planner = planner = MSTPlanner(
+            self.config.schema.domain, rho_total, **dict(self.plan.synthesizer_settings)
         )
-        measurements: list[Any] = []
+        measurements: list[Measurement] = []
         spec = planner.first_round()
         index = 0
         while spec is not None:
@@ -185,7 +194,7 @@ class Workflow:
             index += 1
         return measurements
 
-    async def aggregate_round(self, index: int, spec: Any) -> list[Any]:
+    async def aggregate_round(self, index: int, spec: RoundSpec) -> list[Measurement]:
         domain = self.config.schema.domain
         cliques = tuple(domain.canonical(c) for c in spec.cliques)
         sigma_party2 = Fraction(spec.sigma_total2) / self.n_min()
@@ -193,9 +202,9 @@ class Workflow:
             self.record.job_id, f"{self.record.job_id}/{index}", index, cliques, sigma_party2
         )
         length = sum(domain.project(c).size() for c in cliques)
-        sid = core_api.session_id(self.plan.collaboration_id, index, self.config.plan_hash)
+        sid = session_id(self.plan.collaboration_id, index, self.config.plan_hash)
         total, survivors = await self.secure_sum(request, sid, length)
-        tables = core_api.split_vector(total, domain, list(cliques))
+        tables = split_vector(total, domain, list(cliques))
         stddev = math.sqrt(float(sigma_party2) * len(survivors))
         self.record.rho_spent += float(spec.rho)
         self.record.rounds.append(
@@ -214,14 +223,14 @@ class Workflow:
             f"{len(survivors)} parties"
         )
         return [
-            core_api.measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)
+            Measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)
         ]
 
     async def secure_sum(
         self, spec: wire.RoundRequest, sid: bytes, length: int
     ) -> tuple[np.ndarray, tuple[str, ...]]:
         """One Bonawitz session over gRPC; the SecAggServer state machine builds requests, checks answers."""
-        server = core_api.secagg_server(self.manifest, sid, length)
+        server = SecAggServer(self.manifest, sid, length)
         stages = (
             ("AdvertiseKeys", server.advertise_keys_requests, server.collect_advertise_keys),
             ("ShareKeys", server.share_keys_requests, server.collect_share_keys),

@@ -25,9 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from cleanroom.accounting import cdp_rho
 from cleanroom.errors import InvalidInput, PermissionDenied, PreconditionFailed
 from cleanroom.evaluation import release
-from transport import core_api, wire
+from transport import wire
 
 log = logging.getLogger("cleanroom.party")
 STAGED_NAMES = ("synthetic.csv", "synthetic.parquet", "model.skops")
@@ -155,7 +156,7 @@ class PartyEvaluation:
         if request.sigma_party2 < MIN_SIGMA_PARTY2:
             raise InvalidInput(f"{where}: per-party noise variance {request.sigma_party2} is below 4")
         rho = self.round_rho(statistic, request.sigma_party2, n_min, n_parties)
-        job_rho = core_api.rho_for(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
+        job_rho = cdp_rho(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
         allotted = release.statistic_rho(job_rho, float(self.plan.evaluation_share), statistic)
         if rho > allotted * (1 + 1e-9):
             raise PermissionDenied(
@@ -193,7 +194,7 @@ class PartyEvaluation:
         model = self.model(job_id)
         target, task = str(self.plan.target), str(self.plan.task)
         x, y = release.model_inputs(
-            self.source.read_frame(), target, task, core_api.column_kinds(self.schema)
+            self.source.read_frame(), target, task, self.schema.column_kinds()
         )
         if task == "classification":
             positive = release.positive_class(self.schema, target)

@@ -16,11 +16,14 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from cleanroom.accounting import DistributedGaussian, cdp_rho
 from cleanroom.errors import (
     BudgetExceeded,
     CleanroomError,
@@ -29,7 +32,13 @@ from cleanroom.errors import (
     PreconditionFailed,
     SchemaError,
 )
-from transport import core_api, wire
+from cleanroom.marginals import flatten_tables
+from cleanroom.noise import party_noise_share
+from cleanroom.plan import require_approved_hash
+from cleanroom.retention import mark_delivered
+from cleanroom.secagg.manifest import session_id
+from cleanroom.secagg.party import SecAggParty
+from transport import wire
 from transport.options import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("cleanroom.party")
@@ -45,6 +54,12 @@ FILE_ABILITY = {
     "model.skops": "receive_model",
 }
 
+
+
+def release_rho(n_tables: int, sigma_party2: Fraction, n_min: int, n_parties: int, cells: int) -> float:
+    """zCDP of one round: K tables of sensitivity 1 (L1 = K, L2 = sqrt K), n_min honest shares, with tau."""
+    noise = DistributedGaussian(sigma_party2 * n_min, n_parties, n_min)
+    return float(noise.rho(sensitivity_l1=n_tables, sensitivity_l2=n_tables**0.5, dim=max(1, cells)))
 
 @dataclass
 class RoundState:
@@ -95,13 +110,13 @@ class PartyNode:
         return reply
 
     def _hello(self, msg: wire.Hello) -> wire.HelloReply:
-        core_api.approved(msg.plan_hash, self.approved_plans)  # names the unapproved hash
+        require_approved_hash(msg.plan_hash, self.approved_plans)  # names the unapproved hash
         if msg.plan_hash != self.plan_hash:
             raise PreconditionFailed(
                 f"party {self.party_id}: plan hash {msg.plan_hash[:16]}... is not this party's plan "
                 f"{self.plan_hash[:16]}..."
             )
-        core_api.approved(self.plan_hash, self.approved_plans)
+        require_approved_hash(self.plan_hash, self.approved_plans)
         if msg.schema_hash != self.schema_hash:
             raise SchemaError(
                 f"party {self.party_id}: schema hash {msg.schema_hash[:16]}... differs from this party's "
@@ -125,7 +140,7 @@ class PartyNode:
         )
 
     def plan_remaining_rho(self) -> float:
-        total = core_api.rho_for(float(self.plan.epsilon), float(self.plan.delta))
+        total = cdp_rho(float(self.plan.epsilon), float(self.plan.delta))
         return max(0.0, total - float(self.ledger.spent_by_plan().get(self.plan_hash, 0.0)))
 
     def used_rounds(self) -> dict[int, str]:
@@ -157,7 +172,7 @@ class PartyNode:
                 detail=str(error),
             )
             raise
-        party = core_api.secagg_party(
+        party = SecAggParty(
             self.manifest, self.party_id, self.identity_key, request.sid, self.reveals
         )
         self.rounds[request.sid] = RoundState(spec, rho, party)
@@ -205,7 +220,7 @@ class PartyNode:
         where = f"party {self.party_id}, round {request.round}"
         if self.job_id is None or request.job_id != self.job_id:
             raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
-        expected_sid = core_api.session_id(self.plan.collaboration_id, request.round, self.plan_hash)
+        expected_sid = session_id(self.plan.collaboration_id, request.round, self.plan_hash)
         if sid != expected_sid:
             raise PermissionDenied(f"{where}: session id does not match SHA256(collaboration | round | plan)")
         used_by = self.used_rounds().get(request.round)
@@ -225,7 +240,7 @@ class PartyNode:
                 f"{where}: per-party noise variance {request.sigma_party2} is below {MIN_SIGMA_PARTY2}"
             )
         cells = sum(self.schema.domain.project(c).size() for c in request.cliques)
-        rho = core_api.release_rho(
+        rho = release_rho(
             len(request.cliques), request.sigma_party2, self.n_min(), len(self.data_members()), cells
         )
         self.check_plan_budget(request, rho, where)
@@ -274,7 +289,7 @@ class PartyNode:
              [e for e in entries if e.job_id == request.job_id]),
         )  # fmt: skip
         for what, epsilon, charged in limits:
-            allowed = core_api.rho_for(epsilon, delta)
+            allowed = cdp_rho(epsilon, delta)
             spent = sum(float(e.rho) for e in charged)
             if spent + rho > allowed * (1 + 1e-9):
                 raise BudgetExceeded(
@@ -313,8 +328,8 @@ class PartyNode:
         if request.statistic:
             counts = np.asarray(self.evaluation.vector(request.job_id, request.statistic), dtype=np.int64)
         else:
-            counts = core_api.flatten_tables(self.source.count_tables(list(request.cliques)))
-        noised: np.ndarray = counts + core_api.party_noise(request.sigma_party2, len(counts))
+            counts = flatten_tables(self.source.count_tables(list(request.cliques)))
+        noised: np.ndarray = counts + party_noise_share(len(counts), request.sigma_party2)
         self.ledger.store_payload(request.release_id, noised.astype("<i8").tobytes())
         return noised
 
@@ -406,5 +421,6 @@ class ResultWriter:
                 raise InvalidInput(f"DeliverResults: {name} arrived incomplete or corrupted")
         for name in self.expected:
             os.replace(self.part(name), self.directory / name)
-        core_api.mark_delivered(self.directory, self.job_id, self.plan_hash)  # starts the retention clock
+        # the stamp starts the retention clock
+        mark_delivered(self.directory, datetime.now(UTC), job_id=self.job_id, plan_hash=self.plan_hash)
         return sorted(self.expected)

@@ -7,14 +7,22 @@ import hashlib
 import logging
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from cleanroom.accounting import cdp_rho
+from cleanroom.audit import AuditLog
 from cleanroom.errors import CleanroomError, InvalidInput
+from cleanroom.ledger import Ledger
+from cleanroom.plan import Plan
+from cleanroom.schema import Schema
+from cleanroom.secagg.reveal import SqliteRevealRecord
 from party.config import PartyConfig
 from party.evaluation import MembersOnlySource, PartyEvaluation
 from party.governance import PlanAuthorizer
 from party.node import PartyNode
 from party.retention import now_utc, prune_results
 from party.service import SERVICE_NAME, PartyServicer, register
-from transport import core_api
+from party.sources import DataSource, SourceSpec, open_source
 from transport.auth import Authorizer
 from transport.ca import load_identity_key
 from transport.server import NodeServer, install_signal_handlers, start_server
@@ -23,7 +31,7 @@ log = logging.getLogger("cleanroom.party")
 
 
 def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
-    plan = core_api.load_plan(config.plan)
+    plan = Plan.load(config.plan)
     if config.party_id not in {m.id for m in plan.data_parties}:
         raise InvalidInput(
             f"party {config.party_id!r} is not a data party (member with an address) of {config.plan}"
@@ -32,8 +40,8 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         raise InvalidInput(
             f"party {config.party_id}: approved_plans is empty; this node would refuse every job"
         )
-    schema = core_api.load_schema(config.schema)
-    source = core_api.open_source(config.source, schema)
+    schema = Schema.load(config.schema)
+    source = open_source(source_spec(config.source), schema)
     identity_key = load_identity_key(config.identity_key)
     evaluation = party_evaluation(config, plan, schema, source, identity_key)
     node = PartyNode(
@@ -42,14 +50,14 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         plan_hash=plan.hash,
         approved_plans=config.approved_plans,
         schema=schema,
-        schema_hash=core_api.schema_hash(schema),
+        schema_hash=schema.hash(),
         source=MembersOnlySource(source, evaluation),
-        ledger=core_api.open_ledger(config.ledger, total_rho(config)),
+        ledger=Ledger(config.ledger, total_rho(config)),
         identity_key=identity_key,
         output_dir=config.output_dir,
-        manifest=core_api.secagg_manifest(plan, core_api.schema_hash(schema)),
-        reveals=core_api.reveal_record(config.ledger.parent / f"{config.party_id}-reveals.sqlite"),
-        audit=core_api.audit_log(config.audit_log) if config.audit_log else None,
+        manifest=plan.secagg_manifest(schema.hash()),
+        reveals=SqliteRevealRecord(config.ledger.parent / f"{config.party_id}-reveals.sqlite"),
+        audit=AuditLog(config.audit_log) if config.audit_log else None,
         schema_problem=_schema_problem(source),
         evaluation=evaluation,
     )
@@ -58,8 +66,13 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
     return node, PlanAuthorizer(plan.coordinator, pinned, plan=plan, audit=node.audit, ledger=node.ledger)
 
 
+def source_spec(value: str | dict[str, Any]) -> SourceSpec:
+    """The party.toml `[data] source` value (a file path, or a table of `party.sources` keys) as a spec."""
+    return SourceSpec.from_config({"path": value} if isinstance(value, str) else dict(value))
+
+
 def party_evaluation(
-    config: PartyConfig, plan: Any, schema: Any, source: Any, identity_key: Any
+    config: PartyConfig, plan: Plan, schema: Schema, source: DataSource, identity_key: Ed25519PrivateKey
 ) -> PartyEvaluation:
     """Evaluation state; staged files live beside the ledger, never in the output folder."""
     from cryptography.hazmat.primitives import serialization
@@ -76,7 +89,7 @@ def total_rho(config: PartyConfig) -> float:
     if config.rho is not None:
         return config.rho
     assert config.epsilon is not None
-    return core_api.rho_for(config.epsilon, config.delta)
+    return cdp_rho(config.epsilon, config.delta)
 
 
 def _schema_problem(source: object) -> str | None:

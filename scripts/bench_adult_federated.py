@@ -26,14 +26,13 @@ from cleanroom.evaluation.utility import positive_scores
 from cleanroom.schema import Schema
 from cleanroom_cli import local
 from party.evaluation import load_model
-from transport import core_api
 
 DATA = Path("/work/shared/data/adult")
 PARTIES = ("party1", "party2", "party3")
 
 
 def direct_auc(model: object, frame: pd.DataFrame, schema: Schema, target: str) -> float:
-    x, y = release.model_inputs(frame, target, "classification", core_api.column_kinds(schema))
+    x, y = release.model_inputs(frame, target, "classification", schema.column_kinds())
     positive = release.positive_class(schema, target)
     return float(roc_auc_score((y == positive).to_numpy(), positive_scores(model, x, positive)))  # type: ignore[arg-type]
 

@@ -11,6 +11,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from cleanroom.sample_data import demo_dataset
 from cleanroom_cli.main import main
 from transport.ca import identity_of
 
@@ -97,9 +98,8 @@ def test_simulate_rejects_malformed_party_argument(
 def test_schema_infer_prints_the_domain_warning(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cleanroom.schema import Schema
     from cleanroom.schema_infer import DOMAIN_WARNING
-    from transport import core_api
 
-    _, frame, target, _ = core_api.sample_dataset(200, seed=1)
+    _, frame, target, _ = demo_dataset(200, seed=1)
     frame.to_csv(tmp_path / "data.csv", index=False)
     out = tmp_path / "schema.json"
     assert main(["schema", "infer", str(tmp_path / "data.csv"), "--target", target, "--out", str(out)]) == 0
@@ -110,9 +110,8 @@ def test_schema_infer_prints_the_domain_warning(tmp_path: Path, capsys: pytest.C
 def test_plan_approve_show_and_audit_verify(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from cleanroom.audit import AuditLog
     from cleanroom_cli import local
-    from transport import core_api
 
-    schema, frame, target, task = core_api.sample_dataset(60, seed=2)
+    schema, frame, target, task = demo_dataset(60, seed=2)
     job = local.LocalJob(tmp_path, schema, {"a": frame[:30], "b": frame[30:]}, target, task, 1.0, 1e-9, 0)
     local.prepare(job)
     plan = job.work / "collaboration.toml"
@@ -132,9 +131,8 @@ def test_coordinator_refuses_a_plan_a_party_has_not_signed(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from cleanroom_cli import local
-    from transport import core_api
 
-    schema, frame, target, task = core_api.sample_dataset(60, seed=3)
+    schema, frame, target, task = demo_dataset(60, seed=3)
     job = local.LocalJob(tmp_path, schema, {"a": frame[:30], "b": frame[30:]}, target, task, 1.0, 1e-9, 0)
     local.prepare(job)
     plan = job.work / "collaboration.toml"

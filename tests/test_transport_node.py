@@ -15,7 +15,7 @@ from cleanroom.domain import Domain
 from cleanroom.errors import BudgetExceeded, InvalidInput, PermissionDenied, PreconditionFailed, SchemaError
 from party import node as node_module
 from party.node import PartyNode
-from transport import core_api, wire
+from transport import wire
 
 PLAN_HASH = "ab" * 32
 
@@ -101,20 +101,19 @@ DOMAIN = Domain(("age", "sex", "income"), (4, 3, 2))
 @pytest.fixture
 def node(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> PartyNode:
     monkeypatch.setattr(
-        core_api, "session_id", lambda c, r, p: hashlib.sha256(f"{c}|{r}|{p}".encode()).digest()
+        node_module, "session_id", lambda c, r, p: hashlib.sha256(f"{c}|{r}|{p}".encode()).digest()
     )
-    monkeypatch.setattr(core_api, "release_rho", lambda k, s2, n, parties, cells: k / (2 * float(s2) * n))
-    monkeypatch.setattr(core_api, "rho_for", lambda eps, delta: 0.05 * eps)
-    monkeypatch.setattr(core_api, "party_noise", lambda s2, size: np.ones(size, dtype=np.int64))
-    monkeypatch.setattr(core_api, "flatten_tables", lambda ts: np.concatenate([t.ravel() for t in ts]))
-    monkeypatch.setattr(core_api, "secagg_party", FakeSecAggParty)
+    monkeypatch.setattr(node_module, "release_rho", lambda k, s2, n, parties, cells: k / (2 * float(s2) * n))
+    monkeypatch.setattr(node_module, "cdp_rho", lambda eps, delta: 0.05 * eps)
+    monkeypatch.setattr(node_module, "party_noise_share", lambda size, s2: np.ones(size, dtype=np.int64))
+    monkeypatch.setattr(node_module, "flatten_tables", lambda ts: np.concatenate([t.ravel() for t in ts]))
+    monkeypatch.setattr(node_module, "SecAggParty", FakeSecAggParty)
     everything = ["run_jobs", "receive_results", "receive_synthetic_data", "receive_model"]
     members = [
         SimpleNamespace(id=p, address=f"h:{i}", identity_key="", abilities=everything if p != "c" else [])
         for i, p in enumerate("abc")
     ]
-    monkeypatch.setattr(core_api, "approved", _approved)
-    monkeypatch.setattr(core_api, "approved", _approved)
+    monkeypatch.setattr(node_module, "require_approved_hash", _approved)
     plan = SimpleNamespace(
         collaboration_id="collab",
         members=members,

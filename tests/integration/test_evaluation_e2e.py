@@ -23,17 +23,17 @@ from sklearn.metrics import roc_auc_score
 from cleanroom.evaluation import release
 from cleanroom.evaluation.report import SECTIONS
 from cleanroom.evaluation.utility import positive_scores
+from cleanroom.sample_data import demo_dataset
 from cleanroom.schema import Schema
 from cleanroom_cli import local
 from party.evaluation import load_model
-from transport import core_api
 
 ROWS_PER_PARTY = 600
 PARTIES = ("party1", "party2", "party3")
 
 
 def _run(out: Path, epsilon: float, max_score: float) -> local.LocalJob:
-    schema, frame, target, task = core_api.sample_dataset(3 * ROWS_PER_PARTY, seed=11)
+    schema, frame, target, task = demo_dataset(3 * ROWS_PER_PARTY, seed=11)
     parts = {pid: frame.iloc[i::3].reset_index(drop=True) for i, pid in enumerate(PARTIES)}
     job = local.LocalJob(
         out, schema, parts, target, task, epsilon, 1e-9, synthetic_rows=1500, seed=5,
@@ -100,7 +100,7 @@ def test_combined_tstr_auc_matches_the_pooled_real_data(released: local.LocalJob
     real = report["utility"]["real_combined"]
     pooled = pd.concat([released.parts[pid] for pid in PARTIES], ignore_index=True)  # type: ignore[list-item]
     schema = Schema.from_dict(released.schema)
-    x, y = release.model_inputs(pooled, released.target, released.task, core_api.column_kinds(schema))
+    x, y = release.model_inputs(pooled, released.target, released.task, schema.column_kinds())
     model = load_model(_folder(released, "party1") / "model.skops", "test")
     positive = release.positive_class(schema, released.target)
     direct = roc_auc_score((y == positive).to_numpy(), positive_scores(model, x, positive))

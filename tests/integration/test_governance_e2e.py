@@ -23,11 +23,14 @@ import grpc
 import pytest
 
 from cleanroom.audit import read_entries, verify
+from cleanroom.ledger import Ledger
 from cleanroom.retention import mark_delivered
+from cleanroom.sample_data import demo_dataset
+from cleanroom.schema import Schema
 from cleanroom_cli import local
 from party.config import PartyConfig
 from party.run import total_rho
-from transport import ca, core_api, serde, wire
+from transport import ca, serde, wire
 from transport.channel import secure_channel
 from transport.tls import TlsFiles
 from transport.v1 import party_pb2_grpc as pb_grpc
@@ -66,13 +69,13 @@ def _add_analyst_and_unapprove(job: local.LocalJob, configs: dict[str, Path]) ->
 
 @pytest.fixture(scope="module")
 def collab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Collaboration]:
-    schema, frame, target, task = core_api.sample_dataset(3 * ROWS_PER_PARTY, seed=5)
+    schema, frame, target, task = demo_dataset(3 * ROWS_PER_PARTY, seed=5)
     parts = {f"party{i + 1}": frame.iloc[i::3].reset_index(drop=True) for i in range(3)}
     out = tmp_path_factory.mktemp("governance")
     job = local.LocalJob(out, schema, parts, target, task, 1.0, 1e-9, 100, receivers=["party1"])
     configs = local.prepare(job)
     plan_hash = _add_analyst_and_unapprove(job, configs)
-    schema_hash = core_api.schema_hash(core_api.load_schema(job.work / "schema.json"))
+    schema_hash = Schema.load(job.work / "schema.json").hash()
     addresses = {pid: PartyConfig.load(c).listen for pid, c in configs.items()}
     stale = job.out / "party2"  # results delivered 40 days ago: the node deletes them when it starts
     stale.mkdir(parents=True)
@@ -94,7 +97,7 @@ def _tls(collab: Collaboration, identity: str) -> TlsFiles:
 
 def _ledger_state(collab: Collaboration, pid: str) -> tuple[float, int]:
     config = PartyConfig.load(collab.job.work / f"{pid}.toml")
-    ledger = core_api.open_ledger(config.ledger, total_rho(config))
+    ledger = Ledger(config.ledger, total_rho(config))
     return float(ledger.spent()), len(ledger.entries())
 
 

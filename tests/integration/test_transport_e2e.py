@@ -13,10 +13,12 @@ import grpc
 import pandas as pd
 import pytest
 
+from cleanroom.accounting import cdp_rho
+from cleanroom.ledger import Ledger
+from cleanroom.sample_data import demo_dataset
 from cleanroom_cli import local
 from party.config import PartyConfig
 from party.run import total_rho
-from transport import core_api
 from transport.ca import init_ca, issue
 from transport.channel import secure_channel
 from transport.tls import TlsFiles
@@ -27,7 +29,7 @@ ROWS_PER_PARTY = 400
 
 
 def _job(out: Path, **overrides: Any) -> local.LocalJob:
-    schema, frame, target, task = core_api.sample_dataset(3 * ROWS_PER_PARTY, seed=7)
+    schema, frame, target, task = demo_dataset(3 * ROWS_PER_PARTY, seed=7)
     parts = {f"party{i + 1}": frame.iloc[i::3].reset_index(drop=True) for i in range(3)}
     settings: dict[str, Any] = {"synthetic_rows": 500, "seed": 3}
     settings.update(overrides)
@@ -36,7 +38,7 @@ def _job(out: Path, **overrides: Any) -> local.LocalJob:
 
 def _spent(job: local.LocalJob, pid: str) -> float:
     config = PartyConfig.load(job.work / f"{pid}.toml")
-    return float(core_api.open_ledger(config.ledger, total_rho(config)).spent())
+    return float(Ledger(config.ledger, total_rho(config)).spent())
 
 
 def _job_folder(party_out: Path) -> Path:
@@ -153,7 +155,7 @@ def test_unreachable_party_stops_the_job_with_a_clear_error(tmp_path: Path) -> N
 def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) -> None:
     from cleanroom_cli.main import main
 
-    schema, frame, target, _ = core_api.sample_dataset(900, seed=11)
+    schema, frame, target, _ = demo_dataset(900, seed=11)
     (tmp_path / "schema.json").write_text(json.dumps(schema))
     args = [
         "simulate",
@@ -203,7 +205,7 @@ def test_jobs_under_one_plan_use_fresh_sessions_until_the_plan_budget_is_spent(t
     assert "nothing was spent" in runs[-1].stderr
     rounds = [[r["round"] for r in record["rounds"]] for record in records]
     assert rounds == [[0, 1, 2], [7, 8, 9], [14, 15, 16]]  # each job: 3 MST + 4 evaluation rounds
-    plan_rho = core_api.rho_for(2.0, 1e-9)
+    plan_rho = cdp_rho(2.0, 1e-9)
     spent = _spent(job, "party1")
     assert spent == pytest.approx(sum(r["rho_spent"] for r in records)) and spent <= plan_rho
 
