@@ -307,8 +307,16 @@ class PartyNode:
     # ---- the only place data are touched ------------------------------------------------------------
 
     def noised_vector(self, state: RoundState) -> np.ndarray:
-        """Counts + this party's noise; charged before noise is drawn, persisted for identical retries."""
+        """Counts + this party's noise; charged before noise is drawn, persisted for identical retries.
+
+        The counts are computed first, so bad data (a rejected value, an empty table) fails the round
+        with nothing charged; counts alone never leave this function.
+        """
         request = state.request
+        stored = self.ledger.payload(request.release_id)
+        if stored is not None:  # a retry: the identical bytes, already charged, never fresh noise
+            return np.frombuffer(stored, dtype="<i8").astype(np.int64)
+        counts = self.round_counts(request)
         self.ledger.reserve(
             request.release_id,
             state.rho,
@@ -321,17 +329,15 @@ class PartyNode:
                 **({"statistic": request.statistic} if request.statistic else {}),
             },
         )
-        stored = self.ledger.payload(request.release_id)
-        if stored is not None:
-            return np.frombuffer(stored, dtype="<i8").astype(np.int64)
-        counts: np.ndarray
-        if request.statistic:
-            counts = np.asarray(self.evaluation.vector(request.job_id, request.statistic), dtype=np.int64)
-        else:
-            counts = flatten_tables(self.source.count_tables(list(request.cliques)))
         noised: np.ndarray = counts + party_noise_share(len(counts), request.sigma_party2)
         self.ledger.store_payload(request.release_id, noised.astype("<i8").tobytes())
         return noised
+
+    def round_counts(self, request: wire.RoundRequest) -> np.ndarray:
+        """The exact (un-noised) vector a round asks for: marginal tables or an evaluation statistic."""
+        if request.statistic:
+            return np.asarray(self.evaluation.vector(request.job_id, request.statistic), dtype=np.int64)
+        return np.asarray(flatten_tables(self.source.count_tables(list(request.cliques))), dtype=np.int64)
 
     # ---- results ------------------------------------------------------------------------------------
 

@@ -12,7 +12,14 @@ import numpy as np
 import pytest
 
 from cleanroom.domain import Domain
-from cleanroom.errors import BudgetExceeded, InvalidInput, PermissionDenied, PreconditionFailed, SchemaError
+from cleanroom.errors import (
+    BudgetExceeded,
+    DataError,
+    InvalidInput,
+    PermissionDenied,
+    PreconditionFailed,
+    SchemaError,
+)
 from party import node as node_module
 from party.node import PartyNode
 from transport import wire
@@ -220,7 +227,7 @@ def test_illegal_round_specs_are_refused_without_charge(
     assert node.audit.entries[-1][:2] == ("measure", "refused")
 
 
-def test_masked_input_charges_before_counting_and_retries_resend_identical_bytes(node: PartyNode) -> None:
+def test_masked_input_charges_before_noise_and_retries_resend_identical_bytes(node: PartyNode) -> None:
     _hello(node)
     assert _advertise(node, _round()).sender == "a"
     assert node.ledger.spent() == 0  # nothing charged until data are touched
@@ -311,3 +318,19 @@ def test_delivered_results_are_pruned_after_the_retention_period(node: PartyNode
     assert prune_results(node.output_dir, 30, later, node.audit) == [node.output_dir / "report.json"]
     assert sorted(p.name for p in node.output_dir.iterdir()) == ["notes.txt"]
     assert node.audit.entries[-1][:2] == ("retention_delete", "deleted")
+
+
+class RejectingSource:
+    """A source whose data break the schema's reject policy when counted."""
+
+    def count_tables(self, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
+        raise DataError("data.csv: column 'age': row 7 value 'twelve' cannot be read as a number")
+
+
+def test_bad_data_fails_the_round_with_nothing_charged(node: PartyNode) -> None:
+    node.source = RejectingSource()
+    _hello(node)
+    _advertise(node, _round())
+    with pytest.raises(DataError, match="row 7"):
+        node.masked_input(SimpleNamespace(sid=SID))
+    assert node.ledger.spent() == 0 and node.ledger.payloads == {}
