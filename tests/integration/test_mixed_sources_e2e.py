@@ -7,7 +7,6 @@ Small data (3 parties x 600 rows, a few seconds). Needs a PostgreSQL server in C
 from __future__ import annotations
 
 import json
-import os
 import tomllib
 from pathlib import Path
 
@@ -20,23 +19,10 @@ from cleanroom_cli.local_sources import PG_ENV, demo_table
 from cleanroom_cli.main import main
 from party.config import PartyConfig
 from party.sources.loading import drop_postgres_table
+from tests.test_sources_support import pg_dsn
 
 ROWS_PER_PARTY = 600
 KINDS = {"party1": "parquet", "party2": "csv", "party3": "postgresql"}
-
-
-def pg_dsn() -> str:
-    """The test server's DSN; fails in CI (CI=true), skips elsewhere when none is configured."""
-    dsn = os.environ.get(PG_ENV)
-    if dsn:
-        return dsn
-    message = (
-        f'no PostgreSQL server: set {PG_ENV} (eval "$(bash scripts/start_postgres.sh)") '
-        f"to run the mixed-sources end-to-end test"
-    )
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def _demo(out: Path, sources: str) -> int:
