@@ -357,13 +357,13 @@ def print_audit_summary(job: LocalJob) -> None:
 
 def print_release(job: LocalJob) -> None:
     """The release decision and where each party's report is (report.html opens in any browser, offline)."""
-    for path in sorted(job.out.glob("*/*/report.json")):
-        content = json.loads(path.read_text())
-        release = content.get("release") or {}
-        print(
-            f"[local] {path.parent.parent.name}: {release.get('reason', 'no evaluation')}; "
-            f"report {path.parent}/report.html"
-        )
+    for pid in job.parts:
+        path = job.out / pid / "report.json"
+        if not path.is_file():
+            print(f"[local] {pid}: no report delivered (not entitled to results)")
+            continue
+        release = json.loads(path.read_text()).get("release") or {}
+        print(f"[local] {pid}: {release.get('reason', 'no evaluation')}; report {path.parent}/report.html")
 
 
 def run_demo(args: argparse.Namespace) -> int:

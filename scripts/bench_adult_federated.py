@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import time
 from pathlib import Path
 
@@ -52,6 +53,7 @@ def main() -> None:
     target = str(schema.target)
     train = pd.read_csv(args.data / "train.csv")
     order = np.random.default_rng(2026).permutation(len(train))
+    shutil.rmtree(args.out / "run", ignore_errors=True)  # never read a previous run's reports
     args.out.mkdir(parents=True, exist_ok=True)
     parts: dict[str, pd.DataFrame | Path] = {}
     for pid, rows in zip(PARTIES, np.array_split(order, len(PARTIES)), strict=True):
@@ -67,7 +69,7 @@ def main() -> None:
     wall = time.perf_counter() - started
     if status != 0:
         raise SystemExit(f"collaboration failed with status {status}")
-    report = json.loads(next((job.out / "party1").glob("*/report.json")).read_text())
+    report = json.loads((job.out / "party1" / "report.json").read_text())
     model = load_model(job.work / "coordinator" / "results" / "model.skops", "coordinator")
     real = report["utility"]["real_combined"]
     holdout = direct_auc(model, pd.read_csv(args.data / "holdout.csv"), schema, target)
@@ -98,7 +100,7 @@ def main() -> None:
             a["local_score"]
             for pid in PARTIES
             for a in (
-                json.loads(next((job.out / pid).glob("*/report.json")).read_text()).get("local_detail") or {}
+                json.loads((job.out / pid / "report.json").read_text()).get("local_detail") or {}
             ).get("attacks", [])
             if a["attack"] == name
         ]
@@ -108,7 +110,7 @@ def main() -> None:
             f"per party {exact}"
         )
     print(f"gate: {report['release']['reason']}")
-    print(f"reports: {job.out}/<party>/<job id>/report.html")
+    print(f"reports: {job.out}/<party>/report.html")
 
 
 if __name__ == "__main__":
