@@ -171,6 +171,31 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit_fetch(args: argparse.Namespace) -> int:
+    """Read a party's audit log over mutual TLS (needs `read_audit_log`); writes FILE and FILE.head."""
+    from cleanroom.audit import head_path
+    from transport.channel import read_audit_log, secure_channel
+    from transport.tls import TlsFiles
+
+    async def fetch() -> tuple[bytes, bytes]:
+        tls = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
+        async with secure_channel(args.address, tls, args.id) as channel:
+            return await read_audit_log(channel, args.id, plan_hash, timeout=args.timeout)
+
+    plan_hash = Plan.load(Path(args.plan)).hash
+    data, head = asyncio.run(fetch())
+    out = Path(args.out)
+    out.write_bytes(data)
+    anchor = head_path(out)
+    if head:
+        anchor.write_bytes(head)
+    else:
+        anchor.unlink(missing_ok=True)  # a stale anchor from an earlier fetch would not match
+    anchored = f", head anchor {anchor}" if head else " (the party keeps no head anchor)"
+    print(f"audit log of {args.id} ({len(data)} bytes) written to {out}{anchored}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cleanroom", description=__doc__.splitlines()[0])
     parser.add_argument("-v", "--verbose", action="store_true")
@@ -205,11 +230,24 @@ def build_parser() -> argparse.ArgumentParser:
     show = plan.add_parser("show", help="validate a plan and print its summary and hash")
     show.add_argument("plan")
     show.set_defaults(handler=cmd_plan_show)
-    audit = sub.add_parser("audit", help="verify or show a hash-chained audit log")
-    audit.add_argument("action", choices=["verify", "show"])
-    audit.add_argument("log")
-    audit.set_defaults(handler=cmd_audit)
+    _add_audit(sub)
     return parser
+
+
+def _add_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    audit = sub.add_parser("audit", help="verify, show or fetch a hash-chained audit log").add_subparsers(
+        dest="action", required=True
+    )
+    for action, text in (("verify", "check the chain and its head anchor"), ("show", "summarise a log")):
+        parser = audit.add_parser(action, help=text)
+        parser.add_argument("log")
+        parser.set_defaults(handler=cmd_audit)
+    fetch = audit.add_parser("fetch", help="read a party's audit log over mutual TLS (read_audit_log)")
+    for flag in ("--address", "--ca", "--cert", "--key", "--plan", "--out"):
+        fetch.add_argument(flag, required=True)
+    fetch.add_argument("--id", required=True, help="the party's member id (its certificate's DNS SAN)")
+    fetch.add_argument("--timeout", type=float, default=30.0)
+    fetch.set_defaults(handler=cmd_audit_fetch)
 
 
 def _add_ca(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

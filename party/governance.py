@@ -1,5 +1,6 @@
 """Governance enforced at the party node: who may call it (plan membership, `run_jobs`, the plan's
-coordinator), refusals written to the party's audit log, and retention of delivered outputs.
+coordinator; `read_audit_log` for reading the audit log), refusals written to the party's audit log, and
+retention of delivered outputs.
 
 The party decides from its own plan and its own certificate checks; nothing here trusts the coordinator.
 """
@@ -26,6 +27,7 @@ CALL_EVENTS = {
     "Unmask": "measure",
     "DeliverResults": "receive_results",
     "Budget": "budget",
+    "ReadAuditLog": "read_audit_log",
 }
 SAFE_JOB_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
@@ -40,6 +42,24 @@ def require_job_runner(plan: Any, peer: Peer) -> None:
     if "run_jobs" not in member.abilities:
         raise PermissionDenied(
             f"member {peer.node_id!r} lacks the run_jobs ability under plan {plan.hash}; refused"
+        )
+
+
+def require_audit_reader(plan: Any, peer: Peer) -> None:
+    """The caller's certificate must be that of a plan member holding `read_audit_log` (any role)."""
+    member = next((m for m in plan.members if m.id == peer.node_id), None)
+    if member is None:
+        raise PermissionDenied(
+            f"caller {peer.role}/{peer.node_id} is not a member of plan {plan.hash}; refused"
+        )
+    if member.cert_sha256 and member.cert_sha256.lower() != peer.cert_sha256:
+        raise PermissionDenied(
+            f"member {peer.node_id!r} certificate fingerprint {peer.cert_sha256[:16]}... differs from "
+            f"the one in plan {plan.hash}; refused"
+        )
+    if "read_audit_log" not in member.abilities:
+        raise PermissionDenied(
+            f"member {peer.node_id!r} lacks the read_audit_log ability under plan {plan.hash}; refused"
         )
 
 

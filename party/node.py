@@ -7,7 +7,8 @@ plan approved by this party, plan and schema hashes agreed, data matched the sch
 per round: job handshaken, session id = SHA256(collaboration | round | plan) and never reused, 1-way or
 2-way cliques over the schema's measured columns under the cell caps, per-party noise variance >= 4 (sigma
 >= 2), the plan's total and per-job (epsilon, delta) and the dataset's own ledger budget not exceeded.
-Every answer and refusal goes to the party's hash-chained audit log.
+Every answer and refusal goes to the party's hash-chained audit log, which any plan member holding
+`read_audit_log` (identified by its certificate, under the approved plan) may read.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from cleanroom.errors import (
     BudgetExceeded,
     CleanroomError,
     InvalidInput,
+    NotFound,
     PermissionDenied,
     PreconditionFailed,
     SchemaError,
@@ -38,7 +40,9 @@ from cleanroom.plan import require_approved_hash
 from cleanroom.retention import mark_delivered
 from cleanroom.secagg.manifest import session_id
 from cleanroom.secagg.party import SecAggParty
+from party.governance import require_audit_reader
 from transport import wire
+from transport.auth import Peer
 from transport.options import MAX_MESSAGE_BYTES
 
 log = logging.getLogger("cleanroom.party")
@@ -96,6 +100,34 @@ class PartyNode:
         if self.audit is not None:
             fields.setdefault("plan_hash", self.plan_hash)
             self.audit.append(event, outcome, requester=self.plan.coordinator, **fields)
+
+    def read_audit_log(self, peer: Peer, plan_hash: str) -> tuple[bytes, bytes]:
+        """This party's audit log and head anchor, for a plan member holding `read_audit_log`."""
+        requester = f"{peer.role}/{peer.node_id}"
+        try:
+            require_approved_hash(plan_hash, self.approved_plans)
+            if plan_hash.lower() != self.plan_hash:
+                raise PermissionDenied(f"plan {plan_hash} is not the plan this party serves")
+            require_audit_reader(self.plan, peer)
+        except PermissionDenied as error:
+            log.warning("ReadAuditLog refused: %s", error)
+            if self.audit is not None:
+                self.audit.append("read_audit_log", "refused", requester=requester, plan_hash=plan_hash,
+                                  detail=f"ReadAuditLog: {error}")  # fmt: skip
+            raise
+        if self.audit is None:
+            raise NotFound(f"party {self.party_id} keeps no audit log")
+        # head first: entries appended meanwhile only make the head lag, never look like a truncation
+        head = self.audit.head_path.read_bytes() if self.audit.head_path.exists() else b""
+        data = self.audit.path.read_bytes() if self.audit.path.exists() else b""
+        if len(data) + len(head) > MAX_MESSAGE_BYTES - 1024:
+            raise PreconditionFailed(
+                f"party {self.party_id}: audit log {self.audit.path.name} ({len(data)} bytes) exceeds one "
+                "message; copy it from the node's disk"
+            )
+        self.audit.append("read_audit_log", "answered", requester=requester, plan_hash=plan_hash,
+                          detail={"bytes": len(data)})  # fmt: skip
+        return data, head
 
     def hello(self, msg: wire.Hello) -> wire.HelloReply:
         try:

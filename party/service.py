@@ -14,7 +14,7 @@ import grpc
 
 from party.node import PartyNode
 from transport import serde
-from transport.auth import Authorizer
+from transport.auth import Authorizer, peer_from_context
 from transport.v1 import party_pb2 as pb
 from transport.v1 import party_pb2_grpc as pb_grpc
 
@@ -109,6 +109,14 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
     async def Budget(self, request: pb.BudgetRequest, context: grpc.aio.ServicerContext) -> pb.BudgetResponse:
         self.authorizer.authorize(context, what="Budget")
         return serde.budget_to_pb(await self.serial(self.node.budget))
+
+    async def ReadAuditLog(
+        self, request: pb.ReadAuditLogRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ReadAuditLogResponse:
+        """Any plan member holding `read_audit_log` (not only the coordinator): the node decides."""
+        peer = peer_from_context(context)
+        log, head = await self.serial(self.node.read_audit_log, peer, request.plan_hash)
+        return pb.ReadAuditLogResponse(log=log, head=head)
 
 
 def register(servicer: PartyServicer) -> Callable[[grpc.aio.Server], None]:

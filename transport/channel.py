@@ -1,4 +1,4 @@
-"""Client side: mTLS channels to party nodes and health checks.
+"""Client side: mTLS channels to party nodes, health checks and reading a party's audit log.
 
 The channel verifies the server certificate against the collaboration CA and overrides the TLS target name
 with the member id, so a connection succeeds only if the server's certificate carries that id as a DNS SAN.
@@ -25,6 +25,22 @@ async def check_health(
     stub = health_pb2_grpc.HealthStub(channel)
     response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout)
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+
+async def read_audit_log(
+    channel: grpc.aio.Channel, party_id: str, plan_hash: str, timeout: float = 30.0
+) -> tuple[bytes, bytes]:
+    """The party's audit log and head-anchor bytes (empty if none); a refusal raises its domain error."""
+    from transport.errors import raise_for_rpc_error
+    from transport.v1 import party_pb2, party_pb2_grpc
+
+    stub = party_pb2_grpc.PartyServiceStub(channel)
+    try:
+        reply = await stub.ReadAuditLog(party_pb2.ReadAuditLogRequest(plan_hash=plan_hash), timeout=timeout)
+    except grpc.RpcError as error:
+        raise_for_rpc_error(error, party_id, "ReadAuditLog")
+        raise
+    return bytes(reply.log), bytes(reply.head)
 
 
 async def wait_healthy(

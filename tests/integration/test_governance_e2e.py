@@ -1,7 +1,8 @@
 """Governance refusals against real party processes over mutual TLS (started once for the module).
 
 Each case is driven by a client holding real certificates issued by the collaboration CA: the plan's
-coordinator, a plan member without `run_jobs` ("analyst"), and a certificate no member holds ("rogue").
+coordinator (given `read_audit_log` here), a plan member without `run_jobs` or `read_audit_log`
+("analyst"), and a certificate no member holds ("rogue").
 Every refusal must carry the right status and reason, leave the party's ledger untouched and be the last
 entry of that party's audit log, as `refused`.
 """
@@ -33,6 +34,7 @@ from party.run import total_rho
 from transport import ca, serde, wire
 from transport.channel import secure_channel
 from transport.tls import TlsFiles
+from transport.v1 import party_pb2 as pb
 from transport.v1 import party_pb2_grpc as pb_grpc
 
 ROWS_PER_PARTY = 60
@@ -59,6 +61,9 @@ def _add_analyst_and_unapprove(job: local.LocalJob, configs: dict[str, Path]) ->
         f'\n[[members]]\nid = "analyst"\ncert_sha256 = "{analyst.cert_sha256}"\n'
         f'identity_key = "{analyst.identity_public_b64}"\nabilities = ["receive_results"]\n'
     )
+    before, found, after = head.rpartition('abilities = ["run_jobs"]')  # the coordinator member's, last
+    assert found, head
+    head = before + 'abilities = ["run_jobs", "read_audit_log"]' + after
     plan_path.write_text(head + member + "\n[coordinator]\n" + coordinator)
     new_hash = hashlib.sha256(plan_path.read_bytes()).hexdigest()
     for pid, config in configs.items():
@@ -130,6 +135,28 @@ def _deliver(collab: Collaboration, pid: str, job_id: str, name: str, data: byte
             return await pb_grpc.PartyServiceStub(channel).DeliverResults(chunks(), timeout=30)
 
     return asyncio.run(call())
+
+
+def _read_audit(collab: Collaboration, identity: str, pid: str, plan_hash: str) -> Any:
+    request = pb.ReadAuditLogRequest(plan_hash=plan_hash)
+
+    async def call() -> Any:
+        async with secure_channel(collab.addresses[pid], _tls(collab, identity), pid) as channel:
+            return await pb_grpc.PartyServiceStub(channel).ReadAuditLog(request, timeout=30)
+
+    return asyncio.run(call())
+
+
+def _fetch_cli(collab: Collaboration, identity: str, pid: str, out: Path) -> subprocess.CompletedProcess[str]:
+    """`cleanroom audit fetch` as `identity`, in its own process."""
+    certs = collab.job.work / "certs"
+    command = [
+        sys.executable, "-m", "cleanroom_cli.main", "audit", "fetch", "--address", collab.addresses[pid],
+        "--ca", str(certs / "ca.pem"), "--cert", str(certs / f"{identity}.pem"),
+        "--key", str(certs / f"{identity}.key"), "--id", pid,
+        "--plan", str(collab.job.work / "collaboration.toml"), "--out", str(out),
+    ]  # fmt: skip
+    return subprocess.run(command, capture_output=True, text=True, env=local._env())
 
 
 def _refused(collab: Collaboration, pid: str, call: Any, reason: str) -> dict[str, Any]:
@@ -214,3 +241,51 @@ def test_a_party_prunes_outputs_past_retention_when_it_starts(collab: Collaborat
     assert [(e["job_id"], e["outcome"]) for e in deletions] == [("stale-job", "deleted")]
     detail = deletions[0]["detail"]
     assert detail["files"] == ["synthetic.csv"] and detail["retention_days"] == 30
+
+
+def test_a_member_with_read_audit_log_fetches_a_copy_that_verifies(
+    collab: Collaboration, tmp_path: Path
+) -> None:
+    before = _ledger_state(collab, "party1")
+    copy = tmp_path / "party1.audit.jsonl"
+    run = _fetch_cli(collab, "coordinator", "party1", copy)
+    assert run.returncode == 0, run.stderr
+    assert copy.with_name(copy.name + ".head").is_file()
+    verified = subprocess.run(
+        [sys.executable, "-m", "cleanroom_cli.main", "audit", "verify", str(copy)],
+        capture_output=True, text=True, env=local._env(),
+    )  # fmt: skip
+    assert verified.returncode == 0 and "matches its head file" in verified.stdout, verified.stdout
+    live = _audit(collab, "party1").read_bytes()
+    assert live.startswith(copy.read_bytes()) and read_entries(copy)  # the copy is the log as it was
+    last = read_entries(_audit(collab, "party1"))[-1]
+    assert (last["event"], last["outcome"]) == ("read_audit_log", "answered")
+    assert last["requester"] == "coordinator/coordinator" and last["plan_hash"] == collab.plan_hash
+    assert last["seq"] == len(read_entries(copy)) + 1
+    assert _ledger_state(collab, "party1") == before
+
+
+def test_a_member_without_read_audit_log_cannot_read_the_audit_log(
+    collab: Collaboration, tmp_path: Path
+) -> None:
+    reason = f"member 'analyst' lacks the read_audit_log ability under plan {collab.plan_hash}"
+    entry = _refused(
+        collab, "party1", lambda: _read_audit(collab, "analyst", "party1", collab.plan_hash), reason
+    )
+    assert entry["event"] == "read_audit_log" and entry["requester"] == "coordinator/analyst"
+    copy = tmp_path / "copy.jsonl"
+    run = _fetch_cli(collab, "analyst", "party1", copy)
+    assert run.returncode == 3 and "PERMISSION_DENIED" in run.stderr and reason in run.stderr, run.stderr
+    assert not copy.exists()
+
+
+def test_the_audit_log_is_not_read_under_an_unapproved_plan_or_by_a_non_member(
+    collab: Collaboration,
+) -> None:
+    reason = f"plan {collab.plan_hash} is not approved by this party"
+    entry = _refused(
+        collab, "party3", lambda: _read_audit(collab, "coordinator", "party3", collab.plan_hash), reason
+    )
+    assert entry["event"] == "read_audit_log" and entry["requester"] == "coordinator/coordinator"
+    reason = f"caller coordinator/rogue is not a member of plan {collab.plan_hash}"
+    _refused(collab, "party1", lambda: _read_audit(collab, "rogue", "party1", collab.plan_hash), reason)

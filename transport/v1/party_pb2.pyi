@@ -705,3 +705,53 @@ class BudgetResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___BudgetResponse: _TypeAlias = BudgetResponse  # noqa: Y015
+
+@_typing.final
+class ReadAuditLogRequest(_message.Message):
+    """---- audit ---------------------------------------------------------------------------------------------
+
+    Any member of the plan holding `read_audit_log` (identified by its certificate) may read the party's
+    audit log; the party refuses other callers and plans it has not approved, and logs both outcomes.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PLAN_HASH_FIELD_NUMBER: _builtins.int
+    plan_hash: _builtins.str
+    """hex SHA-256 of the plan the caller is a member of"""
+    def __init__(
+        self,
+        *,
+        plan_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["plan_hash", b"plan_hash"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadAuditLogRequest: _TypeAlias = ReadAuditLogRequest  # noqa: Y015
+
+@_typing.final
+class ReadAuditLogResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LOG_FIELD_NUMBER: _builtins.int
+    HEAD_FIELD_NUMBER: _builtins.int
+    log: _builtins.bytes
+    """the audit log's raw JSON Lines bytes"""
+    head: _builtins.bytes
+    """the `<log>.head` anchor's bytes; empty if the party has none"""
+    def __init__(
+        self,
+        *,
+        log: _builtins.bytes = ...,
+        head: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["head", b"head", "log", b"log"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReadAuditLogResponse: _TypeAlias = ReadAuditLogResponse  # noqa: Y015

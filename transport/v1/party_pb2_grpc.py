@@ -79,6 +79,11 @@ class PartyServiceStub:
                 request_serializer=transport_dot_v1_dot_party__pb2.ResultChunk.SerializeToString,
                 response_deserializer=transport_dot_v1_dot_party__pb2.DeliverResultsResponse.FromString,
                 _registered_method=True)
+        self.ReadAuditLog = channel.unary_unary(
+                '/transport.v1.PartyService/ReadAuditLog',
+                request_serializer=transport_dot_v1_dot_party__pb2.ReadAuditLogRequest.SerializeToString,
+                response_deserializer=transport_dot_v1_dot_party__pb2.ReadAuditLogResponse.FromString,
+                _registered_method=True)
 
 
 class PartyServiceServicer:
@@ -135,7 +140,13 @@ class PartyServiceServicer:
     def StageEvaluation(self, request_iterator, context):
         """Staged (internal, not released) upload of the model and synthetic data for the party's evaluation: the
         party keeps them outside its output folder and deletes them when the job's report arrives.
-        Breaking changes go to transport.v2.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReadAuditLog(self, request, context):
+        """Breaking changes go to transport.v2.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -188,6 +199,11 @@ def add_PartyServiceServicer_to_server(servicer, server):
                     servicer.StageEvaluation,
                     request_deserializer=transport_dot_v1_dot_party__pb2.ResultChunk.FromString,
                     response_serializer=transport_dot_v1_dot_party__pb2.DeliverResultsResponse.SerializeToString,
+            ),
+            'ReadAuditLog': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReadAuditLog,
+                    request_deserializer=transport_dot_v1_dot_party__pb2.ReadAuditLogRequest.FromString,
+                    response_serializer=transport_dot_v1_dot_party__pb2.ReadAuditLogResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -433,6 +449,33 @@ class PartyService:
             '/transport.v1.PartyService/StageEvaluation',
             transport_dot_v1_dot_party__pb2.ResultChunk.SerializeToString,
             transport_dot_v1_dot_party__pb2.DeliverResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReadAuditLog(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/transport.v1.PartyService/ReadAuditLog',
+            transport_dot_v1_dot_party__pb2.ReadAuditLogRequest.SerializeToString,
+            transport_dot_v1_dot_party__pb2.ReadAuditLogResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -48,8 +48,9 @@ class PartyServiceStub:
     StageEvaluation: _grpc.StreamUnaryMultiCallable[_party_pb2.ResultChunk, _party_pb2.DeliverResultsResponse]
     """Staged (internal, not released) upload of the model and synthetic data for the party's evaluation: the
     party keeps them outside its output folder and deletes them when the job's report arrives.
-    Breaking changes go to transport.v2.
     """
+    ReadAuditLog: _grpc.UnaryUnaryMultiCallable[_party_pb2.ReadAuditLogRequest, _party_pb2.ReadAuditLogResponse]
+    """Breaking changes go to transport.v2."""
 
 @_typing.type_check_only
 class PartyServiceAsyncStub(PartyServiceStub):
@@ -65,8 +66,9 @@ class PartyServiceAsyncStub(PartyServiceStub):
     StageEvaluation: _aio.StreamUnaryMultiCallable[_party_pb2.ResultChunk, _party_pb2.DeliverResultsResponse]  # type: ignore[assignment]
     """Staged (internal, not released) upload of the model and synthetic data for the party's evaluation: the
     party keeps them outside its output folder and deletes them when the job's report arrives.
-    Breaking changes go to transport.v2.
     """
+    ReadAuditLog: _aio.UnaryUnaryMultiCallable[_party_pb2.ReadAuditLogRequest, _party_pb2.ReadAuditLogResponse]  # type: ignore[assignment]
+    """Breaking changes go to transport.v2."""
 
 class PartyServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -133,7 +135,14 @@ class PartyServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_party_pb2.DeliverResultsResponse, _abc.Awaitable[_party_pb2.DeliverResultsResponse]]:
         """Staged (internal, not released) upload of the model and synthetic data for the party's evaluation: the
         party keeps them outside its output folder and deletes them when the job's report arrives.
-        Breaking changes go to transport.v2.
         """
+
+    @_abc_1.abstractmethod
+    def ReadAuditLog(
+        self,
+        request: _party_pb2.ReadAuditLogRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_party_pb2.ReadAuditLogResponse, _abc.Awaitable[_party_pb2.ReadAuditLogResponse]]:
+        """Breaking changes go to transport.v2."""
 
 def add_PartyServiceServicer_to_server(servicer: PartyServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
