@@ -1,16 +1,16 @@
-"""Retention of delivered outputs: job output folders older than the plan's `retention_days` are deleted.
+"""Retention of delivered results: once a delivery is older than the plan's `retention_days`, its files go.
 
-Age is measured from the delivery stamp (`.delivered.json`, written by `mark_delivered` when the outputs are
-complete), not from file times that copying or touching can change. A folder without a readable stamp falls
-back to its modification time so abandoned partial deliveries do not live forever. Every deletion (and every
-failed one) is recorded in the party's audit log.
+A party's output folder holds the latest delivered results, stamped by `mark_delivered` (`.delivered.json`)
+when they are complete. Age is measured from that stamp, not from file times that copying or touching can
+change; a folder without a stamp is never touched. Only the named result files and the stamp are deleted
+(never the operator's own files), and every deletion, or failure to delete, is recorded in the audit log.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +24,7 @@ STAMP_NAME = ".delivered.json"
 def mark_delivered(
     job_dir: str | Path, now: datetime, *, job_id: str | None = None, plan_hash: str | None = None
 ) -> Path:
-    """Write the delivery stamp into a finished job output folder (atomically); return its path."""
+    """Stamp an output folder whose results are complete (atomically); return the stamp's path."""
     _require_aware(now)
     job_dir = Path(job_dir)
     stamp = job_dir / STAMP_NAME
@@ -38,7 +38,7 @@ def mark_delivered(
 
 @dataclass(frozen=True)
 class Delivery:
-    """When a job output folder was delivered and how that was established (`stamp` or `mtime`)."""
+    """When an output folder's results were delivered and how that was established (`stamp` or `mtime`)."""
 
     path: Path
     delivered_at: datetime
@@ -61,40 +61,33 @@ def delivery_of(job_dir: Path) -> Delivery:
 
 
 def prune(
-    outputs_dir: str | Path, retention_days: float, now: datetime, audit_log: AuditLog | None
+    directory: str | Path,
+    retention_days: float,
+    now: datetime,
+    audit_log: AuditLog | None,
+    file_names: Iterable[str],
 ) -> list[Path]:
-    """Delete job output folders under `outputs_dir` delivered more than `retention_days` before `now`.
+    """Delete the delivered `file_names` in `directory` once its stamp is older than `retention_days`.
 
-    Only direct sub-directories are considered (symlinks are never followed or removed). Returns the removed
-    folders; each removal, or failure to remove, is appended to `audit_log` (event `retention_delete`).
+    Returns the removed files; the deletion is appended to `audit_log` (event `retention_delete`).
     """
     _require_aware(now)
     if not retention_days >= 0:
         raise InvalidInput(f"retention_days ({retention_days}) must be >= 0")
-    outputs_dir = Path(outputs_dir)
-    if not outputs_dir.is_dir():
+    directory = Path(directory)
+    if not (directory / STAMP_NAME).is_file():
         return []
-    cutoff = now - timedelta(days=retention_days)
-    removed = []
-    for job_dir in sorted(outputs_dir.iterdir()):
-        if job_dir.is_symlink() or not job_dir.is_dir() or job_dir.name.startswith("."):
-            continue
-        delivery = delivery_of(job_dir)
-        if delivery.delivered_at >= cutoff:
-            continue
-        if _remove(delivery, now, retention_days, audit_log):
-            removed.append(job_dir)
-    return removed
-
-
-def _remove(delivery: Delivery, now: datetime, retention_days: float, audit_log: AuditLog | None) -> bool:
-    detail = {
-        "path": str(delivery.path), "delivered_at": delivery.delivered_at.astimezone(UTC).isoformat(),
-        "basis": delivery.basis, "age_days": round((now - delivery.delivered_at).total_seconds() / 86400, 3),
-        "retention_days": retention_days,
+    delivery = delivery_of(directory)
+    if delivery.delivered_at >= now - timedelta(days=retention_days):
+        return []
+    present = [directory / name for name in file_names if (directory / name).is_file()]
+    detail: dict[str, object] = {
+        "files": [p.name for p in present], "path": str(directory), "retention_days": retention_days,
+        "delivered_at": delivery.delivered_at.astimezone(UTC).isoformat(), "basis": delivery.basis,
     }  # fmt: skip
     try:
-        shutil.rmtree(delivery.path)
+        for path in [*present, directory / STAMP_NAME]:
+            path.unlink()
         outcome = DELETED
     except OSError as exc:
         outcome, detail["error"] = ERROR, str(exc)
@@ -103,7 +96,7 @@ def _remove(delivery: Delivery, now: datetime, retention_days: float, audit_log:
             "retention_delete", outcome, job_id=delivery.job_id, plan_hash=delivery.plan_hash,
             requester="retention", detail=detail, time=now,
         )  # fmt: skip
-    return outcome == DELETED
+    return present if outcome == DELETED else []
 
 
 def _require_aware(moment: datetime) -> None:

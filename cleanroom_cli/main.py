@@ -79,12 +79,11 @@ def cmd_party_budget(args: argparse.Namespace) -> int:
 
 def cmd_party_prune(args: argparse.Namespace) -> int:
     from party.config import PartyConfig
-    from party.retention import now_utc, prune_results
+    from party.run import prune_delivered
 
     config = PartyConfig.load(Path(args.config))
-    plan = Plan.load(config.plan)
     audit = AuditLog(config.audit_log) if config.audit_log else None
-    removed = prune_results(config.output_dir, float(plan.retention_days), now_utc(), audit)
+    removed = prune_delivered(config, Plan.load(config.plan), audit)
     print(f"removed {len(removed)} expired result files from {config.output_dir}")
     return 0
 

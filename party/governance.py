@@ -8,11 +8,10 @@ The party decides from its own plan and its own certificate checks; nothing here
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from typing import Any
 
-from cleanroom.errors import InvalidInput, PermissionDenied
+from cleanroom.errors import PermissionDenied
 from transport.auth import Authorizer, Peer, check_claim, peer_from_context, require_coordinator
 
 log = logging.getLogger("cleanroom.party")
@@ -29,7 +28,6 @@ CALL_EVENTS = {
     "Budget": "budget",
     "ReadAuditLog": "read_audit_log",
 }
-SAFE_JOB_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}")
 
 
 def require_job_runner(plan: Any, peer: Peer) -> None:
@@ -96,9 +94,3 @@ class PlanAuthorizer(Authorizer):
             rho_remaining=remaining,
             detail=f"{what}: {reason}",
         )
-
-
-def require_safe_job_id(job_id: str, party_id: str) -> None:
-    """Job ids name output folders: no path separators, no leading dot, at most 128 characters."""
-    if not SAFE_JOB_ID.fullmatch(job_id):
-        raise InvalidInput(f"party {party_id}: job id {job_id!r} cannot name an output folder")

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -14,18 +16,19 @@ from cleanroom.audit import AuditLog
 from cleanroom.errors import CleanroomError, InvalidInput
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
+from cleanroom.retention import prune
 from cleanroom.schema import Schema
 from cleanroom.secagg.reveal import SqliteRevealRecord
 from party.config import PartyConfig
 from party.evaluation import MembersOnlySource, PartyEvaluation
 from party.governance import PlanAuthorizer
 from party.node import PartyNode
-from party.retention import now_utc, prune_results
 from party.service import SERVICE_NAME, PartyServicer, register
 from party.sources import DataSource, SourceSpec, open_source
 from transport.auth import Authorizer
 from transport.ca import load_identity_key
 from transport.server import NodeServer, install_signal_handlers, start_server
+from transport.wire import RETAINED_FILE_NAMES
 
 log = logging.getLogger("cleanroom.party")
 
@@ -102,9 +105,14 @@ def _schema_problem(source: object) -> str | None:
     return None
 
 
+def prune_delivered(config: PartyConfig, plan: Plan, audit: AuditLog | None) -> list[Path]:
+    """Delete this party's delivered results once they are older than the plan's retention_days (audited)."""
+    return prune(config.output_dir, float(plan.retention_days), datetime.now(UTC), audit, RETAINED_FILE_NAMES)
+
+
 async def serve(config: PartyConfig, ready: asyncio.Event | None = None) -> NodeServer:
     node, authorizer = build_node(config)
-    prune_results(config.output_dir, float(node.plan.retention_days), now_utc(), node.audit)
+    prune_delivered(config, node.plan, node.audit)  # retention also runs at every start
     servicer = PartyServicer(node, authorizer)
     server = await start_server(config.listen, config.tls, register(servicer), (SERVICE_NAME,))
     install_signal_handlers(server)

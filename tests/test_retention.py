@@ -1,4 +1,4 @@
-"""Retention: only outputs delivered more than retention_days ago are deleted, each deletion audited."""
+"""Retention: only results delivered more than retention_days ago are deleted, each deletion audited."""
 
 from __future__ import annotations
 
@@ -13,73 +13,65 @@ from cleanroom.errors import InvalidInput
 from cleanroom.retention import STAMP_NAME, delivery_of, mark_delivered, prune
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+NAMES = ("synthetic.csv", "model.skops", "report.json")
 
 
 def make_output(root: Path, name: str, delivered: datetime | None) -> Path:
-    job_dir = root / name
-    job_dir.mkdir(parents=True)
-    (job_dir / "synthetic.csv").write_text("a,b\n1,2\n")
+    folder = root / name
+    folder.mkdir(parents=True)
+    (folder / "synthetic.csv").write_text("a,b\n1,2\n")
+    (folder / "report.json").write_text("{}")
+    (folder / "notes.txt").write_text("the operator's own file")
     if delivered is not None:
-        mark_delivered(job_dir, delivered, plan_hash="cd" * 32)
-    return job_dir
+        mark_delivered(folder, delivered, job_id="job-1", plan_hash="cd" * 32)
+    return folder
 
 
-def test_prune_removes_only_old_outputs_and_audits(tmp_path: Path) -> None:
-    outputs = tmp_path / "outputs"
-    old = make_output(outputs, "job-old", NOW - timedelta(days=31))
-    fresh = make_output(outputs, "job-fresh", NOW - timedelta(days=29))
-    edge = make_output(outputs, "job-edge", NOW - timedelta(days=30))
+def test_prune_removes_only_old_results_and_audits(tmp_path: Path) -> None:
+    old = make_output(tmp_path, "old", NOW - timedelta(days=31))
+    fresh = make_output(tmp_path, "fresh", NOW - timedelta(days=29))
+    edge = make_output(tmp_path, "edge", NOW - timedelta(days=30))
     log = AuditLog(tmp_path / "audit.jsonl")
-    removed = prune(outputs, 30, NOW, log)
-    assert removed == [old]
-    assert not old.exists() and fresh.exists() and edge.exists()
+    assert prune(fresh, 30, NOW, log, NAMES) == [] and prune(edge, 30, NOW, log, NAMES) == []
+    assert prune(old, 30, NOW, log, NAMES) == [old / "synthetic.csv", old / "report.json"]
+    assert sorted(p.name for p in old.iterdir()) == ["notes.txt"]  # stamp and results gone, own file kept
+    assert (fresh / "synthetic.csv").exists() and (edge / "synthetic.csv").exists()
     entries = read_entries(tmp_path / "audit.jsonl")
     assert len(entries) == 1
     entry = entries[0]
     assert entry["event"] == "retention_delete" and entry["outcome"] == "deleted"
-    assert entry["job_id"] == "job-old" and entry["plan_hash"] == "cd" * 32
-    assert entry["detail"]["basis"] == "stamp" and entry["detail"]["age_days"] == 31.0
+    assert entry["job_id"] == "job-1" and entry["plan_hash"] == "cd" * 32
+    assert entry["detail"]["basis"] == "stamp"
+    assert entry["detail"]["files"] == ["synthetic.csv", "report.json"]
     assert verify(tmp_path / "audit.jsonl").ok
 
 
 def test_stamp_beats_mtime(tmp_path: Path) -> None:
-    outputs = tmp_path / "outputs"
-    recent = make_output(outputs, "job-touched-long-ago", NOW - timedelta(days=1))
+    recent = make_output(tmp_path, "touched-long-ago", NOW - timedelta(days=1))
     old_time = (NOW - timedelta(days=400)).timestamp()
-    os.utime(recent, (old_time, old_time))
-    assert prune(outputs, 30, NOW, None) == []
-    stale = make_output(outputs, "job-just-copied", NOW - timedelta(days=90))
-    assert prune(outputs, 30, NOW, None) == [stale]  # its mtime is "now", the stamp says 90 days
+    os.utime(recent / STAMP_NAME, (old_time, old_time))
+    assert prune(recent, 30, NOW, None, NAMES) == []
+    stale = make_output(tmp_path, "just-copied", NOW - timedelta(days=90))
+    assert prune(stale, 30, NOW, None, NAMES) == [stale / "synthetic.csv", stale / "report.json"]
 
 
-def test_unstamped_folders_fall_back_to_mtime(tmp_path: Path) -> None:
-    outputs = tmp_path / "outputs"
-    abandoned = make_output(outputs, "partial-old", None)
-    in_progress = make_output(outputs, "partial-new", None)
-    old_time = (NOW - timedelta(days=60)).timestamp()
-    os.utime(abandoned, (old_time, old_time))
-    os.utime(in_progress, (NOW.timestamp(), NOW.timestamp()))
-    (in_progress / STAMP_NAME).write_text("not json")
-    log = AuditLog(tmp_path / "audit.jsonl")
-    assert prune(outputs, 30, NOW, log) == [abandoned]
-    assert read_entries(tmp_path / "audit.jsonl")[0]["detail"]["basis"] == "mtime"
-    assert delivery_of(in_progress).basis == "mtime"
+def test_unstamped_folders_are_never_touched(tmp_path: Path) -> None:
+    unstamped = make_output(tmp_path, "unstamped", None)
+    old_time = (NOW - timedelta(days=400)).timestamp()
+    os.utime(unstamped, (old_time, old_time))
+    assert prune(unstamped, 30, NOW, None, NAMES) == []
+    assert (unstamped / "synthetic.csv").exists()
 
 
-def test_symlinks_files_and_hidden_entries_untouched(tmp_path: Path) -> None:
-    outputs = tmp_path / "outputs"
-    elsewhere = make_output(tmp_path, "precious", NOW - timedelta(days=365))
-    outputs.mkdir()
-    (outputs / "link").symlink_to(elsewhere, target_is_directory=True)
-    (outputs / "notes.txt").write_text("x")
-    make_output(outputs, ".staging", NOW - timedelta(days=365))
-    assert prune(outputs, 30, NOW, None) == []
-    assert elsewhere.exists() and (outputs / ".staging").exists()
+def test_unreadable_stamp_falls_back_to_the_folder_time(tmp_path: Path) -> None:
+    folder = make_output(tmp_path, "garbled", None)
+    (folder / STAMP_NAME).write_text("not json")
+    assert delivery_of(folder).basis == "mtime"
 
 
 def test_missing_dir_and_bad_arguments(tmp_path: Path) -> None:
-    assert prune(tmp_path / "none", 30, NOW, None) == []
+    assert prune(tmp_path / "none", 30, NOW, None, NAMES) == []
     with pytest.raises(InvalidInput, match="timezone-aware"):
-        prune(tmp_path, 30, datetime(2026, 1, 1), None)
+        prune(tmp_path, 30, datetime(2026, 1, 1), None, NAMES)
     with pytest.raises(InvalidInput, match=r"retention_days \(-1\) must be >= 0"):
-        prune(tmp_path, -1, NOW, None)
+        prune(tmp_path, -1, NOW, None, NAMES)

@@ -304,7 +304,8 @@ def test_results_larger_than_the_limit_are_refused(node: PartyNode) -> None:
 def test_delivered_results_are_pruned_after_the_retention_period(node: PartyNode) -> None:
     from datetime import UTC, datetime, timedelta
 
-    from party.retention import prune_results
+    from cleanroom.retention import prune
+    from transport.wire import RETAINED_FILE_NAMES
 
     _hello(node)
     data = b"{}"
@@ -313,9 +314,10 @@ def test_delivered_results_are_pruned_after_the_retention_period(node: PartyNode
     writer.finish()
     (node.output_dir / "notes.txt").write_text("the operator's own file")
     soon = datetime.now(UTC) + timedelta(days=29)
-    assert prune_results(node.output_dir, 30, soon, node.audit) == []
+    assert prune(node.output_dir, 30, soon, node.audit, RETAINED_FILE_NAMES) == []
     later = datetime.now(UTC) + timedelta(days=31)
-    assert prune_results(node.output_dir, 30, later, node.audit) == [node.output_dir / "report.json"]
+    removed = prune(node.output_dir, 30, later, node.audit, RETAINED_FILE_NAMES)
+    assert removed == [node.output_dir / "report.json"]
     assert sorted(p.name for p in node.output_dir.iterdir()) == ["notes.txt"]
     assert node.audit.entries[-1][:2] == ("retention_delete", "deleted")
 
