@@ -23,7 +23,6 @@ import pandas as pd
 from cleanroom.accounting import cdp_eps
 from cleanroom.evaluation import release
 from cleanroom.evaluation.report import json_ready
-from cleanroom.secagg.manifest import session_id
 from transport import wire
 
 AUC_NOISE_DRAWS = 200
@@ -100,8 +99,7 @@ class CoordinatorEvaluation:
         request = wire.RoundRequest(
             wf.record.job_id, f"{wf.record.job_id}/{number}", number, (), sigma_party2, statistic, length
         )
-        sid = session_id(self.plan.collaboration_id, number, wf.config.plan_hash)
-        total, survivors = await wf.secure_sum(request, sid, length)
+        total, survivors = await wf.secure_sum(request, length)
         noise = DistributedGaussian(sigma_total2, n_parties, n_min)
         rho = float(noise.rho(sensitivity * math.sqrt(length), sensitivity, length))
         wf.record.rho_spent += rho

@@ -202,8 +202,7 @@ class Workflow:
             self.record.job_id, f"{self.record.job_id}/{index}", index, cliques, sigma_party2
         )
         length = sum(domain.project(c).size() for c in cliques)
-        sid = session_id(self.plan.collaboration_id, index, self.config.plan_hash)
-        total, survivors = await self.secure_sum(request, sid, length)
+        total, survivors = await self.secure_sum(request, length)
         tables = split_vector(total, domain, list(cliques))
         stddev = math.sqrt(float(sigma_party2) * len(survivors))
         self.record.rho_spent += float(spec.rho)
@@ -226,11 +225,13 @@ class Workflow:
             Measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)
         ]
 
-    async def secure_sum(
-        self, spec: wire.RoundRequest, sid: bytes, length: int
-    ) -> tuple[np.ndarray, tuple[str, ...]]:
+    def session_id(self, spec: wire.RoundRequest) -> bytes:
+        """The round's sid: bound to the collaboration, round number, plan and the whole request."""
+        return session_id(self.plan.collaboration_id, spec.round, self.config.plan_hash, spec.digest())
+
+    async def secure_sum(self, spec: wire.RoundRequest, length: int) -> tuple[np.ndarray, tuple[str, ...]]:
         """One Bonawitz session over gRPC; the SecAggServer state machine builds requests, checks answers."""
-        server = SecAggServer(self.manifest, sid, length)
+        server = SecAggServer(self.manifest, self.session_id(spec), length)
         stages = (
             ("AdvertiseKeys", server.advertise_keys_requests, server.collect_advertise_keys),
             ("ShareKeys", server.share_keys_requests, server.collect_share_keys),

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cleanroom.accounting import cdp_rho
 from cleanroom.audit import AuditLog
-from cleanroom.errors import CleanroomError, InvalidInput
+from cleanroom.errors import DataError, InvalidInput
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
 from cleanroom.retention import prune
@@ -61,9 +61,9 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         manifest=plan.secagg_manifest(schema.hash()),
         reveals=SqliteRevealRecord(config.ledger.parent / f"{config.party_id}-reveals.sqlite"),
         audit=AuditLog(config.audit_log) if config.audit_log else None,
-        schema_problem=_schema_problem(source),
         evaluation=evaluation,
     )
+    check_data_at_start(node)
     coordinator = next((m for m in plan.members if m.id == plan.coordinator), None)
     pinned = coordinator.cert_sha256 if coordinator is not None and coordinator.cert_sha256 else None
     return node, PlanAuthorizer(plan.coordinator, pinned, plan=plan, audit=node.audit, ledger=node.ledger)
@@ -95,14 +95,11 @@ def total_rho(config: PartyConfig) -> float:
     return cdp_rho(config.epsilon, config.delta)
 
 
-def _schema_problem(source: object) -> str | None:
-    """Check the data against the schema at start-up; the problem is reported at the handshake."""
-    try:
-        source.check_schema()  # type: ignore[attr-defined]
-    except CleanroomError as error:
-        log.error("data do not match the schema: %s", error)
-        return str(error)
-    return None
+def check_data_at_start(node: PartyNode) -> None:
+    """Refuse to start on data the schema rejects; the message (column, row, value) is for local eyes only."""
+    problem = node.data_problem()
+    if problem is not None:
+        raise DataError(f"party {node.party_id}: {problem}", getattr(problem, "column", None))
 
 
 def prune_delivered(config: PartyConfig, plan: Plan, audit: AuditLog | None) -> list[Path]:
