@@ -99,7 +99,7 @@ def check_data_at_start(node: PartyNode) -> None:
     """Refuse to start on data the schema rejects; the message (column, row, value) is for local eyes only."""
     problem = node.data_problem()
     if problem is not None:
-        raise DataError(f"party {node.party_id}: {problem}", getattr(problem, "column", None))
+        raise DataError(str(problem), getattr(problem, "column", None))
 
 
 def prune_delivered(config: PartyConfig, plan: Plan, audit: AuditLog | None) -> list[Path]:
