@@ -35,10 +35,11 @@ def _parts(tmp_path: Path) -> tuple[dict, dict[str, Path], str]:
 
 def test_party_serve_refuses_bad_data_in_one_line(tmp_path: Path) -> None:
     schema, files, column = _parts(tmp_path)
-    frame_parts = {p: f for p, f in files.items()}
-    job = local.LocalJob(tmp_path / "out", schema, frame_parts, "premium_upgrade", "classification", 1.0, 1e-9, 100)
+    parts: dict = dict(files)
+    job = local.LocalJob(tmp_path / "out", schema, parts, "premium_upgrade", "classification", 1.0, 1e-9, 100)
     configs = local.prepare(job)
-    command = [sys.executable, "-m", "cleanroom_cli.main", "party", "serve", "--config", str(configs["party2"])]
+    command = [sys.executable, "-m", "cleanroom_cli.main", "party", "serve", "--config"]
+    command.append(str(configs["party2"]))
     run = subprocess.run(command, capture_output=True, text=True, env=local._env(), timeout=120)
     assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
@@ -56,7 +57,8 @@ def test_simulate_with_one_bad_party_stops_before_spending(tmp_path: Path) -> No
     command = [sys.executable, "-m", "cleanroom_cli.main", "simulate", "--schema", str(schema_path)]
     for party, path in files.items():
         command += ["--party", f"{party}={path}"]
-    command += ["--target", "premium_upgrade", "--task", "classification", "--epsilon", "1", "--out", str(out)]
+    command += ["--target", "premium_upgrade", "--task", "classification", "--epsilon", "1"]
+    command += ["--out", str(out)]
     run = subprocess.run(command, capture_output=True, text=True, env=local._env(), timeout=600)
     assert run.returncode == 2, run.stdout + run.stderr
     assert "Traceback" not in run.stderr
