@@ -55,7 +55,7 @@ FILE_ABILITY = {
     "report.json": "receive_results",
     "synthetic.csv": "receive_synthetic_data",
     "synthetic.parquet": "receive_synthetic_data",
-    "model.skops": "receive_model",
+    "model.onnx": "receive_model",
 }
 
 
@@ -403,6 +403,16 @@ class PartyNode:
             raise
         self.record("stage_evaluation", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
         return writer  # type: ignore[no-any-return]
+
+    def finish_staging(self, job_id: str, writer: ResultWriter) -> list[str]:
+        """Complete an upload; the staged model must pass its checks (party/evaluation.py), audited if not."""
+        written = writer.finish()
+        try:
+            self.evaluation.check_staged(job_id)
+        except CleanroomError as error:
+            self.record("stage_evaluation", "refused", job_id=job_id, detail=str(error))
+            raise
+        return written
 
     def finish_results(self, job_id: str, writer: ResultWriter) -> list[str]:
         written = writer.finish()

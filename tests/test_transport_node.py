@@ -269,7 +269,7 @@ def test_non_entitled_party_receives_nothing(node: PartyNode) -> None:
     node.party_id = "c"
     _hello(node)
     with pytest.raises(PermissionDenied, match="not entitled"):
-        node.begin_results("j", [wire.ResultFile("model.skops", 1, "00" * 32)])
+        node.begin_results("j", [wire.ResultFile("model.onnx", 1, "00" * 32)])
 
 
 def test_per_job_limit_and_plan_total_are_enforced_across_jobs(node: PartyNode) -> None:

@@ -12,7 +12,7 @@ from fractions import Fraction
 from cleanroom.errors import InvalidInput
 
 Clique = tuple[str, ...]
-RESULT_FILE_NAMES = ("synthetic.csv", "synthetic.parquet", "model.skops", "report.json")
+RESULT_FILE_NAMES = ("synthetic.csv", "synthetic.parquet", "model.onnx", "report.json")
 # what retention deletes: the delivered files and the report each party renders from them
 RETAINED_FILE_NAMES = (*RESULT_FILE_NAMES, "report.html")
 
