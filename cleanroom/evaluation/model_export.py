@@ -177,6 +177,8 @@ def to_onnx(estimator: Any, spec: ModelSpec) -> bytes:
 
 def export_model(estimator: Any, spec: ModelSpec, check_rows: np.ndarray) -> bytes:
     """ONNX bytes whose outputs equal scikit-learn's on `check_rows` within `FAITHFUL_TOLERANCE`."""
+    if spec.task == CLASSIFICATION and spec.classes != tuple(str(c) for c in estimator.classes_):
+        raise ExportError(f"spec classes {list(spec.classes)} are not the model's {list(estimator.classes_)}")
     data = to_onnx(estimator, spec)
     loaded = mf.load_model(data)
     if len(check_rows):
