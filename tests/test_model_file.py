@@ -301,6 +301,11 @@ def _training_graph(proto: Any) -> None:
     proto.training_info.add()
 
 
+def _unknown_field(proto: Any) -> None:
+    node = proto.graph.node[0]
+    node.ParseFromString(node.SerializeToString() + b"\xb8\x3e\x01")  # field 999 = 1: unknown to onnx
+
+
 MUTATIONS: dict[str, tuple[Callable[[Any], None], str]] = {
     "custom domain": (_custom_domain, "operator sets"),
     "standard op not allowed": (_standard_op_not_allowed, "operator 'Identity'"),
@@ -314,6 +319,7 @@ MUTATIONS: dict[str, tuple[Callable[[Any], None], str]] = {
     "float input": (_float_input, "input 'features' must be double"),
     "renamed output": (_renamed_output, "outputs are"),
     "training graph": (_training_graph, "training graphs"),
+    "unknown protobuf field": (_unknown_field, "fields unknown"),
 }
 
 

@@ -30,7 +30,8 @@ DataFrame exactly as `pd.read_csv` returns it and uses only the `ModelSpec` (der
 Extra columns (the target, identifiers, anything else) are ignored; a missing feature column is an error.
 
 **What `load_model` checks, before anything runs** (`ModelRefused` otherwise, naming the rule broken):
-1. size at most `MAX_MODEL_BYTES`; the bytes parse as an ONNX `ModelProto` (a skops or pickle file does not);
+1. size at most `MAX_MODEL_BYTES`; the bytes parse as an ONNX `ModelProto` (a skops or pickle file does not)
+   with no field this `onnx` version does not know;
 2. IR version and operator sets exactly those this exporter writes (`ALLOWED_OPSETS`): no custom domain;
 3. no model-local functions, no training graphs, no sparse initializers, no tensor stored outside the file
    (external data), no attribute holding a sub-graph; every node's (domain, operator) is in `ALLOWED_OPS`;
@@ -424,6 +425,11 @@ def parse_model(data: bytes) -> Any:
         raise ModelRefused("model file is not an ONNX model (it does not parse as one)") from None
     if not model.HasField("graph") or not model.graph.node:
         raise ModelRefused("model file is not an ONNX model (no graph)")
+    known = onnx.ModelProto()
+    known.CopyFrom(model)
+    known.DiscardUnknownFields()  # fields this onnx does not know might mean something to onnxruntime's
+    if known.ByteSize() != model.ByteSize():
+        raise ModelRefused("model file holds fields unknown to this ONNX version (not allowed)")
     return model
 
 
