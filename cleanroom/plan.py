@@ -38,7 +38,7 @@ OUTPUT_ABILITIES = {
     "model": RECEIVE_MODEL,
 }
 RESULT_FORMATS = frozenset({"csv", "parquet"})
-MODEL_FORMATS = frozenset({"skops"})
+MODEL_FORMATS = frozenset({"onnx"})
 TASKS = frozenset({"classification", "regression"})
 SYNTHESIZERS = frozenset({"mst"})
 
@@ -123,7 +123,7 @@ class Plan:
     max_membership_inference_score: float = 0.8
     evaluation_share: float = 0.25  # share of each job's budget for utility, fidelity and attack statistics
     result_formats: tuple[str, ...] = ("csv",)
-    model_format: str = "skops"
+    model_format: str = "onnx"
     retention_days: int = 30
     sections: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 

@@ -157,7 +157,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "threshold": 0,
         "max_membership_inference_score": job.max_membership_inference_score,
         "result_formats": [job.result_format],
-        "model_format": "skops",
+        "model_format": "onnx",
         "retention_days": 30,
     }
     text = toml_table(head)

@@ -295,7 +295,7 @@ class Workflow:
 
 
 def _entitled(name: str, abilities: set[str]) -> bool:
-    needed = {"report.json": "receive_results", "model.skops": "receive_model"}.get(
+    needed = {"report.json": "receive_results", "model.onnx": "receive_model"}.get(
         name, "receive_synthetic_data"
     )
     return needed in abilities

@@ -58,7 +58,7 @@ FILE_ABILITY = {
     "report.json": "receive_results",
     "synthetic.csv": "receive_synthetic_data",
     "synthetic.parquet": "receive_synthetic_data",
-    "model.skops": "receive_model",
+    "model.onnx": "receive_model",
 }
 
 
@@ -475,6 +475,16 @@ class PartyNode:
             raise
         self.record("stage_evaluation", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
         return writer  # type: ignore[no-any-return]
+
+    def finish_staging(self, job_id: str, writer: ResultWriter) -> list[str]:
+        """Complete an upload; the staged model must pass its checks (party/evaluation.py), audited if not."""
+        written = writer.finish()
+        try:
+            self.evaluation.check_staged(job_id)
+        except CleanroomError as error:
+            self.record("stage_evaluation", "refused", job_id=job_id, detail=error.public_message())
+            raise
+        return written
 
     def released_in(self, job_id: str) -> bool:
         """Whether this party sent its input in at least one round of the job (from the durable ledger)."""

@@ -132,7 +132,7 @@ def test_non_entitled_party_receives_nothing(collab: Collaboration) -> None:
     collab.hello("j")
     assert collab.run(collab.request("j", 0)).total is not None
     with pytest.raises(PermissionDenied, match="not entitled"):
-        collab.nodes["p1"].begin_results("j", [wire.ResultFile("synthetic.csv", 1, "00" * 32)])
+        collab.nodes["p1"].begin_results("j", [wire.ResultFile("model.onnx", 1, "00" * 32)])
 
 
 def test_results_larger_than_the_limit_are_refused(collab: Collaboration, node: PartyNode) -> None:

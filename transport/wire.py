@@ -14,7 +14,7 @@ from cleanroom.errors import InvalidInput
 from cleanroom.secagg.math import encode_fields
 
 Clique = tuple[str, ...]
-RESULT_FILE_NAMES = ("synthetic.csv", "synthetic.parquet", "model.skops", "report.json")
+RESULT_FILE_NAMES = ("synthetic.csv", "synthetic.parquet", "model.onnx", "report.json")
 # what retention deletes: the delivered files and the report each party renders from them
 RETAINED_FILE_NAMES = (*RESULT_FILE_NAMES, "report.html")
 

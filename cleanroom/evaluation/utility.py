@@ -37,6 +37,7 @@ DEFAULT_SCORE_BINS = 100
 DEFAULT_REGRESSION_SCALE = 2**16
 CLASSIFICATION_SENSITIVITY_L2 = math.sqrt(2.0)
 REGRESSION_VECTOR_LENGTH = 5
+NON_FINITE_SCORE = 0.5  # the score of a record whose model probability is NaN or infinite
 
 IntVector = NDArray[np.int64]
 FloatVector = NDArray[np.float64]
@@ -186,12 +187,20 @@ def classification_metrics(
 
 
 def positive_scores(model: ProbabilisticClassifier, x: Any, positive_class: object) -> FloatVector:
-    """The model's probability of `positive_class` for each row of `x`."""
+    """The model's probability of `positive_class` for each row of `x`; a non-finite probability (NaN, inf)
+    counts as `NON_FINITE_SCORE` for its record, so a bad model never makes a round fail on one row."""
     classes = list(np.asarray(model.classes_).tolist())
     if positive_class not in classes:
         raise InvalidInput(f"positive class {positive_class!r} is not among the model's classes {classes}")
     proba = np.asarray(model.predict_proba(x), dtype=np.float64)
-    return proba[:, classes.index(positive_class)]
+    scores = proba[:, classes.index(positive_class)]
+    return np.where(np.isfinite(scores), scores, NON_FINITE_SCORE)
+
+
+def finite_predictions(predictions: ArrayLike, bounds: TargetBounds) -> FloatVector:
+    """Regression predictions with each non-finite value (NaN, inf) replaced by the target's lower bound."""
+    values = np.asarray(predictions, dtype=np.float64).ravel()
+    return np.where(np.isfinite(values), values, bounds.lower)
 
 
 @dataclass(frozen=True)
