@@ -390,6 +390,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
+    Schema.load(args.schema)  # a syntax or schema error: one line naming the file (exit 2), before anything
     schema = json.loads(Path(args.schema).read_text())
     parts: dict[str, pd.DataFrame | Path] = {}
     for item in args.party:
