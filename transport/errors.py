@@ -16,6 +16,7 @@ from typing import Any
 import grpc
 
 from cleanroom import errors as domain
+from cleanroom.audit import bounded_text
 
 log = logging.getLogger("cleanroom.transport")
 
@@ -62,8 +63,9 @@ def _guard(method: str, behaviour: Handler) -> Handler:
         except grpc.aio.AbortError:
             raise
         except domain.CleanroomError as error:
-            log.warning("%s refused: %s", method, error)
-            await context.abort(status_for(error), str(error))
+            message = bounded_text(str(error))  # a caller's oversized claim is not echoed whole
+            log.warning("%s refused: %s", method, message)
+            await context.abort(status_for(error), message)
         except Exception:
             log.exception("%s failed unexpectedly", method)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (see the node's log)")
