@@ -379,7 +379,8 @@ def schema_file_hash(path: Path) -> str:
 # -------------------------------------------------------------------- TOML reading
 _TOP_KEYS = {
     "collaboration_id": str, "schema": str, "schema_hash": str, "target": str, "task": str,
-    "synthesizer": str, "synthetic_rows": int, "max_jobs": int, "max_table_cells": int, "epsilon": float, "delta": float,
+    "synthesizer": str, "synthetic_rows": int, "max_jobs": int, "max_table_cells": int, "epsilon": float,
+    "delta": float,
     "max_epsilon_per_job": float, "min_parties": int, "dropout_tolerance": int, "colluders": int,
     "threshold": int, "max_membership_inference_score": float, "model_format": str, "retention_days": int,
     "evaluation_share": float,

@@ -47,7 +47,9 @@ class StateFiles:
     reveals: Path
 
 
-def append_charge(audit: Any, reservation: Reservation, requester: str | None, recovered: bool = False) -> Any:
+def append_charge(
+    audit: Any, reservation: Reservation, requester: str | None, recovered: bool = False
+) -> Any:
     """Append the audit entry of one ledger reservation: event "charge", outcome "reserved"."""
     detail: dict[str, Any] | None = None
     if recovered:
@@ -107,12 +109,15 @@ def audit_charges(path: Path, ledger: Path, ledger_in_use: bool) -> dict[str, st
     """Release id -> rho text of every "charge" entry of a verified audit log ({} if there is no log)."""
     if not path.exists():
         if ledger_in_use:
-            raise StateMismatch(f"audit log {path} is missing but ledger {ledger} records charges; {RECOVERY}")
+            raise StateMismatch(
+                f"audit log {path} is missing but ledger {ledger} records charges; {RECOVERY}"
+            )
         return {}
     result = verify(path)
     if not result.ok:
         raise StateMismatch(
-            f"audit log {path} fails verification at line {result.first_bad_line}: {result.problem}; {RECOVERY}"
+            f"audit log {path} fails verification at line {result.first_bad_line}: {result.problem}; "
+            f"{RECOVERY}"
         )
     if result.entries and not head_path(path).exists():
         log.warning("audit log %s has no head file: truncation of its tail cannot be detected", path)
@@ -136,7 +141,11 @@ def _check_ledger_holds_charges(
     lost = [r for r in charges if r not in in_ledger]
     changed = [r for r in charges if r in in_ledger and in_ledger[r] != charges[r]]
     if lost or changed:
-        what = f"{len(lost)} missing ({_ids(lost)})" if lost else f"{len(changed)} with another rho ({_ids(changed)})"
+        what = (
+            f"{len(lost)} missing ({_ids(lost)})"
+            if lost
+            else f"{len(changed)} with another rho ({_ids(changed)})"
+        )
         raise StateMismatch(
             f"ledger {files.ledger} has {len(entries)} charges but audit log {files.audit_log} records "
             f"{len(charges)}, {what}: the ledger was deleted, replaced or rolled back; {RECOVERY}"

@@ -127,7 +127,11 @@ async def serve(config: PartyConfig, ready: asyncio.Event | None = None) -> Node
     prune_delivered(config, node.plan, node.audit)  # retention also runs at every start
     servicer = PartyServicer(node, authorizer)
     server = await start_server(
-        config.listen, config.tls, register(servicer), (SERVICE_NAME,), max_receive_bytes=PARTY_MAX_RECEIVE_BYTES
+        config.listen,
+        config.tls,
+        register(servicer),
+        (SERVICE_NAME,),
+        max_receive_bytes=PARTY_MAX_RECEIVE_BYTES,
     )
     install_signal_handlers(server)
     print(f"[{config.party_id}] serving on port {server.port}", flush=True)

@@ -57,7 +57,9 @@ def test_ordinary_entries_are_unchanged(tmp_path: Path) -> None:
     log = AuditLog(tmp_path / "audit.jsonl")
     cliques = [["age", "income"], ["sex"]]
     entry = log.append("measure", "answered", cliques=cliques, rho_charged=0.01, detail={"files": ["a"]})
-    assert entry["cliques"] == cliques and entry["detail"] == {"files": ["a"]} and entry["rho_charged"] == 0.01
+    assert (
+        entry["cliques"] == cliques and entry["detail"] == {"files": ["a"]} and entry["rho_charged"] == 0.01
+    )
     assert "release_id" not in entry  # charge fields only in charge entries
 
 
@@ -71,15 +73,16 @@ class Clock:
 
 def test_refusals_over_the_burst_are_counted_not_logged_then_summarised(tmp_path: Path) -> None:
     clock = Clock()
-    audit = RateLimitedAudit(AuditLog(tmp_path / "audit.jsonl"), burst=5, refill_s=10, window_s=60, clock=clock)
+    audit = RateLimitedAudit(
+        AuditLog(tmp_path / "audit.jsonl"), burst=5, refill_s=10, window_s=60, clock=clock
+    )
     results = [audit.append("start_job", "refused", requester="coordinator/rogue") for _ in range(40)]
     assert sum(r is not None for r in results) == 5
     assert audit.append("start_job", "refused", requester="coordinator/coordinator") is not None  # own bucket
     assert audit.append("measure", "answered", requester="coordinator/rogue") is not None  # never limited
     clock.now += 25  # two tokens back
-    assert [audit.append("budget", "refused", requester="coordinator/rogue") is not None for _ in range(3)] == [
-        True, True, False,
-    ]  # fmt: skip
+    logged = [audit.append("budget", "refused", requester="coordinator/rogue") for _ in range(3)]
+    assert [entry is not None for entry in logged] == [True, True, False]
     entries = read_entries(tmp_path / "audit.jsonl")
     assert [e["event"] for e in entries].count("refusals_suppressed") == 0  # window not over yet
     clock.now += 60
@@ -90,7 +93,9 @@ def test_refusals_over_the_burst_are_counted_not_logged_then_summarised(tmp_path
     assert summary[0]["detail"]["suppressed"] == 36
     assert summary[0]["detail"]["events"] == {"start_job": 35, "budget": 1}
     assert "36 refusals suppressed" in summary[0]["detail"]["message"]
-    rogue = [e for e in entries if e["requester"] == "coordinator/rogue" and e["event"] != "refusals_suppressed"]
+    rogue = [
+        e for e in entries if e["requester"] == "coordinator/rogue" and e["event"] != "refusals_suppressed"
+    ]
     assert len(rogue) == 5 + 1 + 2
     assert "Refusals: 44 (36 of them not logged one by one" in summarize(tmp_path / "audit.jsonl")
     assert verify(tmp_path / "audit.jsonl").ok

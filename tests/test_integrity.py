@@ -29,7 +29,9 @@ def charge(state: StateFiles, release_id: str, rho: float, audited: bool = True)
 
 @pytest.fixture
 def state(tmp_path: Path) -> StateFiles:
-    files = StateFiles(tmp_path / "state/ledger.sqlite", tmp_path / "state/audit.jsonl", tmp_path / "state/r.sqlite")
+    files = StateFiles(
+        tmp_path / "state/ledger.sqlite", tmp_path / "state/audit.jsonl", tmp_path / "state/r.sqlite"
+    )
     SqliteRevealRecord(files.reveals)
     AuditLog(files.audit_log).append("start_job", "answered", job_id="job1")  # type: ignore[arg-type]
     return files
@@ -50,7 +52,9 @@ def test_a_fresh_node_without_any_state_passes(tmp_path: Path) -> None:
 def test_a_deleted_ledger_is_refused(state: StateFiles) -> None:
     charge(state, "job1/0", 0.1)
     state.ledger.unlink()
-    with pytest.raises(StateMismatch, match=r"has 0 charges but audit log .* records 1, 1 missing \('job1/0'\)"):
+    with pytest.raises(
+        StateMismatch, match=r"has 0 charges but audit log .* records 1, 1 missing \('job1/0'\)"
+    ):
         check_state(state, TOTAL)
     assert not state.ledger.exists()
 
@@ -109,7 +113,12 @@ def test_only_the_last_charge_may_lack_its_audit_entry_and_is_then_recovered(sta
     check_state(state, TOTAL, "coordinator")
     assert state.audit_log is not None
     last = read_entries(state.audit_log)[-1]
-    assert (last["event"], last["outcome"], last["release_id"], last["rho"]) == ("charge", "reserved", "job1/1", "0.2")
+    assert (last["event"], last["outcome"], last["release_id"], last["rho"]) == (
+        "charge",
+        "reserved",
+        "job1/1",
+        "0.2",
+    )
     assert "recovered" in last["detail"] and last["round"] == 7 and verify(state.audit_log).ok
     check_state(state, TOTAL)  # now they agree: nothing more appended
     assert read_entries(state.audit_log)[-1] == last
@@ -126,7 +135,8 @@ def test_record_charge_writes_the_contract_entry(state: StateFiles, tmp_path: Pa
     reservation = Ledger(state.ledger, TOTAL).reserve("job1/0", 1 / 3, PLAN, "job1", {"round": 4})
     node.record_charge(reservation)
     entry = read_entries(audit.path)[-1]
-    assert {k: entry[k] for k in ("event", "outcome", "release_id", "rho", "job_id", "round", "plan_hash")} == {
+    keys = ("event", "outcome", "release_id", "rho", "job_id", "round", "plan_hash")
+    assert {k: entry[k] for k in keys} == {
         "event": "charge", "outcome": "reserved", "release_id": "job1/0", "rho": rho_text(1 / 3),
         "job_id": "job1", "round": 4, "plan_hash": PLAN,
     }  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -44,9 +43,13 @@ ledger = "state/ledger.sqlite"
         ("delta = 1e-9", "delta = true", "[budget] delta (True) must be a number"),
         ('listen = "127.0.0.1:1"', "listen = 50051", "listen (50051) must be a string"),
         ('ledger = "state/ledger.sqlite"', "ledger = 3", "[budget] ledger (3) must be a string"),
-        ('approved_plans = ["00"]', 'approved_plans = "00"', "approved_plans ('00') must be a list of strings"),
+        (
+            'approved_plans = ["00"]',
+            'approved_plans = "00"',
+            "approved_plans ('00') must be a list of strings",
+        ),
         ('source = "a.csv"', 'sources = "a.csv"', "unknown field [data] sources (known: schema, source)"),
-        ('[tls]', 'call_deadline_s = "fast"\n[tls]', "call_deadline_s ('fast') must be a number"),
+        ("[tls]", 'call_deadline_s = "fast"\n[tls]', "call_deadline_s ('fast') must be a number"),
         ("epsilon = 2.0", "epsilon = ", "cannot read party config"),  # not TOML: tomllib names the line
     ],
 )
@@ -100,5 +103,4 @@ def test_the_node_enforces_the_plans_max_table_cells(tmp_path: Path) -> None:
     node.check_cliques((("income",),), "round 0")
     with pytest.raises(PermissionDenied, match=r"clique \('age', 'income'\) has \d+ cells, over the cap 3"):
         node.check_cliques((("income",), ("age", "income")), "round 0")
-    json.dumps(plan.describe())
     assert "tables <= 3 cells" in plan.describe()

@@ -14,6 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from cleanroom.audit import AuditLog, head_path
+from cleanroom.errors import InvalidInput, PermissionDenied
 from cleanroom.identity import generate_identity, save_private_key
 from cleanroom.ledger import Ledger
 from cleanroom.secagg.reveal import ShareKind, SqliteRevealRecord
@@ -122,7 +123,7 @@ def test_result_writer_hashes_while_writing_without_reading_files_back(tmp_path:
     assert (tmp_path / "out" / "synthetic.csv").stat().st_size == data_size
     corrupt = ResultWriter(tmp_path / "bad", {"report.json": _meta("report.json", b"{}")})
     corrupt.write("report.json", 0, b"[]")
-    with pytest.raises(Exception, match="corrupted"):
+    with pytest.raises(InvalidInput, match="corrupted"):
         corrupt.finish()
 
 
@@ -134,7 +135,9 @@ def test_check_delivery_hashes_staged_files_in_chunks(tmp_path: Path) -> None:
     with staged.open("wb") as handle:
         for _ in range(32):
             handle.write(chunk)
-    meta = wire.ResultFile("synthetic.csv", staged.stat().st_size, hashlib.sha256(staged.read_bytes()).hexdigest())
+    meta = wire.ResultFile(
+        "synthetic.csv", staged.stat().st_size, hashlib.sha256(staged.read_bytes()).hexdigest()
+    )
     tracemalloc.start()
     try:
         evaluation.check_delivery("job", [meta])
@@ -142,5 +145,5 @@ def test_check_delivery_hashes_staged_files_in_chunks(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 4 * 1024 * 1024, peak
-    with pytest.raises(Exception, match="differs from the copy staged"):
+    with pytest.raises(PermissionDenied, match="differs from the copy staged"):
         evaluation.check_delivery("job", [wire.ResultFile("synthetic.csv", meta.size, "00" * 32)])

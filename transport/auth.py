@@ -46,7 +46,7 @@ def peer_from_context(context: Any) -> Peer:
 def check_claim(peer: Peer, claimed_id: str, what: str) -> None:
     """Refuse a message claiming to come from someone other than the certificate's identity."""
     if claimed_id and claimed_id != peer.node_id:
-        shown = repr(claimed_id) if len(claimed_id) <= 128 else f"{claimed_id[:128]!r}...({len(claimed_id)} chars)"
+        shown = repr(claimed_id[:128]) + (f"...({len(claimed_id)} chars)" if len(claimed_id) > 128 else "")
         raise PermissionDenied(
             f"{what}: message claims to be from {shown} but the certificate identifies {peer.node_id!r}"
         )

@@ -67,7 +67,9 @@ def start(prepared: Prepared) -> subprocess.Popen[bytes]:
     (prepared.job.work / "logs").mkdir(exist_ok=True)
     log = (prepared.job.work / "logs" / "party1.log").open("wb")
     command = [sys.executable, "-m", "cleanroom_cli.main", "party", "serve", "--config", str(prepared.path)]
-    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=local._env(), cwd=prepared.job.work)
+    return subprocess.Popen(
+        command, stdout=log, stderr=subprocess.STDOUT, env=local._env(), cwd=prepared.job.work
+    )
 
 
 def wait_serving(prepared: Prepared, proc: subprocess.Popen[bytes]) -> None:
@@ -103,7 +105,8 @@ def call(prepared: Prepared, identity: str, method: str, request: Any) -> grpc.a
 
 
 def hello(coordinator_id: str = "coordinator", plan_hash: str = "", job_id: str = "") -> pb.HelloRequest:
-    return pb.HelloRequest(job_id=job_id or uuid.uuid4().hex, plan_hash=plan_hash, coordinator_id=coordinator_id,
+    return pb.HelloRequest(job_id=job_id or uuid.uuid4().hex, plan_hash=plan_hash,
+                           coordinator_id=coordinator_id,
                            software_version=SOFTWARE)  # fmt: skip
 
 
@@ -124,7 +127,10 @@ def test_oversized_claims_keep_the_audit_log_bounded_and_fetchable(
     ]
     assert [e.code() for e in refusals] == [grpc.StatusCode.PERMISSION_DENIED] * 3
     huge = "f" * (16 * 1024 * 1024)  # no legitimate request needs a field this big: it never arrives
-    assert call(prepared, "rogue", "Hello", hello(coordinator_id=huge)).code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert (
+        call(prepared, "rogue", "Hello", hello(coordinator_id=huge)).code()
+        == grpc.StatusCode.RESOURCE_EXHAUSTED
+    )
     entries = read_entries(audit_path(prepared))
     assert [(e["event"], e["outcome"]) for e in entries] == [
         ("start_job", "refused"), ("start_job", "refused"), ("read_audit_log", "refused"),
@@ -136,7 +142,8 @@ def test_oversized_claims_keep_the_audit_log_bounded_and_fetchable(
     certs = prepared.job.work / "certs"
     fetch = subprocess.run(
         [sys.executable, "-m", "cleanroom_cli.main", "audit", "fetch", "--address", prepared.config.listen,
-         "--ca", str(certs / "ca.pem"), "--cert", str(certs / "party2.pem"), "--key", str(certs / "party2.key"),
+         "--ca", str(certs / "ca.pem"), "--cert", str(certs / "party2.pem"),
+         "--key", str(certs / "party2.key"),
          "--id", "party1", "--plan", str(prepared.job.work / "collaboration.toml"), "--out", str(copy)],
         capture_output=True, text=True, env=local._env(),
     )  # fmt: skip
