@@ -1,4 +1,4 @@
-"""Durable privacy-budget ledger of one party's dataset (SQLite, WAL, synchronous=FULL).
+"""Durable privacy-budget ledger of one party's dataset (SQLite, WAL, synchronous=FULL, files mode 0600).
 
 A party charges a release here *before* it takes part in the release's secure-aggregation session:
 `reserve` commits the charge in an IMMEDIATE transaction (the write lock is taken before the budget is read,
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cleanroom.errors import BudgetExceeded, InvalidInput, NotFound, PermissionDenied, PreconditionFailed
+from cleanroom.private_files import private_file, restrict
 
 RELATIVE_TOLERANCE = Fraction(1, 10**12)
 _BUSY_TIMEOUT_S = 60.0
@@ -62,6 +63,14 @@ def rho_text(rho: Rho) -> str:
     if isinstance(rho, Fraction):
         return f"{rho.numerator}/{rho.denominator}"
     return repr(rho)
+
+
+def _private_database(path: Path) -> None:
+    """Create the database file 0600 (in a 0700 directory if missing) before SQLite opens it: SQLite gives
+    its -wal and -shm files the database file's mode. Existing files readable by others are tightened."""
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        restrict(path.with_name(path.name + suffix))
 
 
 def _show(value: Fraction) -> str:
@@ -148,6 +157,7 @@ class Ledger:
         self._total = Fraction(text)
         if self._total <= 0:
             raise InvalidInput(f"total_rho ({total_rho}) of ledger {self.path} must be > 0")
+        _private_database(self.path)
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             with self._immediate(conn):

@@ -398,7 +398,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    schema = json.loads(Path(args.schema).read_text())
+    try:
+        schema = json.loads(Path(args.schema).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidInput(f"{args.schema}: cannot read schema file: {error.strerror or error}") from None
+    except ValueError as error:  # a syntax error: one line naming the file, line and column (exit 2)
+        raise InvalidInput(f"{args.schema}: not valid JSON: {error}") from None
     parts: dict[str, pd.DataFrame | Path] = {}
     for item in args.party:
         name, sep, path = item.partition("=")

@@ -54,8 +54,13 @@ class MembersOnlySource:
         return self._evaluation.member_count_tables(cliques)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _sha256(path: Path, chunk_bytes: int = 1024 * 1024) -> str:
+    """SHA-256 of a file read in chunks (staged files may be gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def load_staged_model(path: Path, where: str, schema: Any, plan: Any) -> ModelFile:
@@ -112,6 +117,25 @@ class PartyEvaluation:
 
     def staged_dir(self, job_id: str) -> Path:
         return self.staging_root / hashlib.sha256(job_id.encode()).hexdigest()[:32]
+
+    def discard_staged(self, keep: str | None = None) -> list[Path]:
+        """Delete every staged folder except job `keep`'s (at start-up: all; at a new job's handshake: the
+        earlier jobs'); returns the folders deleted. Only one job is evaluated at a time."""
+        if not self.staging_root.is_dir():
+            return []
+        kept = self.staged_dir(keep) if keep is not None else None
+        removed = []
+        for entry in self.staging_root.iterdir():
+            if entry != kept and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        for job_id in [j for j in (*self._synthetic, *self._attacks, *self._models) if j != keep]:
+            self._synthetic.pop(job_id, None)
+            self._attacks.pop(job_id, None)
+            self._models.pop(job_id, None)
+        if removed:
+            log.info("deleted %d stale staged evaluation folders under %s", len(removed), self.staging_root)
+        return removed
 
     def begin_staging(self, job_id: str, current_job: str | None, files: list[wire.ResultFile]) -> Any:
         from party.node import ResultWriter

@@ -42,6 +42,7 @@ from cleanroom.retention import mark_delivered
 from cleanroom.secagg.manifest import session_id
 from cleanroom.secagg.party import PartyState, SecAggParty
 from party.governance import require_audit_reader
+from party.integrity import append_charge
 from transport import wire
 from transport.auth import Peer
 from transport.options import MAX_MESSAGE_BYTES
@@ -107,6 +108,13 @@ class PartyNode:
             fields.setdefault("plan_hash", self.plan_hash)
             self.audit.append(event, outcome, requester=self.plan.coordinator, **fields)
 
+    def record_charge(self, reservation: Any) -> None:
+        """Audit one ledger reservation (event "charge", outcome "reserved", its release id and exact rho
+        text); call it right after every successful `ledger.reserve`. `party.integrity.check_state` compares
+        these entries with the ledger at every start."""
+        if self.audit is not None:
+            append_charge(self.audit, reservation, self.plan.coordinator)
+
     def read_audit_log(self, peer: Peer, plan_hash: str) -> tuple[bytes, bytes]:
         """This party's audit log and head anchor, for a plan member holding `read_audit_log`."""
         requester = f"{peer.role}/{peer.node_id}"
@@ -166,6 +174,8 @@ class PartyNode:
         self.validate_data()
         self.close_sessions()
         self.job_id = msg.job_id
+        if self.evaluation is not None:
+            self.evaluation.discard_staged(keep=msg.job_id)  # earlier jobs' staged model and data
         log.info("job %s: handshake with coordinator %s accepted", msg.job_id, msg.coordinator_id)
         return wire.HelloReply(
             self.party_id,
@@ -267,14 +277,6 @@ class PartyNode:
         return self.ledger.reserve(
             spec.release_id, rho, self.plan_hash, spec.job_id, detail,
             round_number=spec.round, limits=limits, max_jobs=int(getattr(self.plan, "max_jobs", 0) or 0),
-        )  # fmt: skip
-
-    def record_charge(self, reservation: Any) -> None:
-        """The audit entry that mirrors a ledger charge (checked against the ledger at start-up)."""
-        self.record(
-            "charge", "reserved", job_id=reservation.job_id, round=reservation.detail.get("round"),
-            rho_charged=reservation.rho,
-            detail={"release_id": reservation.release_id, "rho": reservation.rho_text},
         )  # fmt: skip
 
     def record_refusal(self, event: str, spec: wire.RoundRequest, error: CleanroomError) -> None:
@@ -513,7 +515,8 @@ class PartyNode:
 
 @dataclass
 class ResultWriter:
-    """Writes streamed result files to `<name>.part`, verifies size and SHA-256, then renames into place."""
+    """Writes streamed result files to `<name>.part`, hashing as it writes; verifies size and SHA-256, then
+    renames into place (no file is ever read back whole)."""
 
     directory: Path
     expected: dict[str, wire.ResultFile]
@@ -521,6 +524,7 @@ class ResultWriter:
     plan_hash: str | None = None
     bytes_written: int = 0
     offsets: dict[str, int] = field(default_factory=dict)
+    digests: dict[str, Any] = field(default_factory=dict)  # name -> running hashlib.sha256
 
     def __post_init__(self) -> None:
         total = sum(f.size for f in self.expected.values())
@@ -530,6 +534,7 @@ class ResultWriter:
         for name in self.expected:
             self.part(name).write_bytes(b"")
             self.offsets[name] = 0
+            self.digests[name] = hashlib.sha256()
 
     def part(self, name: str) -> Path:
         return self.directory / f".{name}.part"
@@ -543,12 +548,13 @@ class ResultWriter:
             )
         with self.part(name).open("ab") as handle:
             handle.write(data)
+        self.digests[name].update(data)
         self.offsets[name] += len(data)
         self.bytes_written += len(data)
 
     def finish(self) -> list[str]:
         for name, meta in self.expected.items():
-            digest = hashlib.sha256(self.part(name).read_bytes()).hexdigest()
+            digest = self.digests[name].hexdigest()
             if self.offsets[name] != meta.size or digest != meta.sha256:
                 raise InvalidInput(f"DeliverResults: {name} arrived incomplete or corrupted")
         for name in self.expected:

@@ -51,8 +51,7 @@ def charges(collab: Collaboration, party: str) -> list[tuple[str, str]]:
 
 
 def audited_charges(collab: Collaboration, party: str) -> list[tuple[str, str]]:
-    entries = [e["detail"] for e in collab.audit(party) if e["event"] == "charge"]
-    return [(d["release_id"], d["rho"]) for d in entries]
+    return [(e["release_id"], e["rho"]) for e in collab.audit(party) if e["event"] == "charge"]
 
 
 def assert_ledger_and_audit_agree(collab: Collaboration) -> None:

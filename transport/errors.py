@@ -17,6 +17,7 @@ from typing import Any
 import grpc
 
 from cleanroom import errors as domain
+from cleanroom.audit import bounded_text
 
 log = logging.getLogger("cleanroom.transport")
 
@@ -63,8 +64,9 @@ def _guard(method: str, behaviour: Handler) -> Handler:
         except grpc.aio.AbortError:
             raise
         except domain.CleanroomError as error:
-            log.warning("%s refused: %s", method, error)
-            await context.abort(status_for(error), error.public_message())
+            log.warning("%s refused: %s", method, bounded_text(str(error)))
+            # only the public text crosses the wire, bounded: a caller's oversized claim is not echoed whole
+            await context.abort(status_for(error), bounded_text(error.public_message()))
         except Exception:
             log.exception("%s failed unexpectedly", method)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (see the node's log)")

@@ -132,7 +132,7 @@ def assert_ledger_and_audit_agree(running: Running) -> None:
     for party in PARTIES:
         charged = [(e.release_id, e.rho_text) for e in running.ledger(party).entries()]
         audited = [
-            (e["detail"]["release_id"], e["detail"]["rho"])
+            (e["release_id"], e["rho"])
             for e in running.audit(party)
             if e["event"] == "charge"
         ]
