@@ -24,7 +24,7 @@ import grpc
 import pytest
 
 from cleanroom.audit import MAX_ENTRY_BYTES, AuditLog, head_path, read_entries, verify
-from cleanroom.errors import PreconditionFailed
+from cleanroom.errors import InvalidInput
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
 from cleanroom.sample_data import demo_dataset
@@ -218,7 +218,7 @@ def test_party_serve_refuses_a_ledger_and_audit_log_that_disagree(
     damage(prepared, backup)
     proc = start(prepared)
     try:
-        with pytest.raises(PreconditionFailed, match="exited with status 2"):
+        with pytest.raises(InvalidInput, match="party party1 refused to start"):
             wait_serving(prepared, proc)
     finally:
         local.stop({"party1": proc})
