@@ -98,7 +98,8 @@ class PartyEvaluation:
         if self._codes is None:
             from cleanroom.encoding import encode
 
-            encoded = encode(self.schema, self.source.read_frame(), source=f"party {self.party_id} data")
+            name = getattr(self.source, "name", f"party {self.party_id} data")  # e.g. "csv file <path>"
+            encoded = encode(self.schema, self.source.read_frame(), source=name)
             self._codes = np.asarray(encoded.codes, dtype=np.int64)
         return self._codes
 
