@@ -40,6 +40,7 @@ class Fields:
     task: str = "task"
     synthetic_rows: str = "synthetic_rows"
     epsilon: str = "max_epsilon_per_job (or epsilon)"
+    delta: str = "delta"
 
 
 PLAN_FIELDS = Fields()
@@ -98,9 +99,7 @@ def mst_planner(schema: Schema, n_min: int, n_parties: int, settings: Mapping[st
     try:
         return MSTPlanner(schema.domain, 1.0, n_min=n_min, n_parties=n_parties, **values)
     except TypeError:
-        known = sorted(
-            {"split", "max_pair_cells", "extra_clique_cells", "extra_total_cells"} & set(values)
-        )
+        known = sorted({"split", "max_pair_cells", "extra_clique_cells", "extra_total_cells"} & set(values))
         unknown = sorted(set(values) - set(known))
         raise InvalidInput(
             f"synthesizer_settings: unknown keys {unknown} (known: split, max_pair_cells, "
@@ -160,6 +159,10 @@ def check_job(
     fields: Fields = PLAN_FIELDS,
 ) -> None:  # fmt: skip
     """Every check of a job that can be made from public inputs; raises InvalidInput naming `fields`."""
+    if not (math.isfinite(epsilon) and epsilon > 0):
+        raise InvalidInput(f"{fields.epsilon} {epsilon:g} must be a finite number > 0")
+    if not 0 < delta < 1:
+        raise InvalidInput(f"{fields.delta} {delta:g} must be in (0, 1)")
     check_target(schema, target, task, fields)
     check_synthetic_rows(synthetic_rows, fields)
     floor = noise_floor(schema, task, n_min, n_parties, evaluation_share, settings)

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 PROGRESS_EVERY_S = 2.0
 LOCAL_FIELDS = Fields(
     schema="the schema", target="--target", task="--task", synthetic_rows="--synthetic-rows",
-    epsilon="--epsilon",
+    epsilon="--epsilon", delta="--delta",
 )  # fmt: skip
 ALL_ABILITIES = ["run_jobs", "receive_results", "receive_synthetic_data", "receive_model", "read_audit_log"]
 
@@ -583,7 +583,7 @@ def run_demo(args: argparse.Namespace) -> int:
         seed=args.seed,
         max_membership_inference_score=args.max_membership_inference_score,
         sources=parse_sources(args.sources, list(parts)),
-        fields=Fields(schema="the demo schema", epsilon="--epsilon"),
+        fields=Fields(schema="the demo schema", epsilon="--epsilon", delta="--delta"),
     )
     return run_local(job)
 
@@ -628,7 +628,7 @@ def run_simulate(args: argparse.Namespace) -> int:
         sources=parse_sources(args.sources, list(parts)),
         fields=Fields(
             schema=args.schema, target="--target", task="--task", synthetic_rows="--synthetic-rows",
-            epsilon="--epsilon",
+            epsilon="--epsilon", delta="--delta",
         ),  # fmt: skip
     )
     return run_local(job)

@@ -17,7 +17,7 @@ from typing import Any
 
 from cleanroom.accounting import cdp_rho
 from cleanroom.audit import AuditLog
-from cleanroom.errors import CleanroomError, InvalidInput, NotFound
+from cleanroom.errors import CleanroomError, InvalidInput, NotFound, PermissionDenied
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
 
@@ -134,7 +134,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_schema_infer(args: argparse.Namespace) -> int:
     from cleanroom import schema_infer
 
-    schema = schema_infer.infer_schema(args.data, target=args.target)
+    try:
+        schema = schema_infer.infer_schema(args.data, target=args.target)
+    except InvalidInput as error:
+        text = str(error)
+        raise InvalidInput(text if text.startswith(str(args.data)) else f"{args.data}: {text}") from None
     text = schema.to_json(indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
@@ -155,7 +159,10 @@ def cmd_schema_hash(args: argparse.Namespace) -> int:
 def cmd_plan_approve(args: argparse.Namespace) -> int:
     from cleanroom import identity
 
-    path = identity.approve(Path(args.plan), identity.load_private_key(Path(args.key)), args.member)
+    try:
+        path = identity.approve(Path(args.plan), identity.load_private_key(Path(args.key)), args.member)
+    except PermissionDenied as error:  # the wrong key for this plan: a local mistake, not a refused job
+        raise InvalidInput(f"{error}; pass --key with your identity key (`cleanroom ca issue`)") from None
     print(f"approval written to {path}")
     print(f"plan hash {Plan.load(Path(args.plan)).hash}: list it in your party.toml's approved_plans")
     return 0

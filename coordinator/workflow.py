@@ -121,7 +121,7 @@ class Workflow:
         ok: dict[str, T] = {}
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                log.warning("%s: party %s dropped: %s", stage, name, outcome)
+                log.info("%s: party %s dropped: %s", stage, name, outcome)  # printed once, by progress()
                 progress(f"{stage}: party {name} dropped out: {outcome}")
                 if not isinstance(outcome, CleanroomError):
                     raise outcome
