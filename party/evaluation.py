@@ -212,7 +212,7 @@ class PartyEvaluation:
         return self._models[job_id]
 
     def attacks(self, job_id: str) -> Any:
-        """The DCR attack on all members and non-members (a pure function of each record and the synthetic data)."""
+        """The DCR attack on all members and non-members (per record: its side and the synthetic data)."""
         if job_id not in self._attacks:
             from cleanroom.evaluation.membership import run_dcr_attack
 

@@ -80,7 +80,8 @@ def run(
     exact = brute_force(query[sample], synthetic, DCR_MAX_DISTANCE)
     histogram = np.bincount(distances, minlength=DCR_MAX_DISTANCE + 1).tolist()
     print(
-        f"{case}: capped_hamming_distances: {args.rows:,} x {args.synthetic:,} rows, {len(shape)} attributes, "
+        f"{case}: capped_hamming_distances: {args.rows:,} x {args.synthetic:,} rows, "
+        f"{len(shape)} attributes, "
         f"cap {DCR_MAX_DISTANCE}: best {min(times):.3f} s (of {args.repeats}: "
         f"{', '.join(f'{t:.3f}' for t in times)})"
     )

@@ -144,8 +144,12 @@ def test_scaled_party_tvd_is_the_exact_rational_rounded_half_up() -> None:
         real, synthetic = rng.integers(0, 9, 6), rng.integers(0, 9, 6) * int(rng.integers(0, 2))
         s = [int(v) for v in synthetic] if synthetic.sum() else [1] * 6  # empty synthetic: uniform
         n, m = int(real.sum()), sum(s)
-        n_tvd = sum((abs(Fraction(int(c)) - Fraction(n * v, m)) for c, v in zip(real, s, strict=True)), Fraction(0))
+        n_tvd = sum(
+            (abs(Fraction(int(c)) - Fraction(n * v, m)) for c, v in zip(real, s, strict=True)), Fraction(0)
+        )
         exact = 1024 * n_tvd / 2
         assert scaled_party_tvd(real, synthetic) == math.floor(exact + Fraction(1, 2))
         if n:
-            assert scaled_party_tvd(real, synthetic) == pytest.approx(1024 * n * total_variation(real, synthetic), abs=0.5)
+            assert scaled_party_tvd(real, synthetic) == pytest.approx(
+                1024 * n * total_variation(real, synthetic), abs=0.5
+            )

@@ -1,4 +1,4 @@
-"""Membership inference: the per-record split, exact capped DCR distances, the histogram statistic, the gate."""
+"""Membership inference: per-record split, exact capped DCR distances, the histogram statistic, the gate."""
 
 from __future__ import annotations
 
@@ -158,7 +158,9 @@ def test_combined_score_matches_the_exact_auc_and_its_noise() -> None:
     labels = np.r_[np.ones(5000), np.zeros(5000)]
     exact = roc_auc_score(labels, -np.r_[members, nonmembers].astype(float))
     assert combined_dcr_score(vector) == pytest.approx(max(exact, 1 - exact), abs=1e-12)
-    assert combined_dcr_score(dcr_statistics(nonmembers, members)) == pytest.approx(combined_dcr_score(vector))
+    assert combined_dcr_score(dcr_statistics(nonmembers, members)) == pytest.approx(
+        combined_dcr_score(vector)
+    )
     sigma = 30.0
     stddev = dcr_score_stddev(vector, sigma)
     assert 0.0 < stddev < 0.01

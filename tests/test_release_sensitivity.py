@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -126,7 +126,9 @@ class Scenario:
     synthetic: pd.DataFrame
 
 
-def _random_row(rng: np.random.Generator, columns: tuple[str, ...], pools: dict[str, list[Any]]) -> dict[str, Any]:
+def _random_row(
+    rng: np.random.Generator, columns: tuple[str, ...], pools: dict[str, list[Any]]
+) -> dict[str, Any]:
     row: dict[str, Any] = {"id": int(rng.integers(0, 10**9))}
     for name in columns:
         pool = pools[name]
@@ -141,7 +143,9 @@ def _measured(schema: Schema) -> tuple[str, ...]:
 def _synthetic(schema: Schema) -> pd.DataFrame:
     """The fixed staged synthetic data: 40 ordinary rows (valid values only, as a synthesizer emits)."""
     rng = np.random.default_rng(7)
-    valid = {k: [v for v in pool if isinstance(v, str) and v] for k, pool in POOLS.items()}
+    valid: dict[str, list[Any]] = {
+        k: [v for v in pool if isinstance(v, str) and v] for k, pool in POOLS.items()
+    }
     valid.update({"age": [1.0, 30.0, 60.0, 90.0], "income": [5.0, 50.0, 500.0], "amount": [5.0, 25.0, 45.0]})
     return pd.DataFrame([_random_row(rng, _measured(schema), valid) for _ in range(40)])
 
@@ -173,13 +177,15 @@ def _dataset(rng: np.random.Generator, schema: Schema) -> tuple[str, list[dict[s
 
 
 def _neighbours(
-    rng: np.random.Generator, schema: Schema, rows: list[dict[str, Any]]
+    rng: np.random.Generator, scenario: Scenario, rows: list[dict[str, Any]]
 ) -> Iterator[tuple[str, list[dict[str, Any]]]]:
-    """An add-one neighbour (a new, a duplicated or an extreme row) and, if D has rows, a remove-one."""
-    columns = _measured(schema)
-    kind = str(rng.choice(["new", "duplicate", "extreme"])) if rows else "new"
+    """An add-one neighbour (a new, duplicated, extreme or synthetic row) and, if D has rows, a remove-one."""
+    columns = _measured(scenario.schema)
+    kind = str(rng.choice(["new", "duplicate", "extreme", "synthetic"] if rows else ["new", "synthetic"]))
     if kind == "duplicate":
         added = dict(rows[int(rng.integers(0, len(rows)))], id=-1)
+    elif kind == "synthetic":  # a record at distance 0 from the synthetic data
+        added = dict(scenario.synthetic.iloc[int(rng.integers(0, len(scenario.synthetic)))], id=-1)
     else:
         added = _random_row(rng, columns, EXTREME if kind == "extreme" else POOLS)
     yield f"add {kind}", _shuffled(rng, [*rows, added])
@@ -202,7 +208,7 @@ IDENTITY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
 
 
 def build_node(scenario: Scenario, frame: pd.DataFrame, state: Path) -> PartyNode:
-    """A party node as `party.run.build_node` wires it, over an in-memory frame, with the evaluation staged."""
+    """A party node wired as `party.run.build_node` does, over an in-memory frame, evaluation staged."""
     schema = scenario.schema
     target = next(c.name for c in schema.columns if c.target)
     plan = SimpleNamespace(
@@ -237,8 +243,8 @@ def statistic_request(statistic: str, scenario: Scenario, sigma2: int = 4) -> wi
 def marginal_requests(schema: Schema, rng: np.random.Generator) -> list[wire.RoundRequest]:
     """Every 1-way table, every 2-way table, and two random mixed sets of 1-way and 2-way tables."""
     attrs = schema.domain.attrs
-    singles = [(a,) for a in attrs]
-    pairs = [(a, b) for i, a in enumerate(attrs) for b in attrs[i + 1 :]]
+    singles: list[tuple[str, ...]] = [(a,) for a in attrs]
+    pairs: list[tuple[str, ...]] = [(a, b) for i, a in enumerate(attrs) for b in attrs[i + 1 :]]
     mixed = [c for c in singles + pairs if rng.random() < 0.4] or [singles[0]]
     sets = [singles, pairs, mixed, [pairs[int(rng.integers(0, len(pairs)))]]]
     return [
@@ -253,6 +259,10 @@ def marginal_requests(schema: Schema, rng: np.random.Generator) -> list[wire.Rou
 class Bound:
     l1: float
     l2: float
+
+
+def vector_length(request: wire.RoundRequest, scenario: Scenario) -> int:
+    return request.length or sum(scenario.schema.domain.project(c).size() for c in request.cliques)
 
 
 def charged_bound(request: wire.RoundRequest, scenario: Scenario) -> Bound:
@@ -332,12 +342,12 @@ def run_scenario(scenario: Scenario, kind: str, state: Path, tally: Tally) -> No
             requests = [statistic_request(kind, scenario)]
         bounds = [charged_bound(r, scenario) for r in requests]
         base = vectors(build_node(scenario, _frame(scenario.schema, rows), state), requests)
-        for label, neighbour in _neighbours(rng, scenario.schema, rows):
+        for label, neighbour in _neighbours(rng, scenario, rows):
             node = build_node(scenario, _frame(scenario.schema, neighbour), state)
-            for request, bound, before, after in zip(requests, bounds, base, vectors(node, requests), strict=True):
-                length = request.length or sum(scenario.schema.domain.project(c).size() for c in request.cliques)
-                where = f"[{scenario.task}, dataset {index} ({mode}, {len(rows)} rows), {label}]"
-                tally.check(kind, where, bound, before, after, length)
+            changed = vectors(node, requests)
+            where = f"[{scenario.task}, dataset {index} ({mode}, {len(rows)} rows), {label}]"
+            for request, bound, before, after in zip(requests, bounds, base, changed, strict=True):
+                tally.check(kind, where, bound, before, after, vector_length(request, scenario))
 
 
 @pytest.mark.parametrize("kind", kinds_under_test())
@@ -368,7 +378,10 @@ def test_harness_covers_every_release_kind_the_node_accepts(tmp_path: Path) -> N
     assert {MARGINAL, *release.STATISTICS} == COVERED
     scenario = SCENARIOS[0]
     node = build_node(scenario, _frame(scenario.schema, []), tmp_path)
-    accept: Callable[[wire.RoundRequest], float] = lambda r: node.evaluation.check_round(r, 2, 3, "probe")  # noqa: E731
+
+    def accept(request: wire.RoundRequest) -> float:
+        return float(node.evaluation.check_round(request, 2, 3, "probe"))
+
     for statistic in release.STATISTICS:
         assert accept(statistic_request(statistic, scenario, sigma2=10**12)) > 0
     for unknown in ("attack:density_ratio", "attack:other", "marginals"):

@@ -95,7 +95,9 @@ def tvd_sensitivity_l2(cliques: Sequence[Clique], scale: int = DEFAULT_TVD_SCALE
     return scale * math.sqrt(1 + len(cliques))
 
 
-def scaled_party_tvd(real_table: ArrayLike, synthetic_table: ArrayLike, scale: int = DEFAULT_TVD_SCALE) -> int:
+def scaled_party_tvd(
+    real_table: ArrayLike, synthetic_table: ArrayLike, scale: int = DEFAULT_TVD_SCALE
+) -> int:
     """``round(scale * n * TVD(real, synthetic))`` computed exactly in integers (halves round up).
 
     With real counts c (n rows) and synthetic counts s (m rows), ``n * TVD = sum |m c - n s| / (2 m)``, an
