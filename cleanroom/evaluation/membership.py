@@ -258,8 +258,9 @@ def run_dcr_attack(
     members: ArrayLike, nonmembers: ArrayLike, synthetic: ArrayLike, shape: Sequence[int]
 ) -> AttackOutcome:
     """The DCR attack on a party's member and non-member codes against the synthetic codes."""
-    member_distances = capped_hamming_distances(members, synthetic, shape)
-    nonmember_distances = capped_hamming_distances(nonmembers, synthetic, shape)
+    member_rows, nonmember_rows = _as_rows(members), _as_rows(nonmembers)
+    distances = capped_hamming_distances(np.concatenate([member_rows, nonmember_rows]), synthetic, shape)
+    member_distances, nonmember_distances = distances[: len(member_rows)], distances[len(member_rows) :]
     vector = dcr_statistics(member_distances, nonmember_distances)
     return AttackOutcome(
         "dcr", combined_dcr_score(vector), vector, len(member_distances), len(nonmember_distances)
