@@ -127,17 +127,20 @@ def _xor(columns: Sequence[NDArray[np.uint64]], size: int) -> NDArray[np.uint64]
 
 @dataclass(frozen=True)
 class _HashedRows:
-    """Distinct rows (by full-row hash): per-attribute hashes, full-row hash, each input row's index."""
+    """Per-attribute hashes and full-row hash of some rows."""
 
     columns: list[NDArray[np.uint64]]
     full: NDArray[np.uint64]
-    inverse: NDArray[np.int64]
 
     @classmethod
-    def of(cls, rows: NDArray[np.int64], shape: Sequence[int]) -> _HashedRows:
+    def of(cls, rows: NDArray[np.int64], shape: Sequence[int], distinct: bool = False) -> _HashedRows:
+        """The rows' hashes; with `distinct`, of one row per distinct full-row hash only."""
         columns = _column_hashes(rows, shape)
-        full, first, inverse = np.unique(_xor(columns, rows.shape[0]), return_index=True, return_inverse=True)
-        return cls([c[first] for c in columns], full, inverse.astype(np.int64).ravel())
+        full = _xor(columns, rows.shape[0])
+        if not distinct:
+            return cls(columns, full)
+        full, first = np.unique(full, return_index=True)
+        return cls([c[first] for c in columns], full)
 
     def masked(self, mask: Sequence[int], rows: NDArray[np.int64] | None = None) -> NDArray[np.uint64]:
         """Hashes of the distinct rows (or of those at `rows`) with the attributes in `mask` left out."""
@@ -169,9 +172,11 @@ def capped_hamming_distances(
         raise InvalidInput(f"cap ({cap!r}) must be an integer >= 1")
     if queries.shape[0] == 0 or rows.shape[0] == 0:
         return np.full(queries.shape[0], cap, dtype=np.int64)
-    hashed_queries, hashed_synthetic = _HashedRows.of(queries, shape), _HashedRows.of(rows, shape)
-    distances = np.full(hashed_queries.full.size, cap, dtype=np.int64)
-    open_rows = np.arange(hashed_queries.full.size)
+    # each query on its own (even a hash collision cannot tie one record's cell to another's); the fixed
+    # synthetic rows are deduplicated
+    hashed_queries, hashed_synthetic = _HashedRows.of(queries, shape), _HashedRows.of(rows, shape, True)
+    distances = np.full(queries.shape[0], cap, dtype=np.int64)
+    open_rows = np.arange(queries.shape[0])
     for level in range(min(cap, len(shape) + 1)):
         for mask in itertools.combinations(range(len(shape)), level):
             if open_rows.size == 0:
@@ -180,7 +185,7 @@ def capped_hamming_distances(
             found = probe.isin(hashed_synthetic.masked(mask)).to_numpy(dtype=bool)  # one hash-table pass
             distances[open_rows[found]] = level
             open_rows = open_rows[~found]
-    return distances[hashed_queries.inverse]
+    return distances
 
 
 # ---- the released statistic and its combination ------------------------------------------------------
