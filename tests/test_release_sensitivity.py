@@ -241,7 +241,7 @@ def statistic_request(statistic: str, scenario: Scenario, sigma2: int = 4) -> wi
 
 
 def marginal_requests(schema: Schema, rng: np.random.Generator) -> list[wire.RoundRequest]:
-    """Every 1-way table, every 2-way table, and two random mixed sets of 1-way and 2-way tables."""
+    """Every 1-way table, every 2-way table, a random mix of both, and one random 2-way table."""
     attrs = schema.domain.attrs
     singles: list[tuple[str, ...]] = [(a,) for a in attrs]
     pairs: list[tuple[str, ...]] = [(a, b) for i, a in enumerate(attrs) for b in attrs[i + 1 :]]
