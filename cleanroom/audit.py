@@ -7,6 +7,11 @@ first affected line, which `verify` names. Deleting the *last* lines leaves a va
 every append the writer also replaces `<log>.head` atomically with the last `seq` and `hash`; `verify`
 compares the log's end with it. Whoever can rewrite both files can forge a consistent history: copy the head
 elsewhere (or show it to the other parties) to make that detectable too. See docs/governance.md.
+
+Every entry is bounded, whoever supplied its values (a refused caller controls plan hashes, ids and error
+texts): strings are cut at `MAX_TEXT_CHARS` with a marker naming their full length, lists and mappings at
+`MAX_ITEMS` items and `MAX_DEPTH` levels, and a line still over `MAX_ENTRY_BYTES` has its largest fields
+replaced by a marker. The log and its head file are created with mode 0600.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import math
 import os
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,16 +30,26 @@ from pathlib import Path
 from typing import Any
 
 from cleanroom.errors import InvalidInput, NotFound, PreconditionFailed
+from cleanroom.private_files import FILE_MODE, private_dir, restrict
 
 GENESIS_HASH = "0" * 64
 ANSWERED = "answered"
 REFUSED = "refused"
 DELETED = "deleted"
 ERROR = "error"
+RESERVED = "reserved"  # outcome of a "charge" entry: the ledger reserved a release's rho
+CHARGE = "charge"
+SUPPRESSED_EVENT = "refusals_suppressed"  # one entry summarising refusals the rate limit did not log singly
 ENTRY_FIELDS = (
     "seq", "time", "prev_hash", "event", "job_id", "round", "requester", "plan_hash", "cliques",
     "statistic", "noise_scale", "rho_charged", "rho_remaining", "outcome", "detail", "hash",
 )  # fmt: skip
+CHARGE_FIELDS = ("release_id", "rho")  # only in "charge" entries: the ledger's release id and exact rho text
+MAX_TEXT_CHARS = 1024
+MAX_ITEMS = 256
+MAX_DEPTH = 4
+MAX_ENTRY_BYTES = 16 * 1024
+_FIXED_FIELDS = ("time", "event", "outcome")  # never replaced when an entry is over the size limit
 
 _LOCKS: dict[Path, threading.Lock] = {}
 _LOCKS_GUARD = threading.Lock()
@@ -58,6 +74,48 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def bounded_text(text: str, limit: int = MAX_TEXT_CHARS) -> str:
+    """`text` if it has at most `limit` characters, else its start and a marker with the full length."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[truncated, {len(text)} chars]"
+
+
+def bounded(value: Any, depth: int = 0) -> Any:
+    """A JSON-ready copy of `value` with every string, list and mapping cut to the audit log's limits."""
+    if value is None or isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, str):
+        return bounded_text(value)
+    if depth >= MAX_DEPTH:
+        return "[nested too deep]"
+    if isinstance(value, Mapping):
+        items = list(value.items())
+        out = {bounded_text(str(k), 128): bounded(v, depth + 1) for k, v in items[:MAX_ITEMS]}
+        if len(items) > MAX_ITEMS:
+            out["..."] = f"[{len(items) - MAX_ITEMS} more items]"
+        return out
+    if isinstance(value, list | tuple):
+        kept = [bounded(v, depth + 1) for v in value[:MAX_ITEMS]]
+        return kept + [f"[... {len(value) - MAX_ITEMS} more items]"] if len(value) > MAX_ITEMS else kept
+    return bounded_text(str(value))
+
+
+def _fit(fields: dict[str, Any], limit: int) -> dict[str, Any]:
+    """Replace the largest variable fields by a marker until the entry's JSON is at most `limit` bytes."""
+    sizes = {k: len(canonical_json(v)) for k, v in fields.items() if k not in _FIXED_FIELDS}
+    total = len(canonical_json(fields))
+    for key in sorted(sizes, key=sizes.__getitem__, reverse=True):
+        if total <= limit:
+            break
+        marker = f"[omitted: {sizes[key]} bytes over the audit entry limit]"
+        total += len(canonical_json(marker)) - sizes[key]
+        fields[key] = marker
+    return fields
+
+
 def _thread_lock(path: Path) -> threading.Lock:
     with _LOCKS_GUARD:
         return _LOCKS.setdefault(path, threading.Lock())
@@ -70,7 +128,9 @@ class AuditLog:
         self.path = Path(path).resolve()
         self.head_path = head_path(self.path)
         self._lock = _thread_lock(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(self.path.parent)
+        restrict(self.path)
+        restrict(self.head_path)
 
     def append(
         self,
@@ -88,22 +148,30 @@ class AuditLog:
         rho_remaining: float | None = None,
         detail: str | Mapping[str, Any] | None = None,
         time: datetime | None = None,
+        release_id: str | None = None,
+        rho: str | None = None,
     ) -> dict[str, Any]:
         """Write one entry (fsync'd, then the head file) and return it.
 
-        `event` says what was asked (e.g. "measure", "start_job", "retention_delete"); `outcome` is
-        `answered`, `refused`, `deleted` or `error`; `noise_scale` is the party's noise standard deviation.
+        `event` says what was asked (e.g. "measure", "start_job", "retention_delete", "charge"); `outcome`
+        is `answered`, `refused`, `deleted`, `error` or (for "charge") `reserved`; `noise_scale` is the
+        party's noise standard deviation. `release_id` and `rho` (the ledger's exact rho text) appear only
+        in entries that give them. Every value is bounded (see the module docstring).
         """
         if not event or not outcome:
             raise InvalidInput(f"audit log {self.path}: event and outcome must be non-empty")
         fields: dict[str, Any] = {
-            "time": _iso(time or utc_now()), "event": event, "job_id": job_id, "round": round,
-            "requester": requester, "plan_hash": plan_hash,
+            "time": _iso(time or utc_now()), "event": bounded_text(event, 128), "job_id": job_id,
+            "round": round, "requester": requester, "plan_hash": plan_hash,
             "cliques": [list(c) for c in cliques] if cliques is not None else None,
             "statistic": statistic, "noise_scale": noise_scale, "rho_charged": rho_charged,
-            "rho_remaining": rho_remaining, "outcome": outcome,
+            "rho_remaining": rho_remaining, "outcome": bounded_text(outcome, 128),
             "detail": dict(detail) if isinstance(detail, Mapping) else detail,
         }  # fmt: skip
+        for name, value in zip(CHARGE_FIELDS, (release_id, rho), strict=True):
+            if value is not None:
+                fields[name] = value
+        fields = _fit({k: bounded(v) for k, v in fields.items()}, MAX_ENTRY_BYTES - 256)  # 256: seq, hashes
         with self._lock, self._file() as fd:
             seq, prev_hash = _last_seq_and_hash(fd, self.path)
             entry = {"seq": seq + 1, "prev_hash": prev_hash, **fields}
@@ -116,7 +184,7 @@ class AuditLog:
 
     @contextmanager
     def _file(self) -> Iterator[int]:
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o640)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, FILE_MODE)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield fd
@@ -125,8 +193,9 @@ class AuditLog:
 
     def _write_head(self, seq: int, hash_hex: str) -> None:
         tmp = self.head_path.with_name(self.head_path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
         try:
+            os.fchmod(fd, FILE_MODE)  # a leftover temporary file keeps its old mode under O_TRUNC
             _write_all(fd, canonical_json({"seq": seq, "hash": hash_hex}) + b"\n")
             os.fsync(fd)
         finally:
@@ -292,7 +361,10 @@ def summarize(path: str | Path) -> str:
     for (plan_hash, job_id), job_entries in jobs.items():
         out += _job_section(plan_hash, job_id, job_entries)
     refusals = [e for e in entries if e.get("outcome") == REFUSED]
-    out.append(f"Refusals: {len(refusals)}")
+    suppressed = sum(_suppressed(e) for e in refusals)
+    logged = sum(e.get("event") != SUPPRESSED_EVENT for e in refusals)
+    note = f" ({suppressed} of them not logged one by one: rate limit per caller)" if suppressed else ""
+    out.append(f"Refusals: {logged + suppressed}{note}")
     out += [
         f"  {e.get('time')}  {e.get('event')}  job {e.get('job_id') or '-'}  by {e.get('requester') or '-'}: "
         f"{_detail(e)}"
@@ -302,6 +374,14 @@ def summarize(path: str | Path) -> str:
     out.append(f"Deletions: {len(deletions)}")
     out += [f"  {e.get('time')}  job {e.get('job_id') or '-'}: {_detail(e)}" for e in deletions]
     return "\n".join(out) + "\n"
+
+
+def _suppressed(entry: Mapping[str, Any]) -> int:
+    detail = entry.get("detail")
+    if entry.get("event") != SUPPRESSED_EVENT or not isinstance(detail, dict):
+        return 0
+    count = detail.get("suppressed")
+    return count if isinstance(count, int) and not isinstance(count, bool) else 0
 
 
 def _readable_prefix(path: Path) -> list[dict[str, Any]]:

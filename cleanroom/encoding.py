@@ -145,7 +145,8 @@ def _reject(source: str, column: Column, values: pd.Series, bad: np.ndarray, wha
     value = values.iloc[row]
     value = value.item() if isinstance(value, np.generic) else value
     return DataError(
-        f"{source}: column {column.name!r}, row {row}: {what} {value!r} ({int(bad.sum())} such rows)"
+        f"{source}: column {column.name!r}, row {row}: {what} {value!r} ({int(bad.sum())} such rows)",
+        column=column.name,
     )
 
 
@@ -182,7 +183,9 @@ def _encode_categorical(column: Column, values: pd.Series, source: str) -> tuple
 def _required_missing_code(column: Column, source: str) -> int:
     code = column.missing_code
     if code is None:
-        raise DataError(f"{source}: column {column.name!r} has no missing level (missing policy is reject)")
+        raise DataError(
+            f"{source}: column {column.name!r} has no missing level (missing policy is reject)", column.name
+        )
     return code
 
 

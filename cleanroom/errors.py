@@ -12,6 +12,11 @@ class CleanroomError(Exception):
 
     code = "INTERNAL"
 
+    def public_message(self) -> str:
+        """The text that may cross the wire. Errors about a request name what was wrong with it; errors
+        built from data (`DataError`) override this so no value, row or count ever leaves the node."""
+        return str(self)
+
 
 class InvalidInput(CleanroomError):
     code = "INVALID_ARGUMENT"
@@ -22,7 +27,18 @@ class SchemaError(InvalidInput):
 
 
 class DataError(InvalidInput):
-    """A data value rejected by the schema's policy; names source, column, row and value."""
+    """A data value rejected by the schema's policy; names source, column, row and value (locally only).
+
+    Over the wire only `public_message()` travels: the column name, never the row, value or a count.
+    """
+
+    def __init__(self, message: str, column: str | None = None) -> None:
+        super().__init__(message)
+        self.column = column
+
+    def public_message(self) -> str:
+        where = f" in column {self.column!r}" if self.column else ""
+        return f"data do not match the schema{where}; the details are in the party's local log"
 
 
 class BudgetExceeded(CleanroomError):

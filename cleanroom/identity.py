@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
 from cleanroom.plan import Member, Plan
+from cleanroom.private_files import write_private
 
 APPROVAL_CONTEXT = b"cleanroom/plan-approval/v1"
 SIGNATURE_FORMAT = "cleanroom-plan-approval-v1"
@@ -36,17 +37,10 @@ def save_private_key(key: Ed25519PrivateKey, path: str | Path, *, overwrite: boo
     pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
-        fd = os.open(path, flags, 0o600)
+        return write_private(path, pem, overwrite=overwrite)  # a fresh 0600 file moved into place
     except FileExistsError:
         raise InvalidInput(f"identity key {path} already exists (refusing to overwrite)") from None
-    with os.fdopen(fd, "wb") as handle:
-        os.fchmod(handle.fileno(), 0o600)
-        handle.write(pem)
-        handle.flush()
-        os.fsync(handle.fileno())
-    return path
 
 
 def load_private_key(path: str | Path) -> Ed25519PrivateKey:

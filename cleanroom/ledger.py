@@ -1,17 +1,18 @@
-"""Durable privacy-budget ledger of one party's dataset (SQLite, WAL, synchronous=FULL).
+"""Durable privacy-budget ledger of one party's dataset (SQLite, WAL, synchronous=FULL, files mode 0600).
 
-A party charges a release here *before* it draws any noise: `reserve` commits the charge in an IMMEDIATE
-transaction (the write lock is taken before the budget is read, so concurrent threads or processes cannot
-both see the same remaining budget). Reserved budget counts as spent forever, whether or not the release
-was ever sent: a crash between reserve and release loses budget, never privacy. The noised vector is stored
-with `store_payload` so a retry re-sends the identical bytes instead of fresh noise (which would need a new
-charge).
+A party charges a release here *before* it takes part in the release's secure-aggregation session:
+`reserve` commits the charge in an IMMEDIATE transaction (the write lock is taken before the budget is read,
+so concurrent threads or processes cannot both see the same remaining budget). Inside that one transaction
+it checks the dataset's total and every `BudgetLimit` the caller passes (the plan's total, the job's
+limit) and, through a unique index, that the plan's round number was never used before: a round is opened
+once, ever. A release id is charged once; reserving it again is refused (a release belongs to exactly one
+session, so there is nothing to retry). Reserved budget counts as spent forever, whether or not the release
+was ever sent: a crash loses budget, never privacy. Noised vectors are never stored.
 
 rho values are stored as exact text (`repr` of a float, `str` of a Fraction such as "1/3", or an int) and
 summed as Fractions. Tolerance rule: callers compute rho in floating point (splits, sqrt, exp), so two
 values meant to be equal can differ in the last bits. A reservation fits if spent + requested <= total *
-(1 + 1e-12), and a repeated reservation has "the same rho" if the two differ by at most 1e-12 relative. The
-slack is far below any meaningful privacy difference and far above float64 rounding (~1e-16 per operation).
+(1 + 1e-12). The slack is far below any meaningful privacy difference and far above float64 rounding.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from __future__ import annotations
 import json
 import math
 import sqlite3
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,7 +28,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from cleanroom.errors import BudgetExceeded, InvalidInput, NotFound, PreconditionFailed
+from cleanroom.errors import BudgetExceeded, InvalidInput, NotFound, PermissionDenied, PreconditionFailed
+from cleanroom.private_files import private_file, restrict
 
 RELATIVE_TOLERANCE = Fraction(1, 10**12)
 _BUSY_TIMEOUT_S = 60.0
@@ -42,8 +44,11 @@ _SCHEMA = (
     detail TEXT NOT NULL,
     reserved_at TEXT NOT NULL,
     released_at TEXT,
-    payload BLOB
+    round_number INTEGER
 )""",
+)
+_ROUND_INDEX = (
+    "CREATE UNIQUE INDEX IF NOT EXISTS releases_plan_round ON releases (plan_hash, round_number)"
 )
 _COLUMNS = "release_id, rho, plan_hash, job_id, detail, reserved_at, released_at"
 Rho = float | int | Fraction
@@ -60,12 +65,46 @@ def rho_text(rho: Rho) -> str:
     return repr(rho)
 
 
+def _private_database(path: Path) -> None:
+    """Create the database file 0600 (in a 0700 directory if missing) before SQLite opens it: SQLite gives
+    its -wal and -shm files the database file's mode. Existing files readable by others are tightened."""
+    private_file(path)
+    for suffix in ("-wal", "-shm", "-journal"):
+        restrict(path.with_name(path.name + suffix))
+
+
 def _show(value: Fraction) -> str:
     return f"{float(value):.12g}"
 
 
 def _same_rho(a: Fraction, b: Fraction) -> bool:
     return abs(a - b) <= RELATIVE_TOLERANCE * max(abs(a), abs(b))
+
+
+def _exceeds(spent: Fraction, requested: Fraction, allowed: Fraction) -> bool:
+    return spent + requested > allowed * (1 + RELATIVE_TOLERANCE)
+
+
+@dataclass(frozen=True)
+class BudgetLimit:
+    """A cap checked inside the reserve transaction: the charges of one plan (and of one job of it)."""
+
+    label: str
+    rho: Rho
+    plan_hash: str
+    job_id: str | None = None  # None: every job of the plan
+
+    def __post_init__(self) -> None:
+        if Fraction(rho_text(self.rho)) < 0:
+            raise InvalidInput(f"budget limit {self.label}: rho ({self.rho}) must be >= 0")
+
+    def spent_in(self, conn: sqlite3.Connection) -> Fraction:
+        if self.job_id is None:
+            rows = conn.execute("SELECT rho FROM releases WHERE plan_hash = ?", (self.plan_hash,))
+        else:
+            query = "SELECT rho FROM releases WHERE plan_hash = ? AND job_id = ?"
+            rows = conn.execute(query, (self.plan_hash, self.job_id))
+        return sum((Fraction(text) for (text,) in rows), Fraction(0))
 
 
 def _now() -> str:
@@ -99,6 +138,16 @@ class Reservation:
         return cls(release_id, rho, plan_hash, job_id, json.loads(detail), reserved_at, released_at, new)
 
 
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Older ledgers: add the round column (from each entry's detail) and scrub any stored noised vector."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(releases)")}
+    if "round_number" not in columns:
+        conn.execute("ALTER TABLE releases ADD COLUMN round_number INTEGER")
+        conn.execute("UPDATE releases SET round_number = json_extract(detail, '$.round')")
+    if "payload" in columns:
+        conn.execute("UPDATE releases SET payload = NULL WHERE payload IS NOT NULL")
+
+
 class Ledger:
     """The privacy budget (total rho, zCDP) of one dataset and every release charged against it."""
 
@@ -108,11 +157,14 @@ class Ledger:
         self._total = Fraction(text)
         if self._total <= 0:
             raise InvalidInput(f"total_rho ({total_rho}) of ledger {self.path} must be > 0")
+        _private_database(self.path)
         with self._connect() as conn:
             conn.execute("PRAGMA journal_mode=WAL")
             with self._immediate(conn):
                 for statement in _SCHEMA:
                     conn.execute(statement)
+                _migrate(conn)
+                conn.execute(_ROUND_INDEX)
                 row = conn.execute("SELECT value FROM meta WHERE key = 'total_rho'").fetchone()
                 if row is None:
                     conn.execute("INSERT INTO meta (key, value) VALUES ('total_rho', ?)", (text,))
@@ -152,9 +204,23 @@ class Ledger:
         return sum((Fraction(text) for (text,) in conn.execute("SELECT rho FROM releases")), Fraction(0))
 
     def reserve(
-        self, release_id: str, rho: Rho, plan_hash: str, job_id: str, detail: Mapping[str, Any] | None = None
+        self,
+        release_id: str,
+        rho: Rho,
+        plan_hash: str,
+        job_id: str,
+        detail: Mapping[str, Any] | None = None,
+        *,
+        round_number: int | None = None,
+        limits: Sequence[BudgetLimit] = (),
+        max_jobs: int = 0,
     ) -> Reservation:
-        """Charge `rho` for `release_id` (durably, before any noise is drawn); idempotent per release_id."""
+        """Charge `rho` for a new `release_id`, durably and atomically with every limit check.
+
+        Refused (nothing recorded) if the release id was charged before, if the plan already used
+        `round_number`, if the dataset total or any `limits` would be exceeded, or if the release would
+        start a job beyond the plan's `max_jobs` (0 = no limit).
+        """
         text = rho_text(rho)
         requested = Fraction(text)
         if requested <= 0 or not release_id:
@@ -164,51 +230,62 @@ class Ledger:
         except (TypeError, ValueError) as err:
             raise InvalidInput(f"detail of release {release_id!r} is not JSON-serialisable: {err}") from err
         with self._connect() as conn, self._immediate(conn):
-            query = f"SELECT {_COLUMNS} FROM releases WHERE release_id = ?"
-            row = conn.execute(query, (release_id,)).fetchone()
-            if row is not None:
-                return self._existing(Reservation.from_row(row), requested)
-            spent = self._spent_in(conn)
-            if spent + requested > self._total * (1 + RELATIVE_TOLERANCE):
-                raise BudgetExceeded(
-                    f"privacy budget of ledger {self.path} exceeded by release {release_id!r}: spent "
-                    f"{_show(spent)}, requested {_show(requested)}, total {_show(self._total)} (rho, zCDP)"
-                )
+            self._check_new(conn, release_id, plan_hash, round_number)
+            self._check_budget(conn, release_id, requested, limits)
+            self._check_jobs(conn, plan_hash, job_id, max_jobs)
             reserved_at = _now()
             conn.execute(
-                "INSERT INTO releases (release_id, rho, plan_hash, job_id, detail, reserved_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (release_id, text, plan_hash, job_id, detail_json, reserved_at),
+                "INSERT INTO releases (release_id, rho, plan_hash, job_id, detail, reserved_at, "
+                "round_number) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (release_id, text, plan_hash, job_id, detail_json, reserved_at, round_number),
             )
         detail_copy = json.loads(detail_json)
         return Reservation(release_id, text, plan_hash, job_id, detail_copy, reserved_at, None, new=True)
 
-    def _existing(self, reservation: Reservation, requested: Fraction) -> Reservation:
-        if not _same_rho(Fraction(reservation.rho_text), requested):
+    def _check_new(
+        self, conn: sqlite3.Connection, release_id: str, plan_hash: str, round_number: int | None
+    ) -> None:
+        if conn.execute("SELECT 1 FROM releases WHERE release_id = ?", (release_id,)).fetchone():
             raise PreconditionFailed(
-                f"release {reservation.release_id!r} in ledger {self.path} was reserved with rho "
-                f"{reservation.rho_text}, now requested with {_show(requested)}; a release id is charged once"
+                f"release {release_id!r} was already charged in ledger {self.path}; a release is answered "
+                "in exactly one session"
             )
-        return reservation
+        if round_number is None:
+            return
+        query = "SELECT release_id FROM releases WHERE plan_hash = ? AND round_number = ?"
+        row = conn.execute(query, (plan_hash, round_number)).fetchone()
+        if row is not None:
+            raise PreconditionFailed(
+                f"round {round_number} of plan {plan_hash[:12]} was already opened (release {row[0]!r}); "
+                "a round, and its session id, is used once"
+            )
 
-    def store_payload(self, release_id: str, payload: bytes) -> None:
-        """Persist the noised vector of a reserved release; different bytes a second time are refused."""
-        with self._connect() as conn, self._immediate(conn):
-            row = conn.execute("SELECT payload FROM releases WHERE release_id = ?", (release_id,)).fetchone()
-            if row is None:
-                raise NotFound(f"release {release_id!r} has no reservation in ledger {self.path}")
-            if row[0] is not None and bytes(row[0]) != payload:
-                raise PreconditionFailed(
-                    f"release {release_id!r} in ledger {self.path} already has a different payload; "
-                    "persisted noise is never replaced"
+    def _check_budget(
+        self, conn: sqlite3.Connection, release_id: str, requested: Fraction, limits: Sequence[BudgetLimit]
+    ) -> None:
+        spent = self._spent_in(conn)
+        if _exceeds(spent, requested, self._total):
+            raise BudgetExceeded(
+                f"privacy budget of ledger {self.path} exceeded by release {release_id!r}: spent "
+                f"{_show(spent)}, requested {_show(requested)}, total {_show(self._total)} (rho, zCDP)"
+            )
+        for limit in limits:
+            charged = limit.spent_in(conn)
+            allowed = Fraction(rho_text(limit.rho))
+            if _exceeds(charged, requested, allowed):
+                raise BudgetExceeded(
+                    f"release {release_id!r}: rho {_show(requested)} would bring {limit.label} to "
+                    f"{_show(charged + requested)}, over its limit {_show(allowed)} (rho, zCDP)"
                 )
-            conn.execute("UPDATE releases SET payload = ? WHERE release_id = ?", (payload, release_id))
 
-    def payload(self, release_id: str) -> bytes | None:
-        """The stored payload, or None if none was stored (or the release is unknown)."""
-        with self._connect() as conn:
-            row = conn.execute("SELECT payload FROM releases WHERE release_id = ?", (release_id,)).fetchone()
-        return None if row is None or row[0] is None else bytes(row[0])
+    @staticmethod
+    def _check_jobs(conn: sqlite3.Connection, plan_hash: str, job_id: str, max_jobs: int) -> None:
+        if max_jobs <= 0:
+            return
+        query = "SELECT DISTINCT job_id FROM releases WHERE plan_hash = ?"
+        jobs = {row[0] for row in conn.execute(query, (plan_hash,))}
+        if job_id not in jobs and len(jobs) >= max_jobs:
+            raise PermissionDenied(f"the plan allows {max_jobs} jobs, all already run")
 
     def mark_released(self, release_id: str) -> None:
         """Record that the release was sent (the first time only); the charge stays either way."""

@@ -38,8 +38,10 @@ OUTPUT_ABILITIES = {
     "model": RECEIVE_MODEL,
 }
 RESULT_FORMATS = frozenset({"csv", "parquet"})
-MODEL_FORMATS = frozenset({"skops"})
+MODEL_FORMATS = frozenset({"onnx"})
 TASKS = frozenset({"classification", "regression"})
+DEFAULT_MAX_TABLE_CELLS = 1_000_000
+MAX_TABLE_CELLS_LIMIT = 8 * 1024 * 1024  # 8 bytes a cell: one masked vector in a 64 MiB gRPC message
 SYNTHESIZERS = frozenset({"mst"})
 
 _HEX = frozenset("0123456789abcdef")
@@ -116,6 +118,7 @@ class Plan:
     synthesizer_settings: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     synthetic_rows: int = 0
     max_jobs: int = 0
+    max_table_cells: int = DEFAULT_MAX_TABLE_CELLS  # cap on the cells of any one marginal a party answers
     min_parties: int = 2
     dropout_tolerance: int = 0
     colluders: int = 0
@@ -123,7 +126,7 @@ class Plan:
     max_membership_inference_score: float = 0.8
     evaluation_share: float = 0.25  # share of each job's budget for utility, fidelity and attack statistics
     result_formats: tuple[str, ...] = ("csv",)
-    model_format: str = "skops"
+    model_format: str = "onnx"
     retention_days: int = 30
     sections: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
@@ -166,6 +169,11 @@ class Plan:
             )
         if self.max_jobs < 0:
             raise self._fail(f"max_jobs ({self.max_jobs}) must be >= 0 (0 = no limit)")
+        if not 1 <= self.max_table_cells <= MAX_TABLE_CELLS_LIMIT:
+            raise self._fail(
+                f"max_table_cells ({self.max_table_cells}) must be in [1, {MAX_TABLE_CELLS_LIMIT}] (one "
+                "masked vector must fit in a 64 MiB message)"
+            )
         if not 0.5 <= self.max_membership_inference_score <= 1:
             raise self._fail(
                 f"max_membership_inference_score ({self.max_membership_inference_score}) must be in [0.5, 1]"
@@ -311,7 +319,8 @@ class Plan:
             f"  parties {len(self.data_parties)}, min {self.min_parties}, dropout tolerance "
             f"{self.dropout_tolerance}, colluders {self.colluders}, threshold {self.effective_threshold}, "
             f"n_min {self.n_min}",
-            f"  coordinator {self.coordinator!r}; retention {self.retention_days} days",
+            f"  coordinator {self.coordinator!r}; retention {self.retention_days} days; tables <= "
+            f"{self.max_table_cells} cells",
         ]  # fmt: skip
         for m in self.members:
             where = m.address or "(no node)"
@@ -358,7 +367,8 @@ class Plan:
 def require_approved_hash(plan_hash: str, approved: Iterable[str]) -> None:
     """A party node's gate: refuse any plan whose hash is not in its configured approved list."""
     if plan_hash.lower() not in {h.lower() for h in approved}:
-        raise PermissionDenied(f"plan {plan_hash} is not approved by this party (not in its approved_plans)")
+        shown = plan_hash if len(plan_hash) <= 64 else f"{plan_hash[:64]}...({len(plan_hash)} chars)"
+        raise PermissionDenied(f"plan {shown} is not approved by this party (not in its approved_plans)")
 
 
 def schema_file_hash(path: Path) -> str:
@@ -369,7 +379,8 @@ def schema_file_hash(path: Path) -> str:
 # -------------------------------------------------------------------- TOML reading
 _TOP_KEYS = {
     "collaboration_id": str, "schema": str, "schema_hash": str, "target": str, "task": str,
-    "synthesizer": str, "synthetic_rows": int, "max_jobs": int, "epsilon": float, "delta": float,
+    "synthesizer": str, "synthetic_rows": int, "max_jobs": int, "max_table_cells": int, "epsilon": float,
+    "delta": float,
     "max_epsilon_per_job": float, "min_parties": int, "dropout_tolerance": int, "colluders": int,
     "threshold": int, "max_membership_inference_score": float, "model_format": str, "retention_days": int,
     "evaluation_share": float,

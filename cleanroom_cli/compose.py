@@ -106,7 +106,7 @@ def prepare_compose(
         "min_parties": 2,
         "dropout_tolerance": 1,
         "result_formats": ["csv"],
-        "model_format": "skops",
+        "model_format": "onnx",
         "retention_days": 30,
     }
     text = toml_table(head) + "".join("\n[[members]]\n" + toml_table(m) for m in members)

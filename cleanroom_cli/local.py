@@ -157,7 +157,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "threshold": 0,
         "max_membership_inference_score": job.max_membership_inference_score,
         "result_formats": [job.result_format],
-        "model_format": "skops",
+        "model_format": "onnx",
         "retention_days": 30,
     }
     text = toml_table(head)
@@ -253,8 +253,7 @@ async def _wait_all(
         address = tomllib.loads(config.read_text())["listen"]
         for _ in range(300):
             if procs[pid].poll() is not None:
-                log = (job.work / "logs" / f"{pid}.log").read_text()[-2000:]
-                raise PreconditionFailed(f"party {pid} exited with status {procs[pid].returncode}:\n{log}")
+                raise party_start_error(job, pid, procs[pid].returncode)
             try:
                 await wait_healthy(address, tls, pid, "transport.v1.PartyService", attempts=5)
                 break
@@ -262,6 +261,15 @@ async def _wait_all(
                 continue
         else:
             raise PreconditionFailed(f"party {pid} at {address} never became healthy")
+
+
+def party_start_error(job: LocalJob, pid: str, status: int) -> Exception:
+    """Exit status 2 is the party refusing its own input (its one-line reason); anything else is a crash."""
+    log = (job.work / "logs" / f"{pid}.log").read_text(errors="replace")
+    if status == 2:
+        reason = log.strip().splitlines()[-1].removeprefix("cleanroom: error: ") if log.strip() else ""
+        return InvalidInput(f"party {pid} refused to start, nothing was spent: {reason}")
+    return PreconditionFailed(f"party {pid} exited with status {status}:\n{log[-2000:]}")
 
 
 def stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
@@ -390,7 +398,12 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def run_simulate(args: argparse.Namespace) -> int:
-    schema = json.loads(Path(args.schema).read_text())
+    try:
+        schema = json.loads(Path(args.schema).read_text(encoding="utf-8"))
+    except OSError as error:
+        raise InvalidInput(f"{args.schema}: cannot read schema file: {error.strerror or error}") from None
+    except ValueError as error:  # a syntax error: one line naming the file, line and column (exit 2)
+        raise InvalidInput(f"{args.schema}: not valid JSON: {error}") from None
     parts: dict[str, pd.DataFrame | Path] = {}
     for item in args.party:
         name, sep, path = item.partition("=")

@@ -22,8 +22,8 @@ import pandas as pd
 
 from cleanroom.accounting import cdp_eps
 from cleanroom.evaluation import release
+from cleanroom.evaluation.model_file import MODEL_FILE_NAME
 from cleanroom.evaluation.report import json_ready
-from cleanroom.secagg.manifest import session_id
 from transport import wire
 
 AUC_NOISE_DRAWS = 200
@@ -71,7 +71,7 @@ class CoordinatorEvaluation:
         from coordinator.workflow import progress
 
         files = {
-            n: p for n, p in results.items() if n in ("synthetic.csv", "synthetic.parquet", "model.skops")
+            n: p for n, p in results.items() if n in ("synthetic.csv", "synthetic.parquet", MODEL_FILE_NAME)
         }
         if "synthetic.parquet" in files:
             files.pop("synthetic.csv", None)
@@ -100,8 +100,7 @@ class CoordinatorEvaluation:
         request = wire.RoundRequest(
             wf.record.job_id, f"{wf.record.job_id}/{number}", number, (), sigma_party2, statistic, length
         )
-        sid = session_id(self.plan.collaboration_id, number, wf.config.plan_hash)
-        total, survivors = await wf.secure_sum(request, sid, length)
+        total, survivors = await wf.secure_sum(request, length)
         noise = DistributedGaussian(sigma_total2, n_parties, n_min)
         rho = float(noise.rho(sensitivity * math.sqrt(length), sensitivity, length))
         wf.record.rho_spent += rho
@@ -170,17 +169,16 @@ class CoordinatorEvaluation:
 
     def synthetic_holdout(self, results: dict[str, Path]) -> dict[str, float]:
         """The same model on the synthetic rows it was not trained on (no noise: nothing real involved)."""
-        import skops.io as sio
-
         from cleanroom.evaluation import utility as ut
+        from cleanroom.evaluation.model_file import load_model
 
         task, target = str(self.plan.task), str(self.plan.target)
         path = results.get("synthetic.parquet") or results["synthetic.csv"]
         frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
         rows = frame.iloc[release.synthetic_holdout_start(len(frame)) :]
-        model_path = results["model.skops"]
-        model = sio.load(model_path, trusted=sio.get_untrusted_types(file=model_path))
-        x, y = release.model_inputs(rows, target, task, self.schema.column_kinds())
+        model = load_model(results[MODEL_FILE_NAME], self.schema, target, task)  # the checked ONNX loader
+        _, y = release.model_inputs(rows, target, task, self.schema.column_kinds())
+        x = rows.loc[y.index]  # rows with a known target, as read (the model encodes them itself)
         if len(x) == 0:
             return {}
         if task == "classification":
@@ -188,7 +186,8 @@ class CoordinatorEvaluation:
             scores = ut.positive_scores(model, x, positive)
             return ut.classification_metrics((y == positive).to_numpy(), scores).to_dict()
         bounds = release.target_bounds(self.schema, target)
-        return ut.regression_metrics(y.to_numpy(), model.predict(x), bounds).to_dict()
+        predictions = ut.finite_predictions(model.predict(x), bounds)
+        return ut.regression_metrics(y.to_numpy(), predictions, bounds).to_dict()
 
     def privacy(self) -> dict[str, Any]:
         delta = float(self.plan.delta)

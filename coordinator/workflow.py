@@ -69,6 +69,7 @@ class Workflow:
         self.manifest = self.plan.secagg_manifest(config.schema.hash())
         self.job: Any = None  # a JobRun, opened by run()
         self.first_round = 0  # round numbers (and so session ids) continue across jobs under one plan
+        self.absent: dict[str, str] = {}  # parties that missed a round of this job: they get no results
 
     async def run(self) -> JobRecord:
         self.job = JobLog(self.config.job_log_path).start(
@@ -202,8 +203,7 @@ class Workflow:
             self.record.job_id, f"{self.record.job_id}/{index}", index, cliques, sigma_party2
         )
         length = sum(domain.project(c).size() for c in cliques)
-        sid = session_id(self.plan.collaboration_id, index, self.config.plan_hash)
-        total, survivors = await self.secure_sum(request, sid, length)
+        total, survivors = await self.secure_sum(request, length)
         tables = split_vector(total, domain, list(cliques))
         stddev = math.sqrt(float(sigma_party2) * len(survivors))
         self.record.rho_spent += float(spec.rho)
@@ -226,11 +226,13 @@ class Workflow:
             Measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)
         ]
 
-    async def secure_sum(
-        self, spec: wire.RoundRequest, sid: bytes, length: int
-    ) -> tuple[np.ndarray, tuple[str, ...]]:
+    def session_id(self, spec: wire.RoundRequest) -> bytes:
+        """The round's sid: bound to the collaboration, round number, plan and the whole request."""
+        return session_id(self.plan.collaboration_id, spec.round, self.config.plan_hash, spec.digest())
+
+    async def secure_sum(self, spec: wire.RoundRequest, length: int) -> tuple[np.ndarray, tuple[str, ...]]:
         """One Bonawitz session over gRPC; the SecAggServer state machine builds requests, checks answers."""
-        server = SecAggServer(self.manifest, sid, length)
+        server = SecAggServer(self.manifest, self.session_id(spec), length)
         stages = (
             ("AdvertiseKeys", server.advertise_keys_requests, server.collect_advertise_keys),
             ("ShareKeys", server.share_keys_requests, server.collect_share_keys),
@@ -244,7 +246,11 @@ class Workflow:
             calls = {p: self.clients[p].stage(name, r, spec) for p, r in requests.items()}
             responses = await self.gather(calls, name, required=1)
             collect(responses)
+        for party, reason in server.rejected.items():
+            progress(f"round {spec.round}: party {party} dropped out: {reason}")
         total = np.asarray(server.result(), dtype=np.int64)
+        for party in set(self.members) - set(server.survivors):
+            self.absent.setdefault(party, f"took no part in round {spec.round}")
         return total, tuple(server.survivors)
 
     async def deliver(self, results: dict[str, Path]) -> None:
@@ -252,7 +258,9 @@ class Workflow:
         calls = {}
         for pid, member in self.members.items():
             abilities = set(getattr(member, "abilities", ()))
-            if "receive_results" in abilities:
+            if pid in self.absent and "receive_results" in abilities:
+                progress(f"no results for {pid}: it {self.absent[pid]}")
+            elif "receive_results" in abilities:
                 files = {name: path for name, path in results.items() if _entitled(name, abilities)}
                 calls[pid] = self.clients[pid].deliver(self.record.job_id, files)
         self.last_errors = {}
@@ -261,6 +269,9 @@ class Workflow:
             self.record.delivered[pid] = written
             progress(f"delivered {', '.join(written)} to {pid}")
         self.record.undelivered = {pid: str(error) for pid, error in self.last_errors.items()}
+        for pid, reason in self.absent.items():
+            if "receive_results" in set(getattr(self.members[pid], "abilities", ())):
+                self.record.undelivered[pid] = f"not sent: it {reason}"
 
     def write_record(self) -> None:
         out = self.config.out
@@ -284,7 +295,7 @@ class Workflow:
 
 
 def _entitled(name: str, abilities: set[str]) -> bool:
-    needed = {"report.json": "receive_results", "model.skops": "receive_model"}.get(
+    needed = {"report.json": "receive_results", "model.onnx": "receive_model"}.get(
         name, "receive_synthetic_data"
     )
     return needed in abilities

@@ -7,6 +7,10 @@
 - Staging: the coordinator uploads the model and synthetic data (`StageEvaluation`); they are kept under the
   node's state directory, never in the output folder, and deleted when the job's report arrives. A later
   `DeliverResults` of the synthetic data or model must carry exactly the bytes that were evaluated.
+- The model is `model.onnx`, never Python: when the upload completes, `check_staged` loads it with
+  `cleanroom.evaluation.model_file.load_model` (operator allowlist, spec equal to the schema's, plan target
+  and task) and runs it once on probe rows built from the schema alone; a refused model is deleted and the
+  upload fails, before any evaluation round can be charged, whatever the party's records are.
 - Evaluation rounds: one secure-aggregation round per statistic; checked against the plan (kind allowed,
   vector length, rho from the requested noise within the plan's allotment), charged like marginal rounds.
 - Report: on delivery of the combined report.json, the party writes report.html and report.json merging the
@@ -29,13 +33,12 @@ import numpy as np
 from cleanroom.accounting import cdp_rho
 from cleanroom.errors import InvalidInput, PermissionDenied, PreconditionFailed
 from cleanroom.evaluation import release
+from cleanroom.evaluation.model_file import MODEL_FILE_NAME, ModelFile, ModelRefused
 from transport import wire
 
 log = logging.getLogger("cleanroom.party")
-STAGED_NAMES = ("synthetic.csv", "synthetic.parquet", "model.skops")
+STAGED_NAMES = ("synthetic.csv", "synthetic.parquet", MODEL_FILE_NAME)
 MIN_SIGMA_PARTY2 = 4
-TRUSTED_MODEL_MODULES = ("sklearn.", "numpy.")
-TRUSTED_MODEL_TYPES = frozenset({"functools.partial"})  # how scikit-learn stores its loss functions
 
 
 class MembersOnlySource:
@@ -52,21 +55,28 @@ class MembersOnlySource:
         return self._evaluation.member_count_tables(cliques)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _sha256(path: Path, chunk_bytes: int = 1024 * 1024) -> str:
+    """SHA-256 of a file read in chunks (staged files may be gigabytes)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
-def load_model(path: Path, where: str) -> Any:
-    """A skops model whose every type comes from scikit-learn/numpy (never pickle, never arbitrary code)."""
-    import skops.io as sio
+def load_staged_model(path: Path, where: str, schema: Any, plan: Any) -> ModelFile:
+    """The staged ONNX model, checked against the schema and the plan's target/task, run on probe rows."""
+    from cleanroom.evaluation.model_file import CLASSIFICATION, load_model
 
-    untrusted = sio.get_untrusted_types(file=path)
-    foreign = [
-        t for t in untrusted if not t.startswith(TRUSTED_MODEL_MODULES) and t not in TRUSTED_MODEL_TYPES
-    ]
-    if foreign:
-        raise PermissionDenied(f"{where}: model.skops contains types outside scikit-learn/numpy: {foreign}")
-    return sio.load(path, trusted=untrusted)
+    target, task = str(plan.target), str(plan.task)
+    try:
+        model = load_model(path, schema, target, task)
+        if task == CLASSIFICATION and release.positive_class(schema, target) not in model.spec.classes:
+            raise ModelRefused(f"model classes {list(model.spec.classes)} lack the positive class")
+        model.probe()
+    except ModelRefused as error:
+        raise PermissionDenied(f"{where}: {MODEL_FILE_NAME} refused: {error}") from None
+    return model
 
 
 @dataclass
@@ -81,7 +91,7 @@ class PartyEvaluation:
     _split: Any = None
     _synthetic: dict[str, np.ndarray] = field(default_factory=dict)
     _attacks: dict[str, Any] = field(default_factory=dict)
-    _models: dict[str, Any] = field(default_factory=dict)
+    _models: dict[str, ModelFile] = field(default_factory=dict)
 
     # ---- the party's rows --------------------------------------------------------------------------
 
@@ -109,18 +119,48 @@ class PartyEvaluation:
     def staged_dir(self, job_id: str) -> Path:
         return self.staging_root / hashlib.sha256(job_id.encode()).hexdigest()[:32]
 
+    def discard_staged(self, keep: str | None = None) -> list[Path]:
+        """Delete every staged folder except job `keep`'s (at start-up: all; at a new job's handshake: the
+        earlier jobs'); returns the folders deleted. Only one job is evaluated at a time."""
+        if not self.staging_root.is_dir():
+            return []
+        kept = self.staged_dir(keep) if keep is not None else None
+        removed = []
+        for entry in self.staging_root.iterdir():
+            if entry != kept and entry.is_dir() and not entry.is_symlink():
+                shutil.rmtree(entry, ignore_errors=True)
+                removed.append(entry)
+        for job_id in [j for j in (*self._synthetic, *self._attacks, *self._models) if j != keep]:
+            self._synthetic.pop(job_id, None)
+            self._attacks.pop(job_id, None)
+            self._models.pop(job_id, None)
+        if removed:
+            log.info("deleted %d stale staged evaluation folders under %s", len(removed), self.staging_root)
+        return removed
+
     def begin_staging(self, job_id: str, current_job: str | None, files: list[wire.ResultFile]) -> Any:
         from party.node import ResultWriter
 
         if current_job is None or job_id != current_job:
             raise PreconditionFailed(f"party {self.party_id}: staged files for unknown job {job_id!r}")
         names = [f.name for f in files]
-        missing_model = "model.skops" not in names and bool(self.plan.target)
+        missing_model = MODEL_FILE_NAME not in names and bool(self.plan.target)
         if missing_model or not set(names) <= set(STAGED_NAMES):
             raise InvalidInput(f"party {self.party_id}: cannot stage {names} (expected {STAGED_NAMES})")
         directory = self.staged_dir(job_id)
         shutil.rmtree(directory, ignore_errors=True)
         return ResultWriter(directory, {f.name: f for f in files})
+
+    def check_staged(self, job_id: str) -> None:
+        """After the upload: the staged model loads and runs on probe rows, or all staged files go."""
+        if not (self.staged_dir(job_id) / MODEL_FILE_NAME).is_file():
+            return
+        self._models.pop(job_id, None)
+        try:
+            self.model(job_id)
+        except PermissionDenied:
+            shutil.rmtree(self.staged_dir(job_id), ignore_errors=True)
+            raise
 
     def staged_file(self, job_id: str, names: tuple[str, ...]) -> Path:
         for name in names:
@@ -194,21 +234,21 @@ class PartyEvaluation:
 
         model = self.model(job_id)
         target, task = str(self.plan.target), str(self.plan.task)
-        x, y = release.model_inputs(
-            self.source.read_frame(), target, task, self.schema.column_kinds()
-        )
+        frame = self.source.read_frame().reset_index(drop=True)
+        _, y = release.model_inputs(frame, target, task, self.schema.column_kinds())
+        x = frame.loc[y.index]  # rows with a known target, as read: the model encodes them by the schema
         if task == "classification":
             positive = release.positive_class(self.schema, target)
             scores = utility.positive_scores(model, x, positive) if len(x) else np.zeros(0)
             return utility.classification_statistics((y == positive).to_numpy(), scores)
         bounds = release.target_bounds(self.schema, target)
-        predictions = model.predict(x) if len(x) else np.zeros(0)
+        predictions = utility.finite_predictions(model.predict(x), bounds) if len(x) else np.zeros(0)
         return utility.regression_statistics(y.to_numpy(), predictions, bounds)
 
-    def model(self, job_id: str) -> Any:
+    def model(self, job_id: str) -> ModelFile:
         if job_id not in self._models:
-            path = self.staged_file(job_id, ("model.skops",))
-            self._models[job_id] = load_model(path, f"party {self.party_id}")
+            path = self.staged_file(job_id, (MODEL_FILE_NAME,))
+            self._models[job_id] = load_staged_model(path, f"party {self.party_id}", self.schema, self.plan)
         return self._models[job_id]
 
     def attacks(self, job_id: str) -> Any:

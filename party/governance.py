@@ -1,6 +1,6 @@
 """Governance enforced at the party node: who may call it (plan membership, `run_jobs`, the plan's
-coordinator; `read_audit_log` for reading the audit log), refusals written to the party's audit log, and
-retention of delivered outputs.
+coordinator; `read_audit_log` for reading the audit log), refusals written to the party's audit log (rate
+limited per caller), and retention of delivered outputs.
 
 The party decides from its own plan and its own certificate checks; nothing here trusts the coordinator.
 """
@@ -8,10 +8,14 @@ The party decides from its own plan and its own certificate checks; nothing here
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-from cleanroom.errors import PermissionDenied
+from cleanroom.audit import REFUSED, SUPPRESSED_EVENT, bounded_text, utc_now
+from cleanroom.errors import InvalidInput, PermissionDenied
 from transport.auth import Authorizer, Peer, check_claim, peer_from_context, require_coordinator
 
 log = logging.getLogger("cleanroom.party")
@@ -28,6 +32,9 @@ CALL_EVENTS = {
     "Budget": "budget",
     "ReadAuditLog": "read_audit_log",
 }
+REFUSAL_BURST = 20  # refusal entries a caller may cause at once ...
+REFUSAL_REFILL_S = 30.0  # ... then one more per this many seconds
+SUMMARY_WINDOW_S = 60.0  # refusals beyond that are counted, one summary entry per caller per window
 
 
 def require_job_runner(plan: Any, peer: Peer) -> None:
@@ -82,15 +89,102 @@ class PlanAuthorizer(Authorizer):
         return peer
 
     def record_refusal(self, peer: Peer | None, what: str, reason: str) -> None:
-        log.warning("%s refused: %s", what, reason)
-        if self.audit is None:
-            return
-        remaining = float(self.ledger.remaining()) if self.ledger is not None else None
-        self.audit.append(
-            CALL_EVENTS.get(what, what),
-            "refused",
-            requester=f"{peer.role}/{peer.node_id}" if peer is not None else "(no valid certificate)",
-            plan_hash=self.plan.hash,
-            rho_remaining=remaining,
-            detail=f"{what}: {reason}",
-        )
+        """Audit the refusal (unless the caller is over its rate limit) and log it locally."""
+        entry: Any = True
+        if self.audit is not None:
+            remaining = float(self.ledger.remaining()) if self.ledger is not None else None
+            entry = self.audit.append(
+                CALL_EVENTS.get(what, what),
+                "refused",
+                requester=f"{peer.role}/{peer.node_id}" if peer is not None else "(no valid certificate)",
+                plan_hash=self.plan.hash,
+                rho_remaining=remaining,
+                detail=f"{what}: {reason}",
+            )
+        if entry is not None:  # None: suppressed by the rate limit, counted in a summary entry
+            log.warning("%s refused: %s", what, bounded_text(reason))
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated: float
+    suppressed: dict[str, int] = field(default_factory=dict)  # event -> refusals not logged singly
+    since: float | None = None  # clock time of the first suppressed refusal of the current window
+    first_time: str = ""
+
+
+class RateLimitedAudit:
+    """The node's audit log, with refusal entries rate-limited per caller (token bucket per requester).
+
+    Each requester (certificate identity) may cause `burst` refusal entries, then one more every `refill_s`
+    seconds. A refusal over the limit is still refused, but not written on its own: it is counted, and once
+    per `window_s` (at the next append after the window closes, or at `flush`) one "refusals_suppressed"
+    entry records how many of each kind there were. Every other entry passes straight through.
+    """
+
+    def __init__(
+        self,
+        audit: Any,
+        burst: int = REFUSAL_BURST,
+        refill_s: float = REFUSAL_REFILL_S,
+        window_s: float = SUMMARY_WINDOW_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if burst < 1 or refill_s <= 0 or window_s <= 0:
+            raise InvalidInput(
+                f"refusal rate limit: burst ({burst}) must be >= 1, refill_s ({refill_s}) and window_s "
+                f"({window_s}) > 0"
+            )
+        self.audit, self.burst, self.refill_s, self.window_s = audit, burst, refill_s, window_s
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+        self._lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.audit, name)  # path, head_path, ...
+
+    def append(self, event: str, outcome: str, **fields: Any) -> dict[str, Any] | None:
+        """Append like AuditLog.append; returns None for a refusal suppressed by the rate limit."""
+        with self._lock:
+            now = self._clock()
+            self._summarise(now, only_due=True)
+            if outcome == REFUSED and not self._take(str(fields.get("requester")), event, now):
+                return None
+            return self.audit.append(event, outcome, **fields)  # type: ignore[no-any-return]
+
+    def flush(self) -> None:
+        """Write the summary of every caller with suppressed refusals now (e.g. at shutdown)."""
+        with self._lock:
+            self._summarise(self._clock(), only_due=False)
+
+    def _take(self, requester: str, event: str, now: float) -> bool:
+        bucket = self._buckets.setdefault(requester, _Bucket(float(self.burst), now))
+        bucket.tokens = min(float(self.burst), bucket.tokens + (now - bucket.updated) / self.refill_s)
+        bucket.updated = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return True
+        if bucket.since is None:
+            bucket.since, bucket.first_time = now, utc_now().isoformat(timespec="seconds")
+        bucket.suppressed[event] = bucket.suppressed.get(event, 0) + 1
+        return False
+
+    def _summarise(self, now: float, only_due: bool) -> None:
+        for requester, bucket in self._buckets.items():
+            if bucket.since is None or (only_due and now - bucket.since < self.window_s):
+                continue
+            count = sum(bucket.suppressed.values())
+            self.audit.append(
+                SUPPRESSED_EVENT,
+                REFUSED,
+                requester=requester,
+                detail={
+                    "suppressed": count,
+                    "events": dict(bucket.suppressed),
+                    "since": bucket.first_time,
+                    "message": f"{count} refusals suppressed (over {self.burst} at once, then one per "
+                    f"{self.refill_s:g} s)",
+                },
+            )
+            bucket.suppressed, bucket.since = {}, None

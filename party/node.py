@@ -26,21 +26,23 @@ import numpy as np
 
 from cleanroom.accounting import DistributedGaussian, cdp_rho
 from cleanroom.errors import (
-    BudgetExceeded,
     CleanroomError,
     InvalidInput,
     NotFound,
     PermissionDenied,
     PreconditionFailed,
+    ProtocolAbort,
     SchemaError,
 )
+from cleanroom.ledger import BudgetLimit
 from cleanroom.marginals import flatten_tables
 from cleanroom.noise import party_noise_share
 from cleanroom.plan import require_approved_hash
 from cleanroom.retention import mark_delivered
 from cleanroom.secagg.manifest import session_id
-from cleanroom.secagg.party import SecAggParty
+from cleanroom.secagg.party import PartyState, SecAggParty
 from party.governance import require_audit_reader
+from party.integrity import append_charge
 from transport import wire
 from transport.auth import Peer
 from transport.options import MAX_MESSAGE_BYTES
@@ -50,12 +52,14 @@ log = logging.getLogger("cleanroom.party")
 SOFTWARE_VERSION = "cleanroom/0.1 transport.v1"
 MIN_SIGMA_PARTY2 = 4  # per-party sigma >= 2 keeps the distributed discrete Gaussian's tau term negligible
 DEFAULT_MAX_TABLE_CELLS = 1_000_000
+MAX_OPEN_SESSIONS = 2  # the coordinator runs one round at a time; many open rounds is an attack
+FINISHED = (PartyState.DONE, PartyState.ABORTED)
 MAX_RESULT_BYTES = 4 * 1024**3  # a coordinator cannot fill the party's disk through DeliverResults
 FILE_ABILITY = {
     "report.json": "receive_results",
     "synthetic.csv": "receive_synthetic_data",
     "synthetic.parquet": "receive_synthetic_data",
-    "model.skops": "receive_model",
+    "model.onnx": "receive_model",
 }
 
 
@@ -67,9 +71,13 @@ def release_rho(n_tables: int, sigma_party2: Fraction, n_min: int, n_parties: in
 
 @dataclass
 class RoundState:
+    """One open secure-aggregation session of this party (in memory only: a restart ends it)."""
+
     request: wire.RoundRequest
     rho: float
-    party: Any  # cleanroom.secagg.party.SecAggParty for this session
+    party: SecAggParty
+    vector: np.ndarray | None = None  # this session's noised vector, between MaskedInput and Unmask
+    released: bool = False
 
 
 @dataclass
@@ -87,7 +95,6 @@ class PartyNode:
     manifest: Any = None  # cleanroom.secagg.manifest.SecAggManifest of the plan
     reveals: Any = None  # durable record of revealed share kinds (None: in memory)
     audit: Any = None
-    schema_problem: str | None = None
     job_id: str | None = None
     rounds: dict[bytes, RoundState] = field(default_factory=dict)
     bytes_uploaded: int = 0
@@ -100,6 +107,13 @@ class PartyNode:
         if self.audit is not None:
             fields.setdefault("plan_hash", self.plan_hash)
             self.audit.append(event, outcome, requester=self.plan.coordinator, **fields)
+
+    def record_charge(self, reservation: Any) -> None:
+        """Audit one ledger reservation (event "charge", outcome "reserved", its release id and exact rho
+        text); call it right after every successful `ledger.reserve`. `party.integrity.check_state` compares
+        these entries with the ledger at every start."""
+        if self.audit is not None:
+            append_charge(self.audit, reservation, self.plan.coordinator)
 
     def read_audit_log(self, peer: Peer, plan_hash: str) -> tuple[bytes, bytes]:
         """This party's audit log and head anchor, for a plan member holding `read_audit_log`."""
@@ -135,7 +149,7 @@ class PartyNode:
         except CleanroomError as error:
             self.record(
                 "start_job", "refused", job_id=msg.job_id, plan_hash=msg.plan_hash or None,
-                rho_remaining=float(self.ledger.remaining()), detail=str(error),
+                rho_remaining=float(self.ledger.remaining()), detail=error.public_message(),
             )  # fmt: skip
             raise
         self.record("start_job", "answered", job_id=msg.job_id, rho_remaining=reply.remaining_rho)
@@ -154,12 +168,14 @@ class PartyNode:
                 f"party {self.party_id}: schema hash {msg.schema_hash[:16]}... differs from this party's "
                 f"schema {self.schema_hash[:16]}..."
             )
-        if self.schema_problem:
-            raise SchemaError(f"party {self.party_id}: data do not match the schema: {self.schema_problem}")
         if not msg.job_id:
             raise InvalidInput(f"party {self.party_id}: Hello without a job id")
         self.check_job_count(msg.job_id)
+        self.validate_data()
+        self.close_sessions()
         self.job_id = msg.job_id
+        if self.evaluation is not None:
+            self.evaluation.discard_staged(keep=msg.job_id)  # earlier jobs' staged model and data
         log.info("job %s: handshake with coordinator %s accepted", msg.job_id, msg.coordinator_id)
         return wire.HelloReply(
             self.party_id,
@@ -170,6 +186,39 @@ class PartyNode:
             self.next_round(),
             self.plan_remaining_rho(),
         )
+
+    def data_problem(self) -> CleanroomError | None:
+        """The first value the schema rejects (counting every 1-way table), or None: for local eyes only."""
+        try:
+            self.source.check_schema()
+            self.source.count_tables([(a,) for a in self.schema.domain.attrs])
+        except CleanroomError as error:
+            return error
+        return None
+
+    def validate_data(self) -> None:
+        """Refuse, naming only the column, when the data no longer fit the schema (row and value: local log).
+
+        Runs at start-up (`party.run`) and at every handshake, before anything of the job is charged.
+        """
+        problem = self.data_problem()
+        if problem is None:
+            return
+        log.error("party %s: data do not match the schema: %s", self.party_id, problem)
+        column = getattr(problem, "column", None)
+        where = f" in column {column!r}" if column else ""
+        raise SchemaError(
+            f"party {self.party_id}: its data do not match the schema{where}; the details are in its "
+            "local log"
+        )
+
+    def check_job_count(self, job_id: str) -> None:
+        """Refuse a new job once the plan's `max_jobs` (0 = no limit) jobs were charged (the ledger re-checks
+        this atomically with every reservation)."""
+        limit = int(getattr(self.plan, "max_jobs", 0) or 0)
+        jobs = {e.job_id for e in self.ledger.entries() if e.plan_hash == self.plan_hash}
+        if limit and job_id not in jobs and len(jobs) >= limit:
+            raise PermissionDenied(f"party {self.party_id}: the plan allows {limit} jobs, all already run")
 
     def plan_remaining_rho(self) -> float:
         total = cdp_rho(float(self.plan.epsilon), float(self.plan.delta))
@@ -189,61 +238,95 @@ class PartyNode:
     # ---- secure-aggregation stages (cleanroom.secagg.messages in and out) ------------------------------
 
     def advertise_keys(self, spec: wire.RoundRequest, request: Any) -> Any:
+        """Open a round: check it, charge it (atomically with every limit), then take part in its session.
+
+        The session id binds the whole request, so a coordinator cannot give parties different requests
+        in one session; the ledger refuses a round number or release id used before (even across jobs and
+        restarts), so a charged release can never be answered again in a new session.
+        """
         existing = self.rounds.get(request.sid)
         if existing is not None and existing.request == spec:
             return existing.party.advertise_keys(request)  # a verbatim retry gets the identical answer
         try:
             rho = self.check_round(spec, request.sid)
+            reservation = self.reserve(spec, rho)
         except CleanroomError as error:
-            self.record(
-                "measure",
-                "refused",
-                job_id=spec.job_id,
-                round=spec.round,
-                cliques=spec.cliques,
-                detail=str(error),
-            )
+            self.record_refusal("measure", spec, error)
             raise
-        party = SecAggParty(
-            self.manifest, self.party_id, self.identity_key, request.sid, self.reveals
-        )
+        self.record_charge(reservation)
+        party = SecAggParty(self.manifest, self.party_id, self.identity_key, request.sid, self.reveals)
         self.rounds[request.sid] = RoundState(spec, rho, party)
         return party.advertise_keys(request)
 
+    def reserve(self, spec: wire.RoundRequest, rho: float) -> Any:
+        """Charge the round in the ledger: dataset, plan and job limits and the round number, atomically."""
+        delta = float(self.plan.delta)
+        limits = (
+            BudgetLimit("this plan", cdp_rho(float(self.plan.epsilon), delta), self.plan_hash),
+            BudgetLimit(
+                f"job {spec.job_id}", cdp_rho(float(self.plan.max_epsilon_per_job), delta),
+                self.plan_hash, spec.job_id,
+            ),
+        )  # fmt: skip
+        detail = {
+            "round": spec.round,
+            "cliques": [list(c) for c in spec.cliques],
+            "sigma_party2": str(spec.sigma_party2),
+            **({"statistic": spec.statistic} if spec.statistic else {}),
+        }
+        return self.ledger.reserve(
+            spec.release_id, rho, self.plan_hash, spec.job_id, detail,
+            round_number=spec.round, limits=limits, max_jobs=int(getattr(self.plan, "max_jobs", 0) or 0),
+        )  # fmt: skip
+
+    def record_refusal(self, event: str, spec: wire.RoundRequest, error: CleanroomError) -> None:
+        self.record(
+            event, "refused", job_id=spec.job_id, round=spec.round, cliques=spec.cliques,
+            detail=error.public_message(),
+        )  # fmt: skip
+
     def share_keys(self, request: Any) -> Any:
-        return self.round(request.sid).party.share_keys(request)
+        return self.session(request.sid).party.share_keys(request)
 
     def masked_input(self, request: Any) -> Any:
-        state = self.round(request.sid)
+        state = self.session(request.sid)
         vector = self.noised_vector(state)
         response = state.party.masked_input(request, vector)
-        self.ledger.mark_released(state.request.release_id)
-        self.bytes_uploaded += len(response.vector)
         spec = state.request
-        self.record(
-            "measure",
-            "answered",
-            job_id=spec.job_id,
-            round=spec.round,
-            cliques=spec.cliques,
-            statistic=spec.statistic or "marginal counts",
-            noise_scale=float(spec.sigma_party2) ** 0.5,
-            rho_charged=state.rho,
-            rho_remaining=float(self.ledger.remaining()),
-        )
+        if not state.released:
+            state.released = True
+            self.ledger.mark_released(spec.release_id)
+            self.bytes_uploaded += len(response.vector)
+            self.record(
+                "measure", "answered", job_id=spec.job_id, round=spec.round, cliques=spec.cliques,
+                statistic=spec.statistic or "marginal counts", noise_scale=float(spec.sigma_party2) ** 0.5,
+                rho_charged=state.rho, rho_remaining=float(self.ledger.remaining()),
+            )  # fmt: skip
         return response
 
     def consistency_check(self, request: Any) -> Any:
-        return self.round(request.sid).party.consistency_check(request)
+        return self.session(request.sid).party.consistency_check(request)
 
     def unmask(self, request: Any) -> Any:
-        return self.round(request.sid).party.unmask(request)
+        state = self.session(request.sid)
+        response = state.party.unmask(request)
+        state.vector = None  # the session is over: its noised vector is no longer needed anywhere
+        return response
 
-    def round(self, sid: bytes) -> RoundState:
+    def session(self, sid: bytes) -> RoundState:
         state = self.rounds.get(sid)
         if state is None:
-            raise PreconditionFailed(f"party {self.party_id}: no round with session id {sid.hex()[:16]}...")
+            raise PreconditionFailed(f"party {self.party_id}: no open session {sid.hex()[:16]}...")
         return state
+
+    def open_sessions(self) -> int:
+        return sum(1 for s in self.rounds.values() if s.party.state not in FINISHED)
+
+    def close_sessions(self) -> None:
+        """Forget every session (a new job starts): none of them can be continued or re-opened."""
+        for state in self.rounds.values():
+            state.vector = None
+        self.rounds.clear()
 
     # ---- checks -------------------------------------------------------------------------------------
 
@@ -252,37 +335,43 @@ class PartyNode:
         where = f"party {self.party_id}, round {request.round}"
         if self.job_id is None or request.job_id != self.job_id:
             raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
-        expected_sid = session_id(self.plan.collaboration_id, request.round, self.plan_hash)
+        expected_sid = session_id(
+            self.plan.collaboration_id, request.round, self.plan_hash, request.digest()
+        )
         if sid != expected_sid:
-            raise PermissionDenied(f"{where}: session id does not match SHA256(collaboration | round | plan)")
-        used_by = self.used_rounds().get(request.round)
-        if used_by is not None and used_by != request.release_id:
             raise PermissionDenied(
-                f"{where}: round already used by release {used_by!r}; a session id is never reused"
+                f"{where}: session id does not match SHA256(collaboration | round | plan | request)"
+            )
+        if request.round in self.used_rounds():
+            raise PermissionDenied(f"{where}: round already opened; a round and its session are used once")
+        if self.open_sessions() >= MAX_OPEN_SESSIONS:
+            raise PreconditionFailed(
+                f"{where}: {MAX_OPEN_SESSIONS} sessions are open; finish them before opening another"
             )
         if request.statistic:  # an evaluation round (party/evaluation.py)
             if self.evaluation is None:
                 raise PermissionDenied(f"{where}: this node runs no evaluation rounds")
-            rho = float(self.evaluation.check_round(request, self.n_min(), len(self.data_members()), where))
-            self.check_plan_budget(request, rho, where)
-            return rho
+            return float(self.evaluation.check_round(request, self.n_min(), len(self.data_members()), where))
         self.check_cliques(request.cliques, where)
         if request.sigma_party2 < MIN_SIGMA_PARTY2:
             raise InvalidInput(
                 f"{where}: per-party noise variance {request.sigma_party2} is below {MIN_SIGMA_PARTY2}"
             )
-        cells = sum(self.schema.domain.project(c).size() for c in request.cliques)
-        rho = release_rho(
+        cells = self.round_length(request)
+        return release_rho(
             len(request.cliques), request.sigma_party2, self.n_min(), len(self.data_members()), cells
         )
-        self.check_plan_budget(request, rho, where)
-        return rho
 
     def data_members(self) -> dict[str, Any]:
         return {m.id: m for m in self.plan.data_parties}
 
     def n_min(self) -> int:
         return int(self.plan.n_min)
+
+    def round_length(self, request: wire.RoundRequest) -> int:
+        if request.statistic:
+            return int(request.length)
+        return sum(self.schema.domain.project(c).size() for c in request.cliques)
 
     def check_cliques(self, cliques: tuple[tuple[str, ...], ...], where: str) -> None:
         domain = self.schema.domain
@@ -309,61 +398,42 @@ class PartyNode:
         if 8 * total > MAX_MESSAGE_BYTES:
             raise PermissionDenied(f"{where}: {total} cells exceed the message-size limit")
 
-    def check_plan_budget(self, request: wire.RoundRequest, rho: float, where: str) -> None:
-        """The plan's total (epsilon, delta) and its per-job limit; the ledger then enforces the dataset's."""
-        entries = [e for e in self.ledger.entries() if e.plan_hash == self.plan_hash]
-        if any(e.release_id == request.release_id for e in entries):
-            return  # a retry of a charged release: no new charge
-        delta = float(self.plan.delta)
-        limits = (
-            ("this plan", float(self.plan.epsilon), entries),
-            (f"job {request.job_id}", float(self.plan.max_epsilon_per_job),
-             [e for e in entries if e.job_id == request.job_id]),
-        )  # fmt: skip
-        for what, epsilon, charged in limits:
-            allowed = cdp_rho(epsilon, delta)
-            spent = sum(float(e.rho) for e in charged)
-            if spent + rho > allowed * (1 + 1e-9):
-                raise BudgetExceeded(
-                    f"{where}: rho {rho:.6g} would bring {what} to {spent + rho:.6g}, over the agreed "
-                    f"{allowed:.6g} (epsilon {epsilon}, delta {delta})"
-                )
-
-    def check_job_count(self, job_id: str) -> None:
-        """Refuse a new job once the plan's `max_jobs` (0 = no limit) jobs have been charged here."""
-        limit = int(getattr(self.plan, "max_jobs", 0) or 0)
-        jobs = {e.job_id for e in self.ledger.entries() if e.plan_hash == self.plan_hash}
-        if limit and job_id not in jobs and len(jobs) >= limit:
-            raise PermissionDenied(f"party {self.party_id}: the plan allows {limit} jobs, all already run")
-
     # ---- the only place data are touched ------------------------------------------------------------
 
     def noised_vector(self, state: RoundState) -> np.ndarray:
-        """Counts + this party's noise; charged before noise is drawn, persisted for identical retries.
+        """Exact vector + this party's noise share, once per session (the release was charged at opening).
 
-        The counts are computed first, so bad data (a rejected value, an empty table) fails the round
-        with nothing charged; counts alone never leave this function.
+        Kept in memory only for this session's retries; never stored, never recomputed with fresh noise.
         """
-        request = state.request
-        stored = self.ledger.payload(request.release_id)
-        if stored is not None:  # a retry: the identical bytes, already charged, never fresh noise
-            return np.frombuffer(stored, dtype="<i8").astype(np.int64)
-        counts = self.round_counts(request)
-        self.ledger.reserve(
-            request.release_id,
-            state.rho,
-            self.plan_hash,
-            request.job_id,
-            {
-                "round": request.round,
-                "cliques": [list(c) for c in request.cliques],
-                "sigma_party2": str(request.sigma_party2),
-                **({"statistic": request.statistic} if request.statistic else {}),
-            },
-        )
-        noised: np.ndarray = counts + party_noise_share(len(counts), request.sigma_party2)
-        self.ledger.store_payload(request.release_id, noised.astype("<i8").tobytes())
-        return noised
+        if state.vector is None:
+            if state.released or state.party.state is not PartyState.SHARED:
+                raise PreconditionFailed(
+                    f"party {self.party_id}, round {state.request.round}: MaskedInput is not expected now"
+                )
+            exact = self.exact_vector(state.request)
+            state.vector = exact + party_noise_share(len(exact), state.request.sigma_party2)
+        return state.vector
+
+    def exact_vector(self, request: wire.RoundRequest) -> np.ndarray:
+        """The round's exact vector; any failure becomes one fixed message (details stay in the local log).
+
+        The round is already charged, so a failure spends budget and reveals nothing: the wire and the
+        audit log get only the round number, never a value, row or count.
+        """
+        try:
+            vector = np.asarray(self.round_counts(request), dtype=np.int64)
+            if vector.shape != (self.round_length(request),):
+                raise InvalidInput(f"vector of {vector.shape} cells, expected {self.round_length(request)}")
+        except Exception as error:  # noqa: BLE001 - every failure, whatever its text, is reported the same
+            log.error("round %s: could not compute this party's input: %s", request.round, error)
+            failure = ProtocolAbort(
+                f"party {self.party_id}, round {request.round}: could not compute its input; it drops out "
+                "of this round (charged); the reason is in the party's local log"
+            )
+            self.record("measure", "failed", job_id=request.job_id, round=request.round,
+                        detail=failure.public_message())  # fmt: skip
+            raise failure from None
+        return vector
 
     def round_counts(self, request: wire.RoundRequest) -> np.ndarray:
         """The exact (un-noised) vector a round asks for: marginal tables or an evaluation statistic."""
@@ -383,10 +453,14 @@ class PartyNode:
                     raise PermissionDenied(
                         f"party {self.party_id} is not entitled to receive {f.name} under the plan"
                     )
+            if not self.released_in(job_id):
+                raise PermissionDenied(
+                    f"party {self.party_id} took part in no round of job {job_id}; it receives no results"
+                )
             if self.evaluation is not None:
                 self.evaluation.check_delivery(job_id, files)
         except CleanroomError as error:
-            self.record("receive_results", "refused", job_id=job_id, detail=str(error))
+            self.record("receive_results", "refused", job_id=job_id, detail=error.public_message())
             raise
         self.record("receive_results", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
         return ResultWriter(self.output_dir, {f.name: f for f in files}, job_id, self.plan_hash)
@@ -399,15 +473,37 @@ class PartyNode:
         try:
             writer = self.evaluation.begin_staging(job_id, self.job_id, files)
         except CleanroomError as error:
-            self.record("stage_evaluation", "refused", job_id=job_id, detail=str(error))
+            self.record("stage_evaluation", "refused", job_id=job_id, detail=error.public_message())
             raise
         self.record("stage_evaluation", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
         return writer  # type: ignore[no-any-return]
 
+    def finish_staging(self, job_id: str, writer: ResultWriter) -> list[str]:
+        """Complete an upload; the staged model must pass its checks (party/evaluation.py), audited if not."""
+        written = writer.finish()
+        try:
+            self.evaluation.check_staged(job_id)
+        except CleanroomError as error:
+            self.record("stage_evaluation", "refused", job_id=job_id, detail=error.public_message())
+            raise
+        return written
+
+    def released_in(self, job_id: str) -> bool:
+        """Whether this party sent its input in at least one round of the job (from the durable ledger)."""
+        return any(e.job_id == job_id and e.plan_hash == self.plan_hash and e.released for e in
+                   self.ledger.entries())  # fmt: skip
+
     def finish_results(self, job_id: str, writer: ResultWriter) -> list[str]:
         written = writer.finish()
         if self.evaluation is not None:
-            self.evaluation.finish_delivery(job_id, written, writer.directory)
+            try:
+                self.evaluation.finish_delivery(job_id, written, writer.directory)
+            except Exception as error:  # noqa: BLE001 - the local report reads the party's rows
+                log.error("job %s: could not write the local report: %s", job_id, error)
+                raise PreconditionFailed(
+                    f"party {self.party_id}: results received, but its local report could not be written; "
+                    "the reason is in the party's local log"
+                ) from None
         return written
 
     def budget(self) -> wire.BudgetStatus:
@@ -419,7 +515,8 @@ class PartyNode:
 
 @dataclass
 class ResultWriter:
-    """Writes streamed result files to `<name>.part`, verifies size and SHA-256, then renames into place."""
+    """Writes streamed result files to `<name>.part`, hashing as it writes; verifies size and SHA-256, then
+    renames into place (no file is ever read back whole)."""
 
     directory: Path
     expected: dict[str, wire.ResultFile]
@@ -427,6 +524,7 @@ class ResultWriter:
     plan_hash: str | None = None
     bytes_written: int = 0
     offsets: dict[str, int] = field(default_factory=dict)
+    digests: dict[str, Any] = field(default_factory=dict)  # name -> running hashlib.sha256
 
     def __post_init__(self) -> None:
         total = sum(f.size for f in self.expected.values())
@@ -436,6 +534,7 @@ class ResultWriter:
         for name in self.expected:
             self.part(name).write_bytes(b"")
             self.offsets[name] = 0
+            self.digests[name] = hashlib.sha256()
 
     def part(self, name: str) -> Path:
         return self.directory / f".{name}.part"
@@ -449,12 +548,13 @@ class ResultWriter:
             )
         with self.part(name).open("ab") as handle:
             handle.write(data)
+        self.digests[name].update(data)
         self.offsets[name] += len(data)
         self.bytes_written += len(data)
 
     def finish(self) -> list[str]:
         for name, meta in self.expected.items():
-            digest = hashlib.sha256(self.part(name).read_bytes()).hexdigest()
+            digest = self.digests[name].hexdigest()
             if self.offsets[name] != meta.size or digest != meta.sha256:
                 raise InvalidInput(f"DeliverResults: {name} arrived incomplete or corrupted")
         for name in self.expected:

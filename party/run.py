@@ -13,20 +13,23 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cleanroom.accounting import cdp_rho
 from cleanroom.audit import AuditLog
-from cleanroom.errors import CleanroomError, InvalidInput
+from cleanroom.errors import DataError, InvalidInput
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
+from cleanroom.private_files import private_dir
 from cleanroom.retention import prune
 from cleanroom.schema import Schema
 from cleanroom.secagg.reveal import SqliteRevealRecord
 from party.config import PartyConfig
 from party.evaluation import MembersOnlySource, PartyEvaluation
-from party.governance import PlanAuthorizer
+from party.governance import PlanAuthorizer, RateLimitedAudit
+from party.integrity import StateFiles, check_state
 from party.node import PartyNode
 from party.service import SERVICE_NAME, PartyServicer, register
 from party.sources import DataSource, SourceSpec, open_source
 from transport.auth import Authorizer
 from transport.ca import load_identity_key
+from transport.options import PARTY_MAX_RECEIVE_BYTES
 from transport.server import NodeServer, install_signal_handlers, start_server
 from transport.wire import RETAINED_FILE_NAMES
 
@@ -43,10 +46,14 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         raise InvalidInput(
             f"party {config.party_id}: approved_plans is empty; this node would refuse every job"
         )
+    private_dir(config.ledger.parent)  # the state directory (0700 when created here)
+    state = StateFiles(config.ledger, config.audit_log, reveals_path(config))
+    check_state(state, total_rho(config), plan.coordinator)  # before anything opens (or creates) a file
     schema = Schema.load(config.schema)
     source = open_source(source_spec(config.source), schema)
     identity_key = load_identity_key(config.identity_key)
     evaluation = party_evaluation(config, plan, schema, source, identity_key)
+    evaluation.discard_staged()  # no job survives a restart: its staged model and data are stale
     node = PartyNode(
         party_id=config.party_id,
         plan=plan,
@@ -59,14 +66,19 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         identity_key=identity_key,
         output_dir=config.output_dir,
         manifest=plan.secagg_manifest(schema.hash()),
-        reveals=SqliteRevealRecord(config.ledger.parent / f"{config.party_id}-reveals.sqlite"),
-        audit=AuditLog(config.audit_log) if config.audit_log else None,
-        schema_problem=_schema_problem(source),
+        reveals=SqliteRevealRecord(state.reveals),
+        audit=RateLimitedAudit(AuditLog(config.audit_log)) if config.audit_log else None,
         evaluation=evaluation,
     )
+    check_data_at_start(node)
     coordinator = next((m for m in plan.members if m.id == plan.coordinator), None)
     pinned = coordinator.cert_sha256 if coordinator is not None and coordinator.cert_sha256 else None
     return node, PlanAuthorizer(plan.coordinator, pinned, plan=plan, audit=node.audit, ledger=node.ledger)
+
+
+def reveals_path(config: PartyConfig) -> Path:
+    """The durable record of revealed share kinds, beside the ledger."""
+    return config.ledger.parent / f"{config.party_id}-reveals.sqlite"
 
 
 def source_spec(value: str | dict[str, Any]) -> SourceSpec:
@@ -95,14 +107,11 @@ def total_rho(config: PartyConfig) -> float:
     return cdp_rho(config.epsilon, config.delta)
 
 
-def _schema_problem(source: object) -> str | None:
-    """Check the data against the schema at start-up; the problem is reported at the handshake."""
-    try:
-        source.check_schema()  # type: ignore[attr-defined]
-    except CleanroomError as error:
-        log.error("data do not match the schema: %s", error)
-        return str(error)
-    return None
+def check_data_at_start(node: PartyNode) -> None:
+    """Refuse to start on data the schema rejects; the message (column, row, value) is for local eyes only."""
+    problem = node.data_problem()
+    if problem is not None:
+        raise DataError(str(problem), getattr(problem, "column", None))
 
 
 def prune_delivered(config: PartyConfig, plan: Plan, audit: AuditLog | None) -> list[Path]:
@@ -114,10 +123,18 @@ async def serve(config: PartyConfig, ready: asyncio.Event | None = None) -> Node
     node, authorizer = build_node(config)
     prune_delivered(config, node.plan, node.audit)  # retention also runs at every start
     servicer = PartyServicer(node, authorizer)
-    server = await start_server(config.listen, config.tls, register(servicer), (SERVICE_NAME,))
+    server = await start_server(
+        config.listen,
+        config.tls,
+        register(servicer),
+        (SERVICE_NAME,),
+        max_receive_bytes=PARTY_MAX_RECEIVE_BYTES,
+    )
     install_signal_handlers(server)
     print(f"[{config.party_id}] serving on port {server.port}", flush=True)
     if ready is not None:
         ready.set()
     await server.wait()
+    if isinstance(node.audit, RateLimitedAudit):
+        node.audit.flush()  # counts of refusals the rate limit has not summarised yet
     return server

@@ -95,15 +95,16 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
     ) -> pb.DeliverResultsResponse:
         """The model and synthetic data, for evaluation only: kept outside the output folder."""
         self.authorizer.authorize(context, what="StageEvaluation")
-        writer = None
+        writer, job_id = None, ""
         async for message in request_iterator:
             if writer is None:
-                writer = await self.serial(self.node.begin_staging, *serde.result_header_from_pb(message))
+                job_id, files = serde.result_header_from_pb(message)
+                writer = await self.serial(self.node.begin_staging, job_id, files)
             else:
                 writer.write(*serde.chunk_from_pb(message))
         if writer is None:
             return pb.DeliverResultsResponse()
-        written = await asyncio.to_thread(writer.finish)
+        written = await asyncio.to_thread(self.node.finish_staging, job_id, writer)
         return pb.DeliverResultsResponse(written=written, bytes_written=writer.bytes_written)
 
     async def Budget(self, request: pb.BudgetRequest, context: grpc.aio.ServicerContext) -> pb.BudgetResponse:

@@ -23,19 +23,21 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from cleanroom.evaluation import release
+from cleanroom.evaluation.model_file import ModelFile, load_model
 from cleanroom.evaluation.utility import positive_scores
 from cleanroom.schema import Schema
 from cleanroom_cli import local
-from party.evaluation import load_model
 
 DATA = Path("/work/shared/data/adult")
 PARTIES = ("party1", "party2", "party3")
 
 
-def direct_auc(model: object, frame: pd.DataFrame, schema: Schema, target: str) -> float:
-    x, y = release.model_inputs(frame, target, "classification", schema.column_kinds())
+def direct_auc(model: ModelFile, frame: pd.DataFrame, schema: Schema, target: str) -> float:
+    """The delivered model on a CSV's rows as pandas reads them (rows with a known target)."""
+    _, y = release.model_inputs(frame, target, "classification", schema.column_kinds())
     positive = release.positive_class(schema, target)
-    return float(roc_auc_score((y == positive).to_numpy(), positive_scores(model, x, positive)))  # type: ignore[arg-type]
+    scores = positive_scores(model, frame.loc[y.index], positive)
+    return float(roc_auc_score((y == positive).to_numpy(), scores))
 
 
 def main() -> None:
@@ -70,7 +72,8 @@ def main() -> None:
     if status != 0:
         raise SystemExit(f"collaboration failed with status {status}")
     report = json.loads((job.out / "party1" / "report.json").read_text())
-    model = load_model(job.work / "coordinator" / "results" / "model.skops", "coordinator")
+    model_path = job.work / "coordinator" / "results" / "model.onnx"
+    model = load_model(model_path, schema, target, "classification")
     real = report["utility"]["real_combined"]
     holdout = direct_auc(model, pd.read_csv(args.data / "holdout.csv"), schema, target)
     pooled = direct_auc(model, train, schema, target)
@@ -90,6 +93,7 @@ def main() -> None:
         f"on holdout.csv {holdout:.4f}; synthetic holdout {report['utility']['synthetic_holdout']['auc']:.4f}"
     )
     print(f"accuracy {real['accuracy']:.4f}, F1 {real['f1']:.4f}")
+    print(f"delivered model: {model_path.name}, {model_path.stat().st_size:,} bytes")
     print(
         f"TVD combined: mean 1-way {fidelity['mean_one_way_tvd']:.4f}, "
         f"max 1-way {fidelity['max_one_way_tvd']:.4f}"

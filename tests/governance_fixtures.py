@@ -57,7 +57,7 @@ def write_plan(
         "task": '"classification"', "synthesizer": '"mst"', "synthetic_rows": "0", "epsilon": "1.0",
         "delta": "1e-9", "max_epsilon_per_job": "1.0", "min_parties": "2", "dropout_tolerance": "1",
         "colluders": "0", "threshold": "0", "max_membership_inference_score": "0.8",
-        "result_formats": '["csv"]', "model_format": '"skops"', "retention_days": "30",
+        "result_formats": '["csv"]', "model_format": '"onnx"', "retention_days": "30",
         "coordinator": '"coordinator"',
     }  # fmt: skip
     top.update(overrides or {})

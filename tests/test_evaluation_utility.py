@@ -142,7 +142,7 @@ def test_statistics_are_total_functions_of_scores_and_targets() -> None:
     scores = np.array([np.nan, 0.2, np.inf, -np.inf, 0.5])
     vector = classification_statistics(labels, scores, n_bins=10)
     assert vector.sum() == 2 * 5  # every record lands in one histogram and one confusion cell
-    assert vector[15] == 2 and vector[19] == 1 and vector[0] == 1 and vector[2] == 1  # NaN as 0.5: bin 5
+    assert vector[15] == 3 and vector[2] == 1 and vector[5] == 1  # NaN and +-inf read as 0.5: bin 5
     assert classification_statistics([], [], n_bins=10).sum() == 0
     bounds = TargetBounds(0.0, 10.0)
     truth = np.array([1.0, np.nan, np.inf, 5.0, -1e300])

@@ -1,4 +1,4 @@
-"""Tests of the durable privacy-budget ledger: charging, idempotency, payloads, concurrency, crashes."""
+"""The durable privacy-budget ledger: charging once, atomic limits, one-shot rounds, concurrency, crashes."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom.errors import BudgetExceeded, InvalidInput, NotFound, PreconditionFailed
-from cleanroom.ledger import Ledger, rho_text
+from cleanroom.errors import BudgetExceeded, InvalidInput, NotFound, PermissionDenied, PreconditionFailed
+from cleanroom.ledger import BudgetLimit, Ledger, rho_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,15 +37,63 @@ def test_reserve_charges_and_reports(tmp_path: Path) -> None:
     assert ledger.spent_by_plan() == {"planA": 0.25, "planB": pytest.approx(1 / 3)}
 
 
-def test_repeated_reserve_is_idempotent(tmp_path: Path) -> None:
+def test_a_release_is_charged_once_and_never_again(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.db", 1.0)
     ledger.reserve("r1", 0.3, "p", "j")
-    again = ledger.reserve("r1", 0.1 + 0.2, "p", "j")  # 0.30000000000000004: same within tolerance
-    assert not again.new and again.rho_text == "0.3"
+    for rho in (0.3, 0.31):  # neither a "retry" nor a new rho re-opens a charged release
+        with pytest.raises(PreconditionFailed, match="'r1' was already charged"):
+            ledger.reserve("r1", rho, "p", "j2")
     assert ledger.spent() == 0.3 and len(ledger.entries()) == 1
-    with pytest.raises(PreconditionFailed, match="r1"):
-        ledger.reserve("r1", 0.31, "p", "j")
-    assert ledger.spent() == 0.3
+
+
+def test_a_round_number_is_used_once_per_plan(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db", 1.0)
+    ledger.reserve("job1/4", 0.1, "plan", "job1", round_number=4)
+    with pytest.raises(PreconditionFailed, match="round 4 of plan plan was already opened"):
+        ledger.reserve("job2/4", 0.1, "plan", "job2", round_number=4)
+    ledger.reserve("other/4", 0.1, "other-plan", "job3", round_number=4)  # another plan: its own rounds
+    assert len(ledger.entries()) == 2
+
+
+def test_limits_are_checked_inside_the_reservation(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db", 10.0)
+    plan_limit = BudgetLimit("this plan", 0.5, "plan")
+    job_limit = BudgetLimit("job j1", 0.3, "plan", "j1")
+    ledger.reserve("a", 0.2, "plan", "j1", limits=(plan_limit, job_limit))
+    with pytest.raises(BudgetExceeded, match="bring job j1 to 0.4, over its limit 0.3"):
+        ledger.reserve("b", 0.2, "plan", "j1", limits=(plan_limit, job_limit))
+    ledger.reserve("c", 0.25, "plan", "j2", limits=(plan_limit, BudgetLimit("job j2", 0.3, "plan", "j2")))
+    with pytest.raises(BudgetExceeded, match="bring this plan to 0.55, over its limit 0.5"):
+        ledger.reserve("d", 0.1, "plan", "j3", limits=(plan_limit,))
+    ledger.reserve("e", 0.1, "another plan", "j3", limits=(BudgetLimit("that plan", 0.5, "another plan"),))
+    assert [e.release_id for e in ledger.entries()] == ["a", "c", "e"]
+
+
+def test_max_jobs_is_checked_inside_the_reservation(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "l.db", 10.0)
+    ledger.reserve("a", 0.1, "plan", "j1", max_jobs=1)
+    ledger.reserve("b", 0.1, "plan", "j1", max_jobs=1)  # the same job goes on
+    with pytest.raises(PermissionDenied, match="allows 1 jobs"):
+        ledger.reserve("c", 0.1, "plan", "j2", max_jobs=1)
+
+
+def test_an_old_ledger_is_migrated_and_its_stored_vectors_scrubbed(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "CREATE TABLE releases (seq INTEGER PRIMARY KEY AUTOINCREMENT, release_id TEXT NOT NULL UNIQUE, "
+            "rho TEXT NOT NULL, plan_hash TEXT NOT NULL, job_id TEXT NOT NULL, detail TEXT NOT NULL, "
+            "reserved_at TEXT NOT NULL, released_at TEXT, payload BLOB)"
+        )
+        conn.execute(
+            "INSERT INTO releases (release_id, rho, plan_hash, job_id, detail, reserved_at, payload) "
+            "VALUES ('old/3', '0.1', 'plan', 'old', '{\"round\": 3}', 'then', X'0102')"
+        )
+    ledger = Ledger(path, 1.0)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("SELECT payload, round_number FROM releases").fetchone() == (None, 3)
+    with pytest.raises(PreconditionFailed, match="round 3"):
+        ledger.reserve("new/3", 0.1, "plan", "new", round_number=3)
 
 
 def test_budget_exceeded_names_everything(tmp_path: Path) -> None:
@@ -83,24 +131,16 @@ def test_rho_is_stored_as_exact_text(tmp_path: Path) -> None:
         ledger.reserve("neg", -0.1, "p", "j")
 
 
-def test_payload_and_release(tmp_path: Path) -> None:
+def test_mark_released(tmp_path: Path) -> None:
     ledger = Ledger(tmp_path / "l.db", 1.0)
     ledger.reserve("r1", 0.1, "p", "j")
-    assert ledger.payload("r1") is None
-    ledger.store_payload("r1", b"\x00\x01noise")
-    ledger.store_payload("r1", b"\x00\x01noise")  # same bytes again: fine
-    with pytest.raises(PreconditionFailed, match="never replaced"):
-        ledger.store_payload("r1", b"fresh noise")
-    assert ledger.payload("r1") == b"\x00\x01noise"
+    assert not ledger.entries()[0].released
     ledger.mark_released("r1")
     first = ledger.entries()[0].released_at
     ledger.mark_released("r1")
     assert first is not None and ledger.entries()[0].released_at == first
     with pytest.raises(NotFound, match="unknown"):
-        ledger.store_payload("unknown", b"x")
-    with pytest.raises(NotFound, match="unknown"):
         ledger.mark_released("unknown")
-    assert ledger.payload("unknown") is None
 
 
 def test_reopen_keeps_state_and_total(tmp_path: Path) -> None:
@@ -203,9 +243,10 @@ def test_budget_stays_spent_after_a_kill(tmp_path: Path) -> None:
     assert proc.returncode == -signal.SIGKILL
     ledger = Ledger(path, 1.0)
     (entry,) = ledger.entries()
-    assert entry.release_id == "r-crash" and not entry.released and ledger.payload("r-crash") is None
+    assert entry.release_id == "r-crash" and not entry.released
     assert ledger.spent() == 0.4
-    retry = ledger.reserve("r-crash", 0.4, "plan", "job")  # the restarted party retries: no second charge
-    assert not retry.new and ledger.spent() == 0.4
+    with pytest.raises(PreconditionFailed):  # the restarted party cannot answer that release again
+        ledger.reserve("r-crash", 0.4, "plan", "job")
+    assert ledger.spent() == 0.4
     with pytest.raises(BudgetExceeded):
         ledger.reserve("r-new", 0.7, "plan", "job")

@@ -101,7 +101,7 @@ def test_coordinator_table_keeps_settings(tmp_path: Path) -> None:
         ({"max_membership_inference_score": "1.1"}, r"max_membership_inference_score \(1.1\) must be in"),
         ({"result_formats": '["csv", "xlsx"]'}, r"result_formats \['xlsx'\] unknown"),
         ({"result_formats": "[]"}, r"result_formats must list at least one"),
-        ({"model_format": '"pickle"'}, r"model_format \('pickle'\) must be one of \['skops'\]"),
+        ({"model_format": '"skops"'}, r"model_format \('skops'\) must be one of \['onnx'\]"),
         ({"task": '"clustering"'}, r"task \('clustering'\) must be one of"),
         ({"synthesizer": '"gan"'}, r"synthesizer \('gan'\) must be one of"),
         ({"retention_days": "0"}, r"retention_days \(0\) must be >= 1"),

@@ -13,7 +13,7 @@ from cleanroom.errors import InvalidInput
 from cleanroom.retention import STAMP_NAME, delivery_of, mark_delivered, prune
 
 NOW = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-NAMES = ("synthetic.csv", "model.skops", "report.json")
+NAMES = ("synthetic.csv", "model.onnx", "report.json")
 
 
 def make_output(root: Path, name: str, delivered: datetime | None) -> Path:

@@ -12,8 +12,8 @@ from cleanroom.errors import InvalidInput
 from cleanroom.secagg import math as sm
 from cleanroom.secagg.manifest import session_id
 
-SID_A = session_id("collab", 0, "plan")
-SID_B = session_id("collab", 1, "plan")
+SID_A = session_id("collab", 0, "plan", bytes(32))
+SID_B = session_id("collab", 1, "plan", bytes(32))
 
 
 def test_hkdf_rfc5869_case_1() -> None:

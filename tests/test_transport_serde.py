@@ -42,9 +42,9 @@ def test_vector_of_the_wrong_length_is_rejected() -> None:
 
 
 def test_results_round_trip() -> None:
-    files = [wire.ResultFile("model.skops", 10, "ab" * 32)]
+    files = [wire.ResultFile("model.onnx", 10, "ab" * 32)]
     assert serde.result_header_from_pb(serde.result_header_to_pb("j", files)) == ("j", files)
-    assert serde.chunk_from_pb(serde.chunk_to_pb("model.skops", 4, b"xyz")) == ("model.skops", 4, b"xyz")
+    assert serde.chunk_from_pb(serde.chunk_to_pb("model.onnx", 4, b"xyz")) == ("model.onnx", 4, b"xyz")
 
 
 def test_result_file_names_are_an_allowlist() -> None:

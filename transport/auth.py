@@ -46,9 +46,9 @@ def peer_from_context(context: Any) -> Peer:
 def check_claim(peer: Peer, claimed_id: str, what: str) -> None:
     """Refuse a message claiming to come from someone other than the certificate's identity."""
     if claimed_id and claimed_id != peer.node_id:
+        shown = repr(claimed_id[:128]) + (f"...({len(claimed_id)} chars)" if len(claimed_id) > 128 else "")
         raise PermissionDenied(
-            f"{what}: message claims to be from {claimed_id!r} but the certificate identifies "
-            f"{peer.node_id!r}"
+            f"{what}: message claims to be from {shown} but the certificate identifies {peer.node_id!r}"
         )
 
 

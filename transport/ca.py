@@ -17,7 +17,6 @@ import base64
 import datetime as dt
 import hashlib
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from cleanroom.errors import InvalidInput, NotFound
+from cleanroom.private_files import write_private
 
 TRUST_DOMAIN = "cleanroom"
 ROLES = ("party", "coordinator")
@@ -49,8 +49,7 @@ def spiffe_uri(role: str, node_id: str) -> str:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    os.chmod(path, 0o600)
+    write_private(path, data)  # created 0600 (never readable by others, not even briefly), then renamed
 
 
 def _pem_key(key: ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey) -> bytes:

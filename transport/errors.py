@@ -1,10 +1,11 @@
 """The one place where domain errors become gRPC status codes (server side) and back (client side).
 
 `ErrorInterceptor` wraps every handler of a grpc.aio server: a `cleanroom.errors.CleanroomError` aborts the
-call with the status its `code` names and its message (messages name stage/party/column, never data
-values); anything unexpected is logged locally and becomes INTERNAL with a generic message, so no data can
-leak through an exception text. `raise_for_rpc_error` turns a received status back into the matching domain
-error.
+call with the status its `code` names and its `public_message()` (a request problem names stage, party or
+column; a `DataError` names at most the column, never a row, value or count); the full text stays in the
+node's local log. Anything unexpected is logged locally and becomes INTERNAL with a generic message, so no
+data can leak through an exception text. `raise_for_rpc_error` turns a received status back into the
+matching domain error.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 import grpc
 
 from cleanroom import errors as domain
+from cleanroom.audit import bounded_text
 
 log = logging.getLogger("cleanroom.transport")
 
@@ -62,8 +64,9 @@ def _guard(method: str, behaviour: Handler) -> Handler:
         except grpc.aio.AbortError:
             raise
         except domain.CleanroomError as error:
-            log.warning("%s refused: %s", method, error)
-            await context.abort(status_for(error), str(error))
+            log.warning("%s refused: %s", method, bounded_text(str(error)))
+            # only the public text crosses the wire, bounded: a caller's oversized claim is not echoed whole
+            await context.abort(status_for(error), bounded_text(error.public_message()))
         except Exception:
             log.exception("%s failed unexpectedly", method)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error in {method} (see the node's log)")

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024  # a masked vector of 8M cells; larger tables are refused by the plan cap
 CHUNK_BYTES = 1024 * 1024  # result files are streamed in chunks of this size
+# What a party node accepts in one message. Nothing a party receives carries a vector: the largest
+# legitimate request is a result chunk (CHUNK_BYTES + header) or a stage request listing one small
+# advertisement or ciphertext per party. A claimed plan hash or id of megabytes never reaches the node.
+PARTY_MAX_RECEIVE_BYTES = 4 * 1024 * 1024
 DEFAULT_DEADLINE_S = 60.0  # per call; rounds on big data may raise it via config
 HEALTH_DEADLINE_S = 5.0
 

@@ -52,11 +52,15 @@ async def start_server(
     register: Registrar,
     service_names: tuple[str, ...],
     max_message_bytes: int = MAX_MESSAGE_BYTES,
+    max_receive_bytes: int | None = None,
 ) -> NodeServer:
-    """Bind `address` (host:port, port 0 = ephemeral) with mTLS and start serving."""
+    """Bind `address` (host:port, port 0 = ephemeral) with mTLS and start serving.
+
+    `max_message_bytes` limits what the server sends; `max_receive_bytes` (default: the same) what it accepts.
+    """
     options = [o for o in SERVER_OPTIONS if not o[0].endswith("_message_length")]
     options += [
-        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_receive_bytes or max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
     ]
     server = grpc.aio.server(interceptors=[ErrorInterceptor()], options=options)

@@ -6,13 +6,15 @@ converting either to and from protobuf messages.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from fractions import Fraction
 
 from cleanroom.errors import InvalidInput
+from cleanroom.secagg.math import encode_fields
 
 Clique = tuple[str, ...]
-RESULT_FILE_NAMES = ("synthetic.csv", "synthetic.parquet", "model.skops", "report.json")
+RESULT_FILE_NAMES = ("synthetic.csv", "synthetic.parquet", "model.onnx", "report.json")
 # what retention deletes: the delivered files and the report each party renders from them
 RETAINED_FILE_NAMES = (*RESULT_FILE_NAMES, "report.html")
 
@@ -60,6 +62,22 @@ class RoundRequest:
             raise InvalidInput(f"round {self.round}: no cliques to measure")
         if not self.release_id:
             raise InvalidInput(f"round {self.round}: release_id must not be empty")
+
+    def digest(self) -> bytes:
+        """SHA-256 of every field, unambiguously encoded: bound into the round's session id."""
+        cliques = [len(self.cliques)] + [f for c in self.cliques for f in (len(c), *c)]
+        fields = encode_fields(
+            "cleanroom/round-request/v1",
+            self.job_id,
+            self.release_id,
+            self.round,
+            *cliques,
+            str(self.sigma_party2.numerator),
+            str(self.sigma_party2.denominator),
+            self.statistic,
+            self.length,
+        )
+        return hashlib.sha256(fields).digest()
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,13 @@ to one confusion cell: L1 = 2, **L2 = sqrt(2)** per added/removed record (`CLASS
 
 Regression, vector of length 5, in fixed point with ``scale`` S (default 2**16) on the target's *public*
 bounds [lower, upper]: with y' = (clip(y) - lower) / (upper - lower) and r' = y'_pred - y' (the prediction is
-clipped to the same bounds; a NaN prediction counts as the middle, 0.5), each record with a known target
-contributes ``round(S * [1, y', y'^2, r'^2, |r'|])``, rounded per record, every component in [0, S]. Hence
-**L2 = sqrt(5) * S** per record (`regression_sensitivity_l2`); noise calibrated to it has the same relative
-effect on every component.
+clipped to the same bounds; a non-finite one counts as the lower bound, `finite_predictions`), each record
+with a known target contributes ``round(S * [1, y', y'^2, r'^2, |r'|])``, rounded per record, every
+component in [0, S]. Hence **L2 = sqrt(5) * S** per record (`regression_sensitivity_l2`); noise calibrated to
+it has the same relative effect on every component.
 
-Both statistics are total functions of the rows: a NaN score is read as 0.5 (`total_scores`), scores are
-clipped to [0, 1], and no value or number of rows makes them raise.
+Both statistics are total functions of the rows: a non-finite score is read as 0.5 (`total_scores`, as
+`positive_scores` does), scores are clipped to [0, 1], and no value or number of rows makes them raise.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ DEFAULT_SCORE_BINS = 100
 DEFAULT_REGRESSION_SCALE = 2**16
 CLASSIFICATION_SENSITIVITY_L2 = math.sqrt(2.0)
 REGRESSION_VECTOR_LENGTH = 5
-NAN_SCORE = 0.5  # a NaN score or prediction counts as the middle of the range (per record, bounded)
+NON_FINITE_SCORE = 0.5  # the score of a record whose model probability is NaN or infinite
 
 IntVector = NDArray[np.int64]
 FloatVector = NDArray[np.float64]
@@ -62,17 +62,17 @@ def check_n_bins(n_bins: int) -> None:
 
 
 def total_scores(scores: ArrayLike) -> FloatVector:
-    """Scores as floats in [0, 1]: clipped, and NaN read as 0.5 (the model says nothing about the row).
+    """Scores as floats in [0, 1]: clipped; a non-finite one is `NON_FINITE_SCORE`, as in `positive_scores`.
 
     Each record's value depends on its own score only, so a model answering NaN for some rows neither stops
     the statistic nor moves any other record's cell.
     """
     values = np.asarray(scores, dtype=np.float64).ravel()
-    return np.clip(np.where(np.isnan(values), NAN_SCORE, values), 0.0, 1.0)
+    return np.clip(np.where(np.isfinite(values), values, NON_FINITE_SCORE), 0.0, 1.0)
 
 
 def score_bins(scores: ArrayLike, n_bins: int) -> IntVector:
-    """Bin index of each score (`total_scores`: clipped to [0, 1], NaN as 0.5) among `n_bins` equal bins."""
+    """Bin index of each score (`total_scores`: clipped to [0, 1], non-finite as 0.5) among `n_bins` bins."""
     check_n_bins(n_bins)
     index = np.floor(total_scores(scores) * n_bins).astype(np.int64)
     return np.minimum(index, n_bins - 1)
@@ -198,12 +198,20 @@ def classification_metrics(
 
 
 def positive_scores(model: ProbabilisticClassifier, x: Any, positive_class: object) -> FloatVector:
-    """The model's probability of `positive_class` for each row of `x`."""
+    """The model's probability of `positive_class` for each row of `x`; a non-finite probability (NaN, inf)
+    counts as `NON_FINITE_SCORE` for its record, so a bad model never makes a round fail on one row."""
     classes = list(np.asarray(model.classes_).tolist())
     if positive_class not in classes:
         raise InvalidInput(f"positive class {positive_class!r} is not among the model's classes {classes}")
     proba = np.asarray(model.predict_proba(x), dtype=np.float64)
-    return proba[:, classes.index(positive_class)]
+    scores = proba[:, classes.index(positive_class)]
+    return np.where(np.isfinite(scores), scores, NON_FINITE_SCORE)
+
+
+def finite_predictions(predictions: ArrayLike, bounds: TargetBounds) -> FloatVector:
+    """Regression predictions with each non-finite value (NaN, inf) replaced by the target's lower bound."""
+    values = np.asarray(predictions, dtype=np.float64).ravel()
+    return np.where(np.isfinite(values), values, bounds.lower)
 
 
 @dataclass(frozen=True)
@@ -246,7 +254,7 @@ def regression_statistics(
         raise InvalidInput(f"y_true ({truth.size} rows) and y_pred ({predicted.size} rows) differ in length")
     known = ~np.isnan(truth)  # a record without a target contributes nothing
     truth = bounds.clip_scaled(truth[known])
-    predicted = np.where(np.isnan(predicted[known]), NAN_SCORE, bounds.clip_scaled(predicted[known]))
+    predicted = bounds.clip_scaled(finite_predictions(predicted[known], bounds))
     residual = predicted - truth
     per_record = np.stack([np.ones_like(truth), truth, truth**2, residual**2, np.abs(residual)], axis=1)
     rounded = np.rint(per_record * scale).astype(np.int64)  # per record: each component in [0, scale]

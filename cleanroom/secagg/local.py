@@ -47,10 +47,11 @@ class LocalRound:
         *,
         round_number: int = 0,
         plan_hash: str = "local-plan",
+        request_digest: bytes = bytes(32),
         reveal_records: Mapping[str, RevealRecord] | None = None,
     ) -> None:
         self.manifest = manifest
-        self.sid = session_id(manifest.collaboration_id, round_number, plan_hash)
+        self.sid = session_id(manifest.collaboration_id, round_number, plan_hash, request_digest)
         records = reveal_records or {}
         self.parties = {
             p: SecAggParty(manifest, p, key, self.sid, records.get(p)) for p, key in identity_keys.items()

@@ -17,18 +17,26 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cleanroom.errors import InvalidInput, PermissionDenied
 from cleanroom.secagg.math import encode_fields
 
-SID_TAG = "cleanroom-secagg/v1/sid"
+SID_TAG = "cleanroom-secagg/v2/sid"
 
 
-def session_id(collaboration_id: str, round_number: int, plan_hash: str) -> bytes:
-    """sid = SHA-256(tag | collaboration_id | round | plan_hash), fields length-prefixed (32 bytes)."""
+def session_id(collaboration_id: str, round_number: int, plan_hash: str, request_digest: bytes) -> bytes:
+    """sid = SHA-256(tag | collaboration_id | round | plan_hash | request digest), length-prefixed (32 bytes).
+
+    The request digest (a hash of everything the round asks for: release id, cliques or statistic, noise)
+    makes the sid, and so every signature, key derivation and AEAD tag of the session, specific to one
+    request: a party given a different request computes another sid and refuses the others' adverts.
+    """
+    if len(request_digest) != 32:
+        raise InvalidInput(f"request_digest must be 32 bytes, got {len(request_digest)}")
     if not collaboration_id:
         raise InvalidInput("collaboration_id must not be empty")
     if not 0 <= round_number < 2**63:
         raise InvalidInput(f"round ({round_number}) must be in [0, 2^63)")
     if not plan_hash:
         raise InvalidInput("plan_hash must not be empty")
-    return hashlib.sha256(encode_fields(SID_TAG, collaboration_id, round_number, plan_hash)).digest()
+    fields = encode_fields(SID_TAG, collaboration_id, round_number, plan_hash, request_digest)
+    return hashlib.sha256(fields).digest()
 
 
 def default_threshold(n_parties: int) -> int:

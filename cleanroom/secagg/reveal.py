@@ -3,7 +3,7 @@
 The rule that protects every input: within one session a party reveals, for any subject party, either shares
 of its self-mask seed (subject survived) or shares of its masking key (subject dropped), never both. The party
 claims the kinds here, atomically and durably, before it answers an Unmask request; a conflicting claim is
-refused without recording anything. `SqliteRevealRecord` survives restarts (WAL, synchronous=FULL);
+refused without recording anything. `SqliteRevealRecord` survives restarts (WAL, synchronous=FULL, mode 0600);
 `MemoryRevealRecord` is for tests and single-process use.
 """
 
@@ -15,6 +15,8 @@ import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
+
+from cleanroom.private_files import private_file, restrict
 
 
 class ShareKind(enum.Enum):
@@ -66,6 +68,9 @@ class SqliteRevealRecord:
     def __init__(self, path: str | Path) -> None:
         self._path = str(path)
         self._lock = threading.Lock()
+        private_file(path)  # 0600 before SQLite opens it; its -wal and -shm files inherit the mode
+        for suffix in ("-wal", "-shm"):
+            restrict(f"{path}{suffix}")
         db = self._connect()
         try:
             db.execute(

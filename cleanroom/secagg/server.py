@@ -3,14 +3,16 @@
 For each stage the transport layer calls `<stage>_requests()` (party id -> request; repeated calls return the
 same requests), delivers them, and passes whatever responses arrived to `collect_<stage>(responses)`; a party
 missing from `responses` has dropped out. Survivor sets: U1 advertised keys, U2 shared keys, U3 sent masked
-input, U4 signed the survivor list, U5 answered Unmask. Any stage ending with fewer than `manifest.quorum`
-parties, or any malformed or inconsistent response, aborts the round with `ProtocolAbort` naming the stage and
-party; an aborted server yields no output. The coordinator only ever holds the running sum of masked vectors.
+input, U4 signed the survivor list, U5 answered Unmask. A malformed or inconsistent response (bad signature,
+wrong header, a vector of the wrong length, misaddressed or malformed shares) counts as that party dropping
+out at that stage (`rejected` names it and why), so one bad party cannot abort a round for everyone; any
+stage ending with fewer than `manifest.quorum` parties aborts the round with `ProtocolAbort`; an aborted
+server yields no output. The coordinator only ever holds the running sum of masked vectors.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -60,6 +62,7 @@ class SecAggServer:
         self._signatures: dict[str, ConsistencySignature] = {}
         self._result: NDArray[np.int64] | None = None
         self._recovered_mask_keys: dict[str, bytes] = {}
+        self.rejected: dict[str, str] = {}  # party -> why its response was treated as a dropout
 
     # ------------------------------------------------------------ state
 
@@ -117,19 +120,37 @@ class SecAggServer:
         return self._requests
 
     def _collecting(
-        self, stage: Stage, responses: Mapping[str, Any], kind: type[StageMessage]
+        self,
+        stage: Stage,
+        responses: Mapping[str, Any],
+        kind: type[StageMessage],
+        check: Callable[[str, Any], str | None] | None = None,
     ) -> dict[str, Any]:
+        """The well-formed responses, in manifest order; a party whose response is not is dropped."""
         requests = self._begin(stage)
         if requests is None:
             raise PreconditionFailed(f"{stage.value}: responses collected before requests were sent")
-        for party, response in responses.items():
-            if party not in requests:
-                raise self._fail(stage, party, "answered without being asked")
-            if not isinstance(response, kind):
-                raise self._fail(stage, party, f"sent {type(response).__name__}, expected {kind.__name__}")
-            if response.sid != self.sid or response.stage != stage.value or response.sender != party:
-                raise self._fail(stage, party, "response header (sid, stage or sender) does not match")
-        return requests
+        valid: dict[str, Any] = {}
+        for party in self._order(p for p in responses if self.manifest.is_member(p)):
+            problem = self._header_problem(stage, party, responses[party], requests, kind)
+            if problem is None and check is not None:
+                problem = check(party, responses[party])
+            if problem is None:
+                valid[party] = responses[party]
+            else:
+                self.rejected[party] = f"{stage.value}: {problem}"
+        return valid
+
+    def _header_problem(
+        self, stage: Stage, party: str, response: Any, requests: Mapping[str, Any], kind: type[StageMessage]
+    ) -> str | None:
+        if party not in requests:
+            return "answered without being asked"
+        if not isinstance(response, kind):
+            return f"sent {type(response).__name__}, expected {kind.__name__}"
+        if response.sid != self.sid or response.stage != stage.value or response.sender != party:
+            return "response header (sid, stage or sender) does not match"
+        return None
 
     def _advance(self, stage: Stage, count: int, what: str) -> None:
         if count < self.manifest.quorum:
@@ -155,16 +176,18 @@ class SecAggServer:
 
     def collect_advertise_keys(self, responses: Mapping[str, AdvertiseKeys]) -> None:
         stage = Stage.ADVERTISE_KEYS
-        self._collecting(stage, responses, AdvertiseKeys)
         seen: set[bytes] = set()
-        for party, advert in responses.items():
+
+        def check(party: str, advert: AdvertiseKeys) -> str | None:
             transcript = advert_transcript(self.sid, party, advert.enc_public, advert.mask_public)
             if not signature_valid(self.manifest.identity_key(party), advert.signature, transcript):
-                raise self._fail(stage, party, "advert signature does not verify")
+                return "advert signature does not verify"
             if {advert.enc_public, advert.mask_public} & seen or advert.enc_public == advert.mask_public:
-                raise self._fail(stage, party, "advert repeats a public key")
-            seen |= {advert.enc_public, advert.mask_public}
-        self._adverts = {p: responses[p] for p in self._order(responses)}
+                return "advert repeats a public key"
+            seen.update((advert.enc_public, advert.mask_public))
+            return None
+
+        self._adverts = self._collecting(stage, responses, AdvertiseKeys, check)
         self._advance(stage, len(self._adverts), "parties advertised keys")
 
     # ------------------------------------------------------------ ShareKeys
@@ -180,13 +203,15 @@ class SecAggServer:
 
     def collect_share_keys(self, responses: Mapping[str, ShareKeys]) -> None:
         stage = Stage.SHARE_KEYS
-        self._collecting(stage, responses, ShareKeys)
-        for party, message in responses.items():
+
+        def check(party: str, message: ShareKeys) -> str | None:
             recipients = [item.recipient for item in message.shares]
             expected = [p for p in self._adverts if p != party]
             if sorted(recipients) != sorted(expected) or any(i.sender != party for i in message.shares):
-                raise self._fail(stage, party, "shares are not addressed to exactly the other advertisers")
-        self._shares = {p: responses[p] for p in self._order(responses)}
+                return "shares are not addressed to exactly the other advertisers"
+            return None
+
+        self._shares = self._collecting(stage, responses, ShareKeys, check)
         self._advance(stage, len(self._shares), "parties shared keys")
 
     # ------------------------------------------------------------ MaskedInput
@@ -206,18 +231,20 @@ class SecAggServer:
 
     def collect_masked_input(self, responses: Mapping[str, MaskedInput]) -> None:
         stage = Stage.MASKED_INPUT
-        self._collecting(stage, responses, MaskedInput)
-        vectors = {}
-        for party, message in responses.items():
+        vectors: dict[str, NDArray[np.uint64]] = {}
+
+        def check(party: str, message: MaskedInput) -> str | None:
             try:
-                vectors[party] = sm.vector_from_bytes(
-                    message.vector, self.vector_length, what=f"party {party}"
-                )
+                vector = sm.vector_from_bytes(message.vector, self.vector_length, what=f"party {party}")
             except InvalidInput as exc:
-                raise self._fail(stage, party, str(exc)) from exc
-        for vector in vectors.values():
-            np.add(self._sum, vector, out=self._sum)
-        self._u3 = self._order(responses)
+                return str(exc)
+            vectors[party] = vector
+            return None
+
+        accepted = self._collecting(stage, responses, MaskedInput, check)
+        for party in accepted:
+            np.add(self._sum, vectors[party], out=self._sum)
+        self._u3 = tuple(accepted)
         self._advance(stage, len(self._u3), "parties sent masked input")
 
     # ------------------------------------------------------------ ConsistencyCheck
@@ -232,12 +259,14 @@ class SecAggServer:
 
     def collect_consistency_check(self, responses: Mapping[str, ConsistencySignature]) -> None:
         stage = Stage.CONSISTENCY_CHECK
-        self._collecting(stage, responses, ConsistencySignature)
         transcript = survivors_transcript(self.sid, self._u3)
-        for party, message in responses.items():
+
+        def check(party: str, message: ConsistencySignature) -> str | None:
             if not signature_valid(self.manifest.identity_key(party), message.signature, transcript):
-                raise self._fail(stage, party, "signature on the survivor list does not verify")
-        self._signatures = {p: responses[p] for p in self._order(responses)}
+                return "signature on the survivor list does not verify"
+            return None
+
+        self._signatures = self._collecting(stage, responses, ConsistencySignature, check)
         self._advance(stage, len(self._signatures), "parties signed the survivor list")
 
     # ------------------------------------------------------------ Unmask
@@ -257,40 +286,44 @@ class SecAggServer:
 
     def collect_unmask(self, responses: Mapping[str, UnmaskResponse]) -> None:
         stage = Stage.UNMASK
-        self._collecting(stage, responses, UnmaskResponse)
-        seed_shares: dict[str, list[sm.Share]] = {u: [] for u in self._u3}
-        key_shares: dict[str, list[sm.Share]] = {u: [] for u in self.dropped}
-        for party in self._order(responses):
-            self._gather(party, responses[party].seed_shares, seed_shares, "seed")
-            self._gather(party, responses[party].key_shares, key_shares, "key")
-        if len(responses) < self.manifest.threshold:
-            raise self._fail(stage, "(several)", f"only {len(responses)} parties revealed shares")
+        decoded: dict[str, tuple[dict[str, sm.Share], dict[str, sm.Share]]] = {}
+
+        def check(party: str, response: UnmaskResponse) -> str | None:
+            try:
+                seeds = self._decode_shares(party, response.seed_shares, self._u3, "seed")
+                keys = self._decode_shares(party, response.key_shares, self.dropped, "key")
+            except InvalidInput as exc:
+                return str(exc)
+            decoded[party] = (seeds, keys)
+            return None
+
+        accepted = self._collecting(stage, responses, UnmaskResponse, check)
+        if len(accepted) < self.manifest.threshold:
+            raise self._fail(stage, "(several)", f"only {len(accepted)} parties revealed valid shares")
         total = self._sum.copy()
-        for u, shares in seed_shares.items():
-            seed = self._combine(u, shares, "self-mask seed")
+        for u in self._u3:
+            seed = self._combine(u, [decoded[p][0][u] for p in accepted], "self-mask seed")
             sm.add_prg(total, sm.self_mask_key(seed, self.sid, u), -1)
-        for d, shares in key_shares.items():
-            self._remove_pair_masks(total, d, self._combine(d, shares, "masking key"))
+        for d in self.dropped:
+            key = self._combine(d, [decoded[p][1][d] for p in accepted], "masking key")
+            self._remove_pair_masks(total, d, key)
         self._result = sm.decode_uint64(total)
         self._stage_index += 1
         self._requests = None
 
-    def _gather(
-        self, party: str, revealed: tuple[RevealedShare, ...], into: dict[str, list[sm.Share]], kind: str
-    ) -> None:
-        stage = Stage.UNMASK
-        if [item.subject for item in revealed] != list(into):
-            raise self._fail(stage, party, f"revealed {kind} shares for the wrong parties")
+    def _decode_shares(
+        self, party: str, revealed: tuple[RevealedShare, ...], subjects: tuple[str, ...], kind: str
+    ) -> dict[str, sm.Share]:
+        """Each subject's share from `party`, or InvalidInput saying what is wrong with the response."""
+        if [item.subject for item in revealed] != list(subjects):
+            raise InvalidInput(f"revealed {kind} shares for the wrong parties")
+        shares = {}
         for item in revealed:
-            try:
-                share = sm.decode_share(item.share)
-            except InvalidInput as exc:
-                raise self._fail(
-                    stage, party, f"malformed {kind} share of party {item.subject}: {exc}"
-                ) from exc
+            share = sm.decode_share(item.share)
             if share.x != self.manifest.share_point(party):
-                raise self._fail(stage, party, f"{kind} share of party {item.subject} has a foreign x")
-            into[item.subject].append(share)
+                raise InvalidInput(f"{kind} share of party {item.subject} has a foreign x")
+            shares[item.subject] = share
+        return shares
 
     def _combine(self, subject: str, shares: list[sm.Share], what: str) -> bytes:
         try:

@@ -251,9 +251,11 @@ class SqlSource(DataSource):
                 where, value, status = self._locate(column, group)
                 return DataError(
                     f"{self.name}: column {column.rule.name!r}, {where}: "
-                    f"{column.rejection_text(status)} {value!r} ({n_group} such rows)"
+                    f"{column.rejection_text(status)} {value!r} ({n_group} such rows)",
+                    column.rule.name,
                 )
         return DataError(
             f"{self.name}: column {column.rule.name!r}: {n_bad} rejected values vanished; did the "
-            f"data change during the job?"
+            f"data change during the job?",
+            column.rule.name,
         )

@@ -150,7 +150,8 @@ class DuckDbSource(SqlSource):
         if not rows:
             raise DataError(
                 f"{self.name}: column {column.rule.name!r}: rejected values vanished; did the file "
-                f"change during the job?"
+                f"change during the job?",
+                column.rule.name,
             )
         row, value, status = rows[0]
         where = (

@@ -21,12 +21,12 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from cleanroom.evaluation import release
+from cleanroom.evaluation.model_file import load_model
 from cleanroom.evaluation.report import SECTIONS
 from cleanroom.evaluation.utility import positive_scores
 from cleanroom.sample_data import demo_dataset
 from cleanroom.schema import Schema
 from cleanroom_cli import local
-from party.evaluation import load_model
 
 ROWS_PER_PARTY = 600
 PARTIES = ("party1", "party2", "party3")
@@ -87,7 +87,7 @@ def test_gate_below_the_score_blocks_the_release_everywhere(blocked: local.Local
 def test_gate_above_the_score_releases(released: local.LocalJob) -> None:
     for pid in PARTIES:
         names = sorted(p.name for p in _folder(released, pid).iterdir() if not p.name.startswith("."))
-        assert names == ["model.skops", "report.html", "report.json", "synthetic.csv"]
+        assert names == ["model.onnx", "report.html", "report.json", "synthetic.csv"]
         report = _report(released, pid)
         assert report["release"]["released"] is True
         assert report["evaluation"]["gate"]["released"] is True
@@ -100,8 +100,9 @@ def test_combined_tstr_auc_matches_the_pooled_real_data(released: local.LocalJob
     real = report["utility"]["real_combined"]
     pooled = pd.concat([released.parts[pid] for pid in PARTIES], ignore_index=True)  # type: ignore[list-item]
     schema = Schema.from_dict(released.schema)
-    x, y = release.model_inputs(pooled, released.target, released.task, schema.column_kinds())
-    model = load_model(_folder(released, "party1") / "model.skops", "test")
+    _, y = release.model_inputs(pooled, released.target, released.task, schema.column_kinds())
+    x = pooled.loc[y.index]
+    model = load_model(_folder(released, "party1") / "model.onnx", schema, released.target, released.task)
     positive = release.positive_class(schema, released.target)
     direct = roc_auc_score((y == positive).to_numpy(), positive_scores(model, x, positive))
     bound = real["auc_binning_bound"] + 4 * real["auc_noise_sd"] + 0.005

@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from cleanroom.schema import Schema
 from cleanroom_cli import local
 from party.config import PartyConfig
 from party.run import total_rho
+from tests.round_driver import RoundOutcome, client_call, drive_round
 from transport import ca, serde, wire
 from transport.channel import secure_channel
 from transport.tls import TlsFiles
@@ -137,6 +139,30 @@ def _deliver(collab: Collaboration, pid: str, job_id: str, name: str, data: byte
     return asyncio.run(call())
 
 
+def _honest_round(collab: Collaboration, job_id: str, parties: list[str], round_number: int) -> RoundOutcome:
+    """One secure-aggregation round among `parties` (already handshaken for `job_id`) over mTLS."""
+    from cleanroom.plan import Plan
+    from coordinator.client import PartyClient
+
+    manifest = Plan.load(collab.job.work / "collaboration.toml").secagg_manifest(collab.schema_hash)
+    schema = Schema.load(collab.job.work / "schema.json")
+    clique = (schema.domain.attrs[0],)
+    spec = wire.RoundRequest(job_id, f"{job_id}/{round_number}", round_number, (clique,), Fraction(10**6))
+
+    async def run() -> RoundOutcome:
+        clients = {p: PartyClient(p, collab.addresses[p], _tls(collab, "coordinator"), 30) for p in parties}
+        try:
+            length = schema.domain.project(clique).size()
+            return await drive_round(
+                manifest, collab.plan_hash, spec, length, client_call(clients), parties=parties
+            )
+        finally:
+            for client in clients.values():
+                await client.close()
+
+    return asyncio.run(run())
+
+
 def _read_audit(collab: Collaboration, identity: str, pid: str, plan_hash: str) -> Any:
     request = pb.ReadAuditLogRequest(plan_hash=plan_hash)
 
@@ -214,7 +240,10 @@ def test_results_are_not_delivered_to_a_member_without_receive_results(collab: C
 
 def test_delivered_results_are_stamped_and_pruned_after_retention_days(collab: Collaboration) -> None:
     job_id = uuid.uuid4().hex
-    assert _hello(collab, "coordinator", "party1", collab.plan_hash, job_id).approved
+    replies = [_hello(collab, "coordinator", p, collab.plan_hash, job_id) for p in ("party1", "party2")]
+    assert all(r.approved for r in replies)
+    first = max(r.next_round for r in replies)
+    assert _honest_round(collab, job_id, ["party1", "party2"], first).total is not None
     assert list(_deliver(collab, "party1", job_id, "report.json", b"{}").written) == ["report.json"]
     folder = collab.job.out / "party1"
     assert (folder / "report.json").read_bytes() == b"{}" and (folder / ".delivered.json").is_file()

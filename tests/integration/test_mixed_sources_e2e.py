@@ -50,7 +50,7 @@ def _check_config_source(work: Path, pid: str, kind: str) -> None:
 
 def _check_delivered(out: Path, pid: str, columns: list[str]) -> None:
     folder = out / pid
-    assert (folder / "model.skops").stat().st_size > 0
+    assert (folder / "model.onnx").stat().st_size > 0
     synthetic = pd.read_csv(folder / "synthetic.csv")
     assert len(synthetic) > 0
     assert list(synthetic.columns) == columns

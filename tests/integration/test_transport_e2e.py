@@ -58,16 +58,16 @@ def test_three_parties_receive_model_and_data_only_when_entitled(
     assert local.run_local(job) == 0
     for pid in ("party1", "party2"):
         folder = _job_folder(job.out / pid)
-        assert _visible(folder) == ["model.skops", "report.html", "report.json", "synthetic.csv"]
+        assert _visible(folder) == ["model.onnx", "report.html", "report.json", "synthetic.csv"]
         assert (folder / ".delivered.json").is_file()  # retention counts from this stamp
         synthetic = pd.read_csv(folder / "synthetic.csv")
         assert len(synthetic) == 500
         assert list(synthetic.columns) == [c["name"] for c in job.schema["columns"]]
         report = json.loads((folder / "report.json").read_text())
         assert 0 < report["privacy"]["epsilon"] <= 1.0 + 1e-6
-        import skops.io as sio
+        from cleanroom.evaluation.model_file import load_model
 
-        model = sio.load(folder / "model.skops", trusted=sio.get_untrusted_types(file=folder / "model.skops"))
+        model = load_model(folder / "model.onnx")  # the receiver's three lines: load, read, predict
         features = synthetic.drop(columns=[job.target]).head(20)
         assert len(model.predict(features)) == 20
         assert _spent(job, pid) > 0
@@ -174,7 +174,7 @@ def test_simulate_on_user_csv_files_writes_each_partys_folder(tmp_path: Path) ->
     assert main([*args, "--epsilon", "1", "--rows", "300", "--format", "parquet", "--out", str(out)]) == 0
     for name in ("airline", "hotel"):
         folder = _job_folder(out / name)
-        assert _visible(folder) == ["model.skops", "report.html", "report.json", "synthetic.parquet"]
+        assert _visible(folder) == ["model.onnx", "report.html", "report.json", "synthetic.parquet"]
         assert len(pd.read_parquet(folder / "synthetic.parquet")) == 300
 
 
@@ -240,7 +240,7 @@ def test_a_party_killed_mid_job_drops_out_and_the_others_finish(tmp_path: Path) 
     assert record["rounds"][0]["survivors"] == ["party1", "party2", "party3"]
     assert record["rounds"][-1]["survivors"] == ["party1", "party2"]
     for pid in ("party1", "party2"):
-        assert (job.out / pid / "model.skops").is_file() and (job.out / pid / "synthetic.csv").is_file()
+        assert (job.out / pid / "model.onnx").is_file() and (job.out / pid / "synthetic.csv").is_file()
     assert not (job.out / "party3").exists() or not any((job.out / "party3").iterdir())
 
 

@@ -540,7 +540,7 @@ class ResultFile(_message.Message):
     SIZE_FIELD_NUMBER: _builtins.int
     SHA256_FIELD_NUMBER: _builtins.int
     name: _builtins.str
-    """one of synthetic.csv, synthetic.parquet, model.skops, report.json"""
+    """one of synthetic.csv, synthetic.parquet, model.onnx, report.json"""
     size: _builtins.int
     sha256: _builtins.str
     """hex"""
