@@ -24,7 +24,7 @@ import grpc
 import pytest
 
 from cleanroom.audit import MAX_ENTRY_BYTES, AuditLog, head_path, read_entries, verify
-from cleanroom.errors import PreconditionFailed
+from cleanroom.errors import InvalidInput
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
 from cleanroom.sample_data import demo_dataset
@@ -115,6 +115,7 @@ def audit_path(prepared: Prepared) -> Path:
     return prepared.config.audit_log
 
 
+@pytest.mark.adversary
 def test_oversized_claims_keep_the_audit_log_bounded_and_fetchable(
     serving: tuple[Prepared, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
@@ -151,6 +152,7 @@ def test_oversized_claims_keep_the_audit_log_bounded_and_fetchable(
     assert verify(copy).ok and len(read_entries(copy)) == 3
 
 
+@pytest.mark.adversary
 def test_refusals_are_rate_limited_per_caller_and_summarised_at_shutdown(
     serving: tuple[Prepared, subprocess.Popen[bytes]],
 ) -> None:
@@ -218,7 +220,7 @@ def test_party_serve_refuses_a_ledger_and_audit_log_that_disagree(
     damage(prepared, backup)
     proc = start(prepared)
     try:
-        with pytest.raises(PreconditionFailed, match="exited with status 2"):
+        with pytest.raises(InvalidInput, match="party party1 refused to start"):
             wait_serving(prepared, proc)
     finally:
         local.stop({"party1": proc})
