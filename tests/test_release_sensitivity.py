@@ -48,6 +48,8 @@ from party.sources.frame import FrameSource
 from party.sources.rules import rules_from_schema
 from transport import wire
 
+pytestmark = pytest.mark.sensitivity
+
 MARGINAL = "marginal"
 COVERED = frozenset({MARGINAL, release.UTILITY, release.FIDELITY, release.ATTACK_DCR})
 JOB = "job-sensitivity"
