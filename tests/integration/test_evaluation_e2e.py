@@ -91,7 +91,7 @@ def test_gate_above_the_score_releases(released: local.LocalJob) -> None:
         report = _report(released, pid)
         assert report["release"]["released"] is True
         assert report["evaluation"]["gate"]["released"] is True
-        assert set(report["release"]["scores"]) == {"dcr", "density_ratio"}
+        assert set(report["release"]["scores"]) == {"dcr"}
     assert not any((released.work / "state").glob("*-staged/*/*"))
 
 
