@@ -27,7 +27,7 @@ from cleanroom.accounting import MIN_PARTY_SIGMA2, cdp_eps, cdp_rho
 from cleanroom.errors import InvalidInput
 from cleanroom.schema import CATEGORICAL, NUMERICAL, Schema
 
-MIN_PARTY_ROWS = 20  # a party's 20 % membership holdout keeps at least 2 reference and 2 non-member rows
+MIN_PARTY_ROWS = 20  # about 4 of them fall in the 20 % membership holdout (non-members) the attacks need
 MIN_SYNTHETIC_ROWS = 100  # the model trains on 80 % of the synthetic rows and is scored on the other 20 %
 
 

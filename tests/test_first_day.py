@@ -71,23 +71,31 @@ def test_the_epsilon_message_says_what_the_noise_floor_allows(
 
 
 def test_the_noise_floor_cap_is_where_calibration_reaches_sigma_2() -> None:
-    """At the cap every round's calibrated per-party variance is >= 4, the limiting one within 0.1 % of 4;
-    20 % above it the limiting round would need a variance below 4 (a party refuses such a round)."""
-    schema_dict, _, target, task = demo_dataset(10, seed=1)
+    """At the cap every release's calibrated per-party variance (MST rounds as the planner calibrates them,
+    statistics as the coordinator's evaluation does) is >= 4, the limiting one within 0.1 % of 4; 20 % above
+    the cap the limiting release would need a variance below 4."""
+    from cleanroom.evaluation import release
+
+    schema_dict, _, _, task = demo_dataset(10, seed=1)
     schema = Schema.from_dict(schema_dict)
     n_min, n_parties, share = 2, 3, 0.25
     floor = noise_floor(schema, task, n_min, n_parties, share)
     planner = MSTPlanner(schema.domain, 1.0, n_min=n_min, n_parties=n_parties)
-    variances = {}
+    ideal, calibrated = {}, {}
     for name, tables, round_share in planner.round_sizes():
         rho = floor.max_rho * (1 - share) * round_share
         sigma2 = calibrate(rho, tables**0.5, n_min, n_parties=n_parties, sensitivity_l1=tables)
-        variances[name] = sigma2 / n_min
-    assert min(variances.values()) >= MIN_PARTY_SIGMA2
-    assert min(variances.values()) <= MIN_PARTY_SIGMA2 * Fraction(1001, 1000)
-    ideal = {name: tables / (2 * floor.max_rho * 1.2 * (1 - share) * s * n_min)
-             for name, tables, s in planner.round_sizes()}  # fmt: skip
-    assert min(ideal.values()) < MIN_PARTY_SIGMA2
+        calibrated[name], ideal[name] = sigma2 / n_min, tables / (2 * rho * n_min)
+    for statistic in release.STATISTICS:
+        rho = release.statistic_rho(floor.max_rho, share, statistic)
+        sensitivity = release.statistic_sensitivity_l2(statistic, schema.domain, task)
+        length = release.statistic_length(statistic, schema.domain, task)
+        sigma2 = calibrate(rho, sensitivity, n_min, n_parties=n_parties, dim=length)
+        calibrated[statistic], ideal[statistic] = sigma2 / n_min, sensitivity**2 / (2 * rho * n_min)
+    assert min(calibrated.values()) >= MIN_PARTY_SIGMA2
+    assert min(calibrated.values()) <= MIN_PARTY_SIGMA2 * Fraction(1001, 1000)
+    assert floor.limited_by.endswith(min(calibrated, key=lambda name: calibrated[name]))
+    assert min(ideal.values()) / 1.2 < MIN_PARTY_SIGMA2
 
 
 def test_the_tree_round_size_does_not_depend_on_the_data() -> None:
@@ -115,13 +123,14 @@ def test_local_flags_name_what_to_change() -> None:
     schema_dict, _, target, task = demo_dataset(10, seed=1)
     schema = Schema.from_dict(schema_dict)
     common = {"task": task, "delta": 1e-9, "n_min": 2, "n_parties": 3, "fields": LOCAL_FIELDS}
-    with pytest.raises(InvalidInput, match=r"set --epsilon <= 16\.1$"):
+    cap = r"at most epsilon 10\.8 at delta 1e-09; set --epsilon <= 10\.8$"  # the DCR statistic binds first
+    with pytest.raises(InvalidInput, match=cap):
         check_job(schema, target=target, epsilon=1000.0, **common)
     with pytest.raises(InvalidInput, match="^--target customer_id: an identifier column"):
         check_job(schema, target="customer_id", epsilon=1.0, **common)
     with pytest.raises(InvalidInput, match=r"^--epsilon -1 must be a finite number > 0"):
         check_job(schema, target=target, epsilon=-1.0, **common)
-    assert cdp_rho(16.1, 1e-9) <= noise_floor(schema, task, 2, 3, 0.25).max_rho
+    assert cdp_rho(10.8, 1e-9) <= noise_floor(schema, task, 2, 3, 0.25).max_rho
 
 
 # ---- item 1, deployed node: a party-local start-up minimum of rows (never sent anywhere)
