@@ -39,7 +39,6 @@ from transport.channel import wait_healthy
 from transport.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parents[1]
-PROGRESS_EVERY_S = 2.0
 LOCAL_FIELDS = Fields(
     schema="the schema", target="--target", task="--task", synthetic_rows="--synthetic-rows",
     epsilon="--epsilon", delta="--delta",
@@ -70,6 +69,7 @@ class LocalJob:
     sources: dict[str, str] = field(default_factory=dict)  # party -> csv/parquet/postgresql (default csv)
     fields: Fields = field(default_factory=lambda: LOCAL_FIELDS)  # how messages name the user's inputs
     start_window: int = 0  # parties starting at once (0: 2 per CPU, at least 4)
+    progress_every_s: float = 2.0  # least time between two "started 20/60 parties" lines
     work: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -349,9 +349,11 @@ async def _wait_all(
 
 @dataclass
 class StartProgress:
-    """"started 20/60 parties, 12 healthy", at most every PROGRESS_EVERY_S seconds and once at the end."""
+    """"started 20/60 parties, 12 healthy", when the counts changed, at most every `every` seconds, and once
+    at the end."""
 
     total: int
+    every: float
     started: int = 0
     healthy: int = 0
     shown: tuple[int, int] = (0, 0)
@@ -359,7 +361,7 @@ class StartProgress:
 
     def show(self, final: bool = False) -> None:
         now = time.monotonic()
-        if (self.started, self.healthy) == self.shown or (not final and now - self.last < PROGRESS_EVERY_S):
+        if (self.started, self.healthy) == self.shown or (not final and now - self.last < self.every):
             return
         print(f"[local] started {self.started}/{self.total} parties, {self.healthy} healthy", flush=True)
         self.shown, self.last = (self.started, self.healthy), now
@@ -372,7 +374,7 @@ async def start_and_wait(
     over the CPUs) into `procs`, and wait until every one is SERVING; big runs print progress."""
     window = job.start_window or max(4, 2 * (os.cpu_count() or 1))
     tls, pending = coordinator_tls(job), list(configs.items())
-    progress = StartProgress(len(configs)) if len(configs) > window else None
+    progress = StartProgress(len(configs), job.progress_every_s) if len(configs) > window else None
     waiting: dict[str, asyncio.Task[None]] = {}
     try:
         while pending or waiting:
@@ -382,7 +384,7 @@ async def start_and_wait(
                 waiting[pid] = asyncio.create_task(
                     party_healthy(job, pid, listen_address(config), procs[pid], tls)
                 )
-            await asyncio.wait(waiting.values(), timeout=PROGRESS_EVERY_S, return_when="FIRST_COMPLETED")
+            await asyncio.wait(waiting.values(), timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
             for pid in [p for p, task in waiting.items() if task.done()]:
                 waiting.pop(pid).result()  # a party that refused to start stops the run here
                 if progress is not None:

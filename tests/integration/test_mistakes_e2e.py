@@ -170,3 +170,30 @@ def test_ctrl_c_reports_spending_and_stops_every_process(tmp_path: Path) -> None
     config = PartyConfig.load(out / "_work" / "p1.toml")
     spent = float(Ledger(config.ledger, total_rho(config)).spent())
     assert f"p1 rho {spent:.6g}" in err  # the figure printed is the ledger's
+
+
+def test_parties_start_in_waves_with_progress(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Item 10: with more parties than the start window, nodes start in waves and the run says how far it
+    got ("started 2/3 parties, 1 healthy"); never more than `start_window` are starting at once."""
+    import asyncio
+    import re
+
+    schema, frame, target, task = demo_dataset(180, seed=6)
+    parts: dict = {f"p{i + 1}": frame.iloc[i::3].reset_index(drop=True) for i in range(3)}
+    job = local.LocalJob(
+        tmp_path, schema, parts, target, task, 1.0, 1e-9, 0, start_window=1, progress_every_s=0
+    )
+    configs = local.prepare(job)
+    procs: dict = {}
+    try:
+        asyncio.run(local.start_and_wait(job, configs, procs))
+    finally:
+        local.stop(procs)
+    lines = [line for line in capsys.readouterr().out.splitlines() if "parties," in line]
+    counts = [
+        tuple(map(int, re.fullmatch(r"\[local\] started (\d)/3 parties, (\d) healthy", line).groups()))
+        for line in lines
+    ]
+    assert counts[-1] == (3, 3) and len(counts) >= 3, lines
+    assert counts == sorted(counts)  # progress only moves forward
+    assert all(started - healthy <= 1 for started, healthy in counts)  # one wave of 1 at a time
