@@ -104,7 +104,7 @@ def test_html_has_every_section_and_decodable_images(tmp_path: Path) -> None:
 
 def test_blocked_release_is_explained() -> None:
     text = render_html(make_report(max_score=0.5))
-    assert "Not released" in text and "exceeds max_membership_inference_score" in text
+    assert "Not released" in text and "above the limit 0.500" in text
 
 
 def test_invalid_report_parts_are_refused() -> None:

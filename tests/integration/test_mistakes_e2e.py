@@ -150,7 +150,13 @@ def test_ctrl_c_reports_spending_and_stops_every_process(tmp_path: Path) -> None
         command += ["--party", f"{party}={path}"]
     command += ["--target", TARGET, "--task", TASK, "--epsilon", "1", "--out", str(out)]
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=local._env(), cwd=tmp_path
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=local._env(),
+        cwd=tmp_path,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background pytest ignores it
     )
     assert proc.stdout is not None
     seen = []

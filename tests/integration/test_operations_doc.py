@@ -10,6 +10,7 @@ renamed flag, a config key the node no longer accepts or a missing step fails th
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -75,10 +76,8 @@ def run_block(block: str, folder: Path, env: dict[str, str]) -> subprocess.Compl
     try:
         out, err = proc.communicate()
     finally:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
 
