@@ -134,7 +134,7 @@ def _round_down(value: float, digits: int = 3) -> float:
     """`value` rounded down to `digits` significant digits (a cap shown to a user must itself be allowed)."""
     if value <= 0:
         return value
-    scale = 10 ** (digits - 1 - math.floor(math.log10(value)))
+    scale = 10.0 ** (digits - 1 - math.floor(math.log10(value)))
     return math.floor(value * scale) / scale
 
 
