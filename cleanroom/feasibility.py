@@ -86,7 +86,8 @@ class NoiseFloor:
     """The largest zCDP rho one job may spend for a schema, task and n_min (every party's sigma >= 2)."""
 
     max_rho: float
-    limited_by: str  # the round or statistic whose noise reaches the floor first
+    release: str  # the round ("tree") or statistic ("attack:dcr") whose noise reaches the floor first
+    limited_by: str  # the same in words ("the MST tree round", "the DCR evaluation statistic")
 
 
 def mst_planner(schema: Schema, n_min: int, n_parties: int, settings: Mapping[str, Any]) -> Any:
@@ -119,15 +120,24 @@ def noise_floor(
     floor = float(MIN_PARTY_SIGMA2)
     synthesis = 1.0 - evaluation_share
     caps = {
-        f"MST round {name}": tables / (2 * floor * share * synthesis * n_min)
+        name: tables / (2 * floor * share * synthesis * n_min)
         for name, tables, share in planner.round_sizes()
     }
+    words = {name: f"the MST {name} round" for name in caps}
     for statistic in release.STATISTICS:
         fraction = release.statistic_rho(1.0, evaluation_share, statistic)
         sensitivity = release.statistic_sensitivity_l2(statistic, schema.domain, task)
-        caps[f"evaluation statistic {statistic}"] = sensitivity**2 / (2 * floor * fraction * n_min)
-    limited_by = min(caps, key=lambda name: caps[name])
-    return NoiseFloor(caps[limited_by], limited_by)
+        caps[statistic] = sensitivity**2 / (2 * floor * fraction * n_min)
+        short = statistic.rpartition(":")[2]
+        words[statistic] = f"the {short.upper() if len(short) <= 4 else short} evaluation statistic"
+    first = min(caps, key=lambda name: caps[name])
+    return NoiseFloor(caps[first], first, words[first])
+
+
+def _short(value: float) -> str:
+    """1e-09 -> 1e-9."""
+    mantissa, _, exponent = f"{value:g}".partition("e")
+    return f"{mantissa}e{int(exponent)}" if exponent else mantissa
 
 
 def _round_down(value: float, digits: int = 3) -> float:
@@ -148,8 +158,8 @@ def check_epsilon(
     raise InvalidInput(
         f"epsilon {epsilon:g} is too large for this plan: with {measured} measured columns and n_min "
         f"{n_min} honest parties the per-party noise cannot go below sigma 2 ({floor.limited_by} reaches it "
-        f"first), so one job can spend at most epsilon {cap:g} at delta {delta:g}; set {fields.epsilon} "
-        f"<= {cap:g}"
+        f"first), so one job can spend at most epsilon {cap:g} at delta {_short(delta)}; set "
+        f"{fields.epsilon} <= {cap:g}"
     )
 
 

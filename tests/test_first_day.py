@@ -94,7 +94,7 @@ def test_the_noise_floor_cap_is_where_calibration_reaches_sigma_2() -> None:
         calibrated[statistic], ideal[statistic] = sigma2 / n_min, sensitivity**2 / (2 * rho * n_min)
     assert min(calibrated.values()) >= MIN_PARTY_SIGMA2
     assert min(calibrated.values()) <= MIN_PARTY_SIGMA2 * Fraction(1001, 1000)
-    assert floor.limited_by.endswith(min(calibrated, key=lambda name: calibrated[name]))
+    assert floor.release == min(calibrated, key=lambda name: calibrated[name])
     assert min(ideal.values()) / 1.2 < MIN_PARTY_SIGMA2
 
 
@@ -123,7 +123,7 @@ def test_local_flags_name_what_to_change() -> None:
     schema_dict, _, target, task = demo_dataset(10, seed=1)
     schema = Schema.from_dict(schema_dict)
     common = {"task": task, "delta": 1e-9, "n_min": 2, "n_parties": 3, "fields": LOCAL_FIELDS}
-    cap = r"at most epsilon 10\.8 at delta 1e-09; set --epsilon <= 10\.8$"  # the DCR statistic binds first
+    cap = r"at most epsilon 10\.8 at delta 1e-9; set --epsilon <= 10\.8$"  # the DCR statistic binds first
     with pytest.raises(InvalidInput, match=cap):
         check_job(schema, target=target, epsilon=1000.0, **common)
     with pytest.raises(InvalidInput, match="^--target customer_id: an identifier column"):
