@@ -379,3 +379,23 @@ def test_the_test_run_says_why_tests_are_skipped() -> None:
 
     options = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
     assert "-rs" in options.get("addopts", "").split()
+
+
+def test_a_listen_port_in_use_is_one_line_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import socket
+    import tomllib
+
+    from cleanroom_cli import local
+
+    schema, frame, target, task = demo_dataset(120, seed=9)
+    job = local.LocalJob(tmp_path, schema, {"a": frame[:60], "b": frame[60:]}, target, task, 1.0, 1e-9, 0)
+    config = local.prepare(job)["a"]
+    host, port = tomllib.loads(config.read_text())["listen"].rsplit(":", 1)
+    with socket.socket() as taken:
+        taken.bind((host, int(port)))
+        taken.listen()
+        assert main(["party", "serve", "--config", str(config)]) == 2
+    line = _one_line_error(capsys)
+    assert f"cannot listen on {host}:{port}: the port is in use" in line and "change listen" in line
