@@ -304,21 +304,6 @@ def test_simulate_rows_is_synthetic_rows_and_its_old_spelling_warns(
     assert demo.rows == 50 and not hasattr(demo, "synthetic_rows")
 
 
-def test_schema_json_syntax_error_in_simulate_is_one_line(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
-    schema = tmp_path / "schema.json"
-    schema.write_text('{"columns": [\n  {"name": "a",, }\n]}')
-    data = tmp_path / "a.csv"
-    data.write_text("a\n1\n")
-    args = ["simulate", "--schema", str(schema), "--party", f"a={data}", "--party", f"b={data}"]
-    assert (
-        main([*args, "--target", "a", "--task", "regression", "--epsilon", "1", "--out", str(tmp_path)]) == 2
-    )
-    line = _one_line_error(capsys)
-    assert f"{schema}: not valid JSON" in line and "line 2" in line
-
-
 # ---- item 8: the documents agree with the code
 
 ROOT = Path(__file__).resolve().parents[1]
