@@ -62,6 +62,8 @@ class LocalJob:
         default_factory=dict
     )  # tests: a party with another schema
     sources: dict[str, str] = field(default_factory=dict)  # party -> csv/parquet/postgresql (default csv)
+    plan_fields: dict[str, Any] = field(default_factory=dict)  # extra top-level plan keys (vertical plans)
+    plan_tables: str = ""  # extra plan tables, TOML text (e.g. [vertical])
     work: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -159,6 +161,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "result_formats": [job.result_format],
         "model_format": "onnx",
         "retention_days": 30,
+        **job.plan_fields,
     }
     text = toml_table(head)
     for member in members:
@@ -174,7 +177,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
     }
     if job.seed is not None:
         coordinator["seed"] = job.seed
-    text += "\n[coordinator]\n" + toml_table(coordinator)
+    text += "\n[coordinator]\n" + toml_table(coordinator) + job.plan_tables
     path = job.work / "collaboration.toml"
     path.write_text(text)
     return path

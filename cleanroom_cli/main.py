@@ -119,12 +119,26 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.vertical:
+        from cleanroom_cli.vertical_local import run_demo_vertical
+
+        return run_demo_vertical(args)
     from cleanroom_cli.local import run_demo
 
     return run_demo(args)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.vertical:
+        import json
+
+        from cleanroom_cli.vertical_local import run_simulate_vertical
+
+        try:
+            schema = json.loads(Path(args.schema).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise InvalidInput(f"{args.schema}: cannot read the schema: {error}") from None
+        return run_simulate_vertical(args, schema)
     from cleanroom_cli.local import run_simulate
 
     return run_simulate(args)
@@ -295,6 +309,9 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="KIND[,KIND...]",
         help="data source kind per party: csv, parquet or postgresql (needs CLEANROOM_PG_DSN); default csv",
     )
+    demo.add_argument("--vertical", action="store_true",
+                      help="joined collaboration: an airline and a hotel chain hold different columns")
+    demo.add_argument("--overlap", type=float, default=0.8, help="--vertical: share of customers at both")
     demo.set_defaults(handler=cmd_demo)
     sim = sub.add_parser("simulate", help="run a whole collaboration locally on your own CSV files")
     sim.add_argument("--schema", required=True)
@@ -313,6 +330,9 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
         metavar="KIND[,KIND...]",
         help="data source kind per party: csv, parquet or postgresql (needs CLEANROOM_PG_DSN); default csv",
     )
+    sim.add_argument("--vertical", action="store_true",
+                     help="joined collaboration: --party NAME=PATH:col1,col2,... (the columns each holds)")
+    sim.add_argument("--max-rows", type=int, default=0, help="--vertical: public bound on each party's rows")
     sim.set_defaults(handler=cmd_simulate)
 
 
