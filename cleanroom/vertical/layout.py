@@ -40,6 +40,7 @@ OFFSET = 1 << 30
 NOISE_BOUND = 1 << 29
 SIGMA_EXTRA2 = Fraction(1 << 40)
 MAX_SIGMA2 = Fraction(1 << 40)  # a round's per-party variance; beyond it noise could leave its slot
+VERTICAL_RELEASES = ("vertical:aggregate", "vertical:release")  # tests/test_vertical_sensitivity.py covers each
 SlotRef = tuple[int, int]  # (index of the clique in the round, flat cell of its table)
 
 
