@@ -32,7 +32,7 @@ from cleanroom.errors import InvalidInput, ProtocolAbort
 KEY_BITS = 2048
 RANDOM_BITS = KEY_BITS // 2  # DJN's exponent length, k/2
 CIPHERTEXT_BYTES = 2 * KEY_BITS // 8
-OWNER_WINDOW = 11  # digits of the owner's fixed-base tables (2 x 94 windows x 2048 entries of 256 bytes)
+OWNER_WINDOW = 8  # digits of the owner's fixed-base tables (2 x 128 windows x 256 entries of 256 bytes)
 PUBLIC_WINDOW = 8  # digits of the other party's table for its noise encryptions (128 x 256 x 512 bytes)
 
 
