@@ -28,12 +28,18 @@ def vertical_tables(columns: dict[str, list[str]], join_key: str, max_rows: int)
 
 
 def vertical_job(
-    args: argparse.Namespace, schema: dict[str, Any], parts: dict[str, Any], columns: dict[str, list[str]],
-    target: str, task: str, max_rows: int, rows: int,
+    args: argparse.Namespace,
+    schema: dict[str, Any],
+    parts: dict[str, Any],
+    columns: dict[str, list[str]],
+    target: str,
+    task: str,
+    max_rows: int,
+    rows: int,
 ) -> LocalJob:
     key = next((c["name"] for c in schema["columns"] if c.get("join_key")), None)
     if key is None:
-        raise InvalidInput("a vertical collaboration needs a schema column with \"join_key\": true")
+        raise InvalidInput('a vertical collaboration needs a schema column with "join_key": true')
     return LocalJob(
         Path(args.out).resolve(), schema, parts, target, task, args.epsilon, args.delta,
         synthetic_rows=rows, result_format=args.format, seed=args.seed,

@@ -29,7 +29,13 @@ from cleanroom.secagg.manifest import session_id
 from cleanroom.synth import MSTPlanner
 from cleanroom.vertical import coordinator as vc
 from cleanroom.vertical.layout import RoundLayout
-from cleanroom.vertical.messages import AggregateReply, EncryptedList, SetupReply, VerticalRoundRequest, setup_sid
+from cleanroom.vertical.messages import (
+    AggregateReply,
+    EncryptedList,
+    SetupReply,
+    VerticalRoundRequest,
+    setup_sid,
+)
 from cleanroom.vertical.spec import VerticalSpec
 from coordinator.client import PartyClient
 from coordinator.results import build_results
@@ -58,7 +64,11 @@ class VerticalClient:
     received: dict[str, int] = field(default_factory=lambda: {"psi": 0, "tables": 0})
 
     def __post_init__(self) -> None:
-        self.stub = pb_grpc.VerticalServiceStub(self.client._channel)
+        self.channel = long_call_channel(self.client)
+        self.stub = pb_grpc.VerticalServiceStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
 
     @property
     def name(self) -> str:
@@ -124,6 +134,21 @@ class VerticalClient:
         return np.frombuffer(reply.vector, dtype="<i8").astype(np.int64)
 
 
+def long_call_channel(client: PartyClient) -> grpc.aio.Channel:
+    """A second mTLS channel to the party without client keepalive pings.
+
+    Vertical calls (encrypting a list, aggregating a round) can run for minutes while the party's event loop
+    competes with its compute thread; pings answered late come in bursts that the server counts as abuse
+    (GOAWAY too_many_pings, `transport.options`). Deadlines still bound every call.
+    """
+    from transport.options import CHANNEL_OPTIONS
+
+    options = [(k, v) for k, v in CHANNEL_OPTIONS if not k.startswith("grpc.keepalive")]
+    options += [("grpc.keepalive_time_ms", 2**31 - 1), ("grpc.keepalive_permit_without_calls", 0),
+                ("grpc.ssl_target_name_override", client.party_id)]  # fmt: skip
+    return grpc.aio.secure_channel(client.address, client.tls.channel_credentials(), options=options)
+
+
 class VerticalWorkflow(Workflow):
     def __init__(self, config: Any) -> None:
         super().__init__(config)
@@ -159,6 +184,8 @@ class VerticalWorkflow(Workflow):
         finally:
             for client in self.clients.values():
                 await client.close()
+            for vclient in self.vclients.values():
+                await vclient.close()
         self.finish_log("ok")
         return self.record
 
@@ -176,11 +203,15 @@ class VerticalWorkflow(Workflow):
         alignment = vc.align(self.spec, blinds, lists)
         self.intersection = alignment.intersection
         calls = {
-            p: self.vclients[p].align(vc.peer_copy(lists[other(p)]), alignment.maps[p].astype("<u4").tobytes())
+            p: self.vclients[p].align(
+                vc.peer_copy(lists[other(p)]), alignment.maps[p].astype("<u4").tobytes()
+            )
             for p in parties
         }
         await self.both(calls, "alignment")
-        progress(f"alignment: {len(parties)} parties aligned (lists of {[lists[p].entries for p in parties]})")
+        progress(
+            f"alignment: {len(parties)} parties aligned (lists of {[lists[p].entries for p in parties]})"
+        )
 
     async def measure(self) -> list[Measurement]:
         settings = dict(self.plan.synthesizer_settings)
@@ -215,8 +246,10 @@ class VerticalWorkflow(Workflow):
         rho = RoundLayout(self.spec, domain, cliques).rho(sigma2)
         self.record.rho_spent += rho
         cells = sum(t.size for t in tables)
-        self.record.rounds.append({"round": number, "name": spec.name, "cliques": len(cliques), "cells": cells,
-                                   "survivors": list(parties), "rho": rho, "sigma_party2": str(sigma2)})  # fmt: skip
+        self.record.rounds.append(
+            {"round": number, "name": spec.name, "cliques": len(cliques), "cells": cells,
+             "survivors": list(parties), "rho": rho, "sigma_party2": str(sigma2)}
+        )  # fmt: skip
         progress(f"round {number} ({spec.name}): {len(cliques)} tables on the joined rows, {cells} cells")
         stddev = math.sqrt(2 * float(sigma2))  # both parties' shares
         return [Measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)]

@@ -76,7 +76,7 @@ class VerticalPartyNode(PartyNode):
         return None
 
     def job_data(self) -> tuple[list[str], np.ndarray]:
-        """Normalised keys and this party's codes (columns in the plan's order), checked: local errors only."""
+        """Normalised keys and this party's codes (plan column order), checked; errors for local eyes."""
         schema = self.party_schema
         key = self.vspec.join_key
         frame = self.source.read_frame()
@@ -88,7 +88,9 @@ class VerticalPartyNode(PartyNode):
             raise DataError(f"{self.source.name}: column {key!r} repeats keys after normalisation", key)
         bound = self.vspec.max_rows[self.party_id]
         if len(keys) > bound:
-            raise DataError(f"{self.source.name}: {len(keys)} records exceed the plan's max_rows {bound}", key)
+            raise DataError(
+                f"{self.source.name}: {len(keys)} records exceed the plan's max_rows {bound}", key
+            )
         encoded = encode(schema, frame[[c.name for c in schema.measured_columns]], source=self.source.name)
         order = [schema.domain.attrs.index(c) for c in self.vspec.columns[self.party_id]]
         return keys, np.asarray(encoded.codes)[:, order]
@@ -109,7 +111,9 @@ class VerticalPartyNode(PartyNode):
     def vertical_setup(self, job_id: str) -> SetupReply:
         try:
             if self.job_id is None or job_id != self.job_id:
-                raise PreconditionFailed(f"party {self.party_id}: job {job_id!r} has not completed the handshake")
+                raise PreconditionFailed(
+                    f"party {self.party_id}: job {job_id!r} has not completed the handshake"
+                )
             if self.vjob is not None:
                 raise PreconditionFailed(f"party {self.party_id}: the job's PSI setup already ran")
             keys, codes = self.job_data()
@@ -162,7 +166,7 @@ class VerticalPartyNode(PartyNode):
     # ---- rounds -------------------------------------------------------------------------------------
 
     def vertical_open(self, request: VerticalRoundRequest, sid: bytes) -> None:
-        """Check the round and charge it (ledger: dataset, plan and job limits, round number) before any work."""
+        """Check the round and charge it (dataset, plan, job limits, round number) before any work."""
         existing = self.vsessions.get(sid)
         if existing is not None and existing.request == request:
             return  # a verbatim retry
@@ -181,7 +185,9 @@ class VerticalPartyNode(PartyNode):
             raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
         expected = session_id(self.plan.collaboration_id, request.round, self.plan_hash, request.digest())
         if sid != expected:
-            raise PermissionDenied(f"{where}: session id does not match SHA256(collaboration | round | plan | request)")
+            raise PermissionDenied(
+                f"{where}: session id does not match SHA256(collaboration | round | plan | request)"
+            )
         if request.round in self.used_rounds():
             raise PermissionDenied(f"{where}: round already opened; a round and its session are used once")
         if self.vjob is None or self.vjob.mapping is None:
@@ -192,7 +198,8 @@ class VerticalPartyNode(PartyNode):
         self.check_cliques(request.cliques, where)
         if not MIN_SIGMA_PARTY2 <= request.sigma_party2 <= MAX_SIGMA2:
             raise InvalidInput(
-                f"{where}: per-party noise variance {request.sigma_party2} is outside [{MIN_SIGMA_PARTY2}, 2^40]"
+                f"{where}: per-party noise variance {request.sigma_party2} is outside "
+                f"[{MIN_SIGMA_PARTY2}, 2^40]"
             )
         return RoundLayout(self.vspec, self.schema.domain, tuple(request.cliques)).rho(request.sigma_party2)
 

@@ -16,7 +16,9 @@ from party.vertical import VerticalPartyNode, vertical_spec
 from transport.ca import load_identity_key
 
 
-def build_vertical_node(config: PartyConfig, plan: Any, reveals: Any) -> tuple[VerticalPartyNode, PlanAuthorizer]:
+def build_vertical_node(
+    config: PartyConfig, plan: Any, reveals: Any
+) -> tuple[VerticalPartyNode, PlanAuthorizer]:
     from party.run import source_spec, total_rho
 
     schema = Schema.load(config.schema)  # the plan's joint schema (its hash is agreed at the handshake)
@@ -24,7 +26,8 @@ def build_vertical_node(config: PartyConfig, plan: Any, reveals: Any) -> tuple[V
     source = open_source(source_spec(config.source), spec.party_schema(schema, config.party_id))
     node = VerticalPartyNode(
         party_id=config.party_id, plan=plan, plan_hash=plan.hash, approved_plans=config.approved_plans,
-        schema=schema, schema_hash=schema.hash(), source=source, ledger=Ledger(config.ledger, total_rho(config)),
+        schema=schema, schema_hash=schema.hash(), source=source,
+        ledger=Ledger(config.ledger, total_rho(config)),
         identity_key=load_identity_key(config.identity_key), output_dir=config.output_dir,
         manifest=plan.secagg_manifest(schema.hash()), reveals=SqliteRevealRecord(reveals),
         audit=RateLimitedAudit(AuditLog(config.audit_log)) if config.audit_log else None, vspec=spec,
@@ -44,6 +47,7 @@ def registration(node: Any, authorizer: Any) -> tuple[Any, tuple[str, ...]]:
     party = PartyServicer(node, authorizer)
     if not isinstance(node, VerticalPartyNode):
         return register(party), (SERVICE_NAME,)
-    from party.vertical_service import SERVICE_NAME as VERTICAL, VerticalServicer, register_both
+    from party.vertical_service import SERVICE_NAME as VERTICAL
+    from party.vertical_service import VerticalServicer, register_both
 
     return register_both(party, VerticalServicer(node, authorizer, party)), (SERVICE_NAME, VERTICAL)

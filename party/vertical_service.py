@@ -1,5 +1,5 @@
-"""VerticalService servicer: authorise the caller (the plan's coordinator, by certificate), convert, delegate to
-`party.vertical.VerticalPartyNode`. No logic lives here."""
+"""VerticalService servicer: authorise the caller (the plan's coordinator, by certificate), convert,
+delegate to `party.vertical.VerticalPartyNode`. No logic lives here."""
 
 from __future__ import annotations
 
@@ -72,7 +72,9 @@ class VerticalServicer(pb_grpc.VerticalServiceServicer):
         _, other = await serde.release_from_chunks(request_iterator, MAX_LIST_BYTES)
         vector = await self.serial(self.node.vertical_release, other.sid, other)
         data = np.asarray(vector, dtype="<i8").tobytes()
-        return pb.VerticalReleaseReply(header=serde.header(other.sid, "Release", self.node.party_id), vector=data)
+        return pb.VerticalReleaseReply(
+            header=serde.header(other.sid, "Release", self.node.party_id), vector=data
+        )
 
 
 def register_both(party: Any, vertical: VerticalServicer) -> Callable[[grpc.aio.Server], None]:

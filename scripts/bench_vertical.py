@@ -1,4 +1,4 @@
-"""Cost of a vertical collaboration: 2 party processes x ROWS rows x 7 columns each, over gRPC with mutual TLS.
+"""Cost of a vertical collaboration: 2 party processes x ROWS rows x 7 columns, over gRPC with mutual TLS.
 
 Prints the end-to-end wall time, the per-stage timings, and the bytes each party sent with the breakdown
 PSI / cross-party tables (encrypted lists, aggregates, released tables) / rest (handshake, results), then
@@ -108,7 +108,10 @@ def main() -> None:
     if status != 0:
         raise SystemExit(f"the run failed with status {status}")
     record = json.loads((job.work / "coordinator" / "job.json").read_text())
-    print(f"\n2 parties x {args.rows} rows x 7 columns, overlap {args.overlap:.0%}: wall {wall:.1f} s end to end")
+    print(
+        f"\n2 parties x {args.rows} rows x 7 columns, overlap {args.overlap:.0%}: "
+        f"wall {wall:.1f} s end to end"
+    )
     for stage, seconds in record["timings_s"].items():
         print(f"  {stage:<12} {seconds:8.2f} s")
     print("bytes sent by each party (PSI / cross-party tables / rest) and to it:")

@@ -19,7 +19,7 @@ from cleanroom.vertical import psi
 from cleanroom.vertical.layout import SIGMA_EXTRA2, RoundLayout
 from cleanroom.vertical.messages import VerticalRoundRequest
 from cleanroom.vertical.spec import VerticalSpec, normalise_key
-from tests.vertical_fixtures import A, B, SCHEMA, frames, join_tables, make_spec, run_setup
+from tests.vertical_fixtures import SCHEMA, A, B, frames, join_tables, make_spec, run_setup
 
 DOMAIN = SCHEMA.domain
 CLIQUES = tuple(
@@ -215,14 +215,19 @@ def test_the_plan_section_is_validated() -> None:
     assert spec.party_schema(SCHEMA, A).names == ("email", "cabin", "miles")
     bad = [
         ({"columns": {A: ["cabin"], B: ["stays", "loyalty", "high_value"]}}, "held by no party"),
-        ({"columns": {A: ["cabin", "miles", "stays"], B: ["stays", "loyalty", "high_value"]}}, "both parties"),
+        (
+            {"columns": {A: ["cabin", "miles", "stays"], B: ["stays", "loyalty", "high_value"]}},
+            "both parties",
+        ),
         ({"join_key": "cabin"}, "join_key"),
         ({"max_rows": 0}, "max_rows"),
     ]
     for change, message in bad:
         section = {**plan.sections["vertical"], **change}
         with pytest.raises(InvalidInput, match=message):
-            VerticalSpec.from_plan(SimpleNamespace(**{**vars(plan), "sections": {"vertical": section}}), SCHEMA)
+            VerticalSpec.from_plan(
+                SimpleNamespace(**{**vars(plan), "sections": {"vertical": section}}), SCHEMA
+            )
     unmarked = Schema(tuple(dataclasses.replace(c, join_key=False) for c in SCHEMA.columns))
     with pytest.raises(InvalidInput, match="join_key"):
         VerticalSpec.from_plan(plan, unmarked)

@@ -21,9 +21,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from cleanroom.vertical.layout import OFFSET, SIGMA_EXTRA2, VERTICAL_RELEASES, Full, Packed, RoundLayout, unpack
+from cleanroom.vertical.layout import (
+    OFFSET,
+    SIGMA_EXTRA2,
+    VERTICAL_RELEASES,
+    Full,
+    Packed,
+    RoundLayout,
+    unpack,
+)
 from cleanroom.vertical.messages import VerticalRoundRequest
-from tests.vertical_fixtures import A, B, COLUMNS, SCHEMA, run_setup
+from tests.vertical_fixtures import COLUMNS, SCHEMA, A, B, run_setup
 
 pytestmark = pytest.mark.sensitivity
 

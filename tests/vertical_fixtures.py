@@ -52,7 +52,9 @@ def cached_key(party: str) -> Callable[[], PaillierPrivate]:
     return factory
 
 
-def make_spec(max_rows: int, schema: Schema = SCHEMA, columns: dict[str, tuple[str, ...]] = COLUMNS) -> VerticalSpec:
+def make_spec(
+    max_rows: int, schema: Schema = SCHEMA, columns: dict[str, tuple[str, ...]] = COLUMNS
+) -> VerticalSpec:
     levels = {p: sum(schema.column(c).n_levels for c in cols) for p, cols in columns.items()}
     target = next(p for p, cols in columns.items() if schema.target in cols)
     return VerticalSpec("email", columns, dict.fromkeys(columns, max_rows), target, levels)
@@ -62,7 +64,9 @@ def frames(n_shared: int, n_only: tuple[int, int], seed: int) -> dict[str, pd.Da
     """Customers keyed by e-mail: `n_shared` at both parties, the rest at one; values correlated across."""
     rng = np.random.default_rng(seed)
     total = n_shared + sum(n_only)
-    emails = [f"  Customer{i}@Example.com " if i % 3 == 0 else f"customer{i}@example.com" for i in range(total)]
+    emails = [
+        f"  Customer{i}@Example.com " if i % 3 == 0 else f"customer{i}@example.com" for i in range(total)
+    ]
     miles = rng.uniform(0, 100, total)
     frame = pd.DataFrame({
         "email": emails,
@@ -104,7 +108,9 @@ class Run:
     received: dict[str, list[Any]] = field(default_factory=dict)  # participant -> messages received
     rounds: itertools.count = field(default_factory=itertools.count)
 
-    def measure(self, cliques: tuple[tuple[str, ...], ...], sigma2: Fraction = Fraction(4)) -> list[np.ndarray]:
+    def measure(
+        self, cliques: tuple[tuple[str, ...], ...], sigma2: Fraction = Fraction(4)
+    ) -> list[np.ndarray]:
         number = next(self.rounds)
         request = VerticalRoundRequest("job", f"job/{number}", number, cliques, sigma2)
         sid = request.digest()
@@ -140,7 +146,11 @@ Tamper = Callable[[str, np.ndarray], np.ndarray]
 
 
 def run_setup(
-    parts: dict[str, pd.DataFrame], max_rows: int, *, plain: bool = False, noise: Any = zero_noise,
+    parts: dict[str, pd.DataFrame],
+    max_rows: int,
+    *,
+    plain: bool = False,
+    noise: Any = zero_noise,
     tamper: Tamper | None = None,
 ) -> Run:
     """Setup, PSI, encrypted lists and alignment through the real coordinator steps."""

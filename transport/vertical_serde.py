@@ -115,7 +115,9 @@ def release_chunks(sid: bytes, sender: str, other: AggregateReply) -> Iterator[p
         yield pb.VerticalReleaseChunk(data=other.data[offset : offset + CHUNK])
 
 
-async def release_from_chunks(chunks: AsyncIterator[Any], limit: int) -> tuple[pb.VerticalHeader, AggregateReply]:
+async def release_from_chunks(
+    chunks: AsyncIterator[Any], limit: int
+) -> tuple[pb.VerticalHeader, AggregateReply]:
     listing, _ = await list_from_chunks(chunks, "Release", limit)
     reply = AggregateReply(listing.sid, listing.sender, listing.data, listing.signature)
     return pb.VerticalHeader(sid=listing.sid), reply

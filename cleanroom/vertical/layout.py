@@ -40,7 +40,10 @@ OFFSET = 1 << 30
 NOISE_BOUND = 1 << 29
 SIGMA_EXTRA2 = Fraction(1 << 40)
 MAX_SIGMA2 = Fraction(1 << 40)  # a round's per-party variance; beyond it noise could leave its slot
-VERTICAL_RELEASES = ("vertical:aggregate", "vertical:release")  # tests/test_vertical_sensitivity.py covers each
+VERTICAL_RELEASES = (
+    "vertical:aggregate",
+    "vertical:release",
+)  # tests/test_vertical_sensitivity.py covers each
 SlotRef = tuple[int, int]  # (index of the clique in the round, flat cell of its table)
 
 
@@ -86,7 +89,7 @@ class EntryLayout:
 
 @dataclass(frozen=True)
 class Full:
-    """Sum of the other party's ciphertext `t` over the records in `cell` of `group` (this party's columns)."""
+    """Sum of the other's ciphertext `t` over the records in `cell` of `group` (this party's columns)."""
 
     group: Clique
     cell: int

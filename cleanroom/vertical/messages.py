@@ -68,7 +68,9 @@ class VerticalRoundRequest:
             raise InvalidInput(f"vertical round {self.round}: job_id and release_id must not be empty")
 
     def digest(self) -> bytes:
-        cliques = [len(self.cliques)] + [f for c in self.cliques for f in (len(c), *c)]
+        cliques: list[str | int] = [len(self.cliques)]
+        for clique in self.cliques:
+            cliques += [len(clique), *clique]
         fields = encode_fields(
             ROUND_TAG, self.job_id, self.release_id, self.round, *cliques,
             str(self.sigma_party2.numerator), str(self.sigma_party2.denominator),

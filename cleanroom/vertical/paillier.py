@@ -1,4 +1,4 @@
-"""Additively homomorphic encryption for the cross-party tables: Paillier in the Damgard-Jurik-Nielsen variant.
+"""Additively homomorphic encryption for the cross-party tables: Paillier, Damgard-Jurik-Nielsen variant.
 
 Key generation and decryption are `phe` (python-paillier, CRT decryption). Encryption follows Damgard, Jurik
 and Nielsen (2010, "A generalization of Paillier's public-key system with applications to electronic

@@ -103,7 +103,9 @@ class VerticalJob:
             raise PreconditionFailed(f"party {self.party}: setup has not run")
         if other.sender != self.other or other.sid != self.sid:
             raise ProtocolAbort(f"party {self.party}: PSI list from {other.sender!r} is not the peer's")
-        verify(self.peer_key, other.signature, "setup", self.sid, other.sender, other.public_key, other.blinded)
+        verify(
+            self.peer_key, other.signature, "setup", self.sid, other.sender, other.public_key, other.blinded
+        )
         self.peer_scheme = _peer_scheme(self.scheme, other.public_key)
         count = self.spec.max_rows[self.other]
         doubly = psi.raise_list(other.blinded, count, self.secret, f"PSI list of {other.sender}")
@@ -150,7 +152,9 @@ class VerticalJob:
             size, n_ct,
         ):  # fmt: skip
             raise ProtocolAbort(f"{where}: the encrypted list is not the peer's list for this job")
-        verify(self.peer_key, other.signature, "encrypted-list", self.sid, other.sender, size, n_ct, other.data)
+        verify(
+            self.peer_key, other.signature, "encrypted-list", self.sid, other.sender, size, n_ct, other.data
+        )
         mapping = np.asarray(mapping)
         psi.check_map(mapping, self.spec.max_rows[self.party], size, where)
         cts = self.peer_scheme.decode(other.data, size * n_ct, f"encrypted list of {other.sender}")
@@ -189,7 +193,9 @@ class VerticalJob:
             noise = self._noise_plaintext(output, request.sigma_party2)
             result.append(self.peer_scheme.add(total, self.peer_scheme.encrypt(noise)))
         data = self.peer_scheme.encode(result)
-        return AggregateReply(sid, self.party, data, sign(self.identity_key, "aggregate", sid, self.party, data))
+        return AggregateReply(
+            sid, self.party, data, sign(self.identity_key, "aggregate", sid, self.party, data)
+        )
 
     def _group_sums(
         self, outputs: list[Any], records: npt.NDArray[np.int64], where: npt.NDArray[np.int64]
@@ -201,7 +207,8 @@ class VerticalJob:
             else:
                 for group, _, _ in output.items:
                     needed.setdefault(group, set()).add(0)
-        scheme, sums = self.peer_scheme, {}
+        scheme = self.peer_scheme
+        sums: dict[tuple[Clique, int, int], Any] = {}
         for group, ts in needed.items():
             cells = self.cells(group, records)
             for t in sorted(ts):
@@ -234,7 +241,9 @@ class VerticalJob:
             raise ProtocolAbort(f"party {self.party}: a noise draw left its slot's range")
         return pack([OFFSET + v for v in values])
 
-    def release(self, request: VerticalRoundRequest, sid: bytes, other: AggregateReply) -> npt.NDArray[np.int64]:
+    def release(
+        self, request: VerticalRoundRequest, sid: bytes, other: AggregateReply
+    ) -> npt.NDArray[np.int64]:
         """Decrypt the other's aggregate, add this party's noise: the tables this party releases."""
         if other.sender != self.other or other.sid != sid:
             raise ProtocolAbort(f"party {self.party}: the aggregate is not the peer's for this round")

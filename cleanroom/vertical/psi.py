@@ -94,7 +94,7 @@ class BlindedList:
 
 
 def blind_keys(collaboration_id: str, keys: Sequence[str], bound: int, secret: bytes) -> BlindedList:
-    """H(k)^secret for every record (keys already normalised; "" joins nothing), padded to `bound`, shuffled."""
+    """H(k)^secret per record (normalised keys; "" joins nothing), padded to `bound`, shuffled."""
     if len(keys) > bound:
         raise InvalidInput(f"{len(keys)} records exceed the plan's max_rows ({bound})")
     entries: list[tuple[bytes, int]] = []
@@ -107,7 +107,7 @@ def blind_keys(collaboration_id: str, keys: Sequence[str], bound: int, secret: b
 
 
 def raise_list(data: bytes, count: int, secret: bytes, what: str) -> bytes:
-    """The other party's list raised to our secret (doubly blinded), in its order: for the coordinator only."""
+    """The other's list raised to our secret (doubly blinded), in its order: for the coordinator only."""
     return b"".join(raise_to(secret, point, what) for point in split_points(data, count, what))
 
 
@@ -121,10 +121,10 @@ def match(first: bytes, second: bytes, sizes: tuple[int, int]) -> list[tuple[int
         index.setdefault(point, i)
     pairs, used = [], set()
     for j, point in enumerate(split_points(second, sizes[1], "second doubly-blinded list")):
-        i = index.get(point)
-        if i is not None and i not in used:
-            used.add(i)
-            pairs.append((i, j))
+        found = index.get(point)
+        if found is not None and found not in used:
+            used.add(found)
+            pairs.append((found, j))
     return pairs
 
 

@@ -67,7 +67,9 @@ class VerticalSpec:
             raise InvalidInput(f"[vertical] needs exactly two data parties, got {len(self.columns)}")
         for party, bound in self.max_rows.items():
             if not 1 <= bound <= MAX_ROWS_LIMIT:
-                raise InvalidInput(f"[vertical] max_rows of {party} ({bound}) must be in [1, {MAX_ROWS_LIMIT}]")
+                raise InvalidInput(
+                    f"[vertical] max_rows of {party} ({bound}) must be in [1, {MAX_ROWS_LIMIT}]"
+                )
 
     @property
     def parties(self) -> tuple[str, str]:
@@ -97,7 +99,7 @@ class VerticalSpec:
         raise InvalidInput(f"column {column!r} is held by no party of the vertical plan")
 
     def list_size(self, party: str) -> int:
-        """Entries of a party's encrypted list: its own bound (records and padding) + the other's (dummies)."""
+        """Entries of a party's encrypted list: its own bound (records, padding) + the other's (dummies)."""
         return self.max_rows[party] + self.max_rows[self.other(party)]
 
     def clique_kind(self, clique: Clique) -> str:
@@ -115,7 +117,7 @@ class VerticalSpec:
         where = f"{getattr(plan, 'source', '<plan>')}: [vertical]"
         table = dict(getattr(plan, "sections", {}).get("vertical") or {})
         if not table:
-            raise InvalidInput(f"{where} table is missing (partitioning = \"vertical\" needs it)")
+            raise InvalidInput(f'{where} table is missing (partitioning = "vertical" needs it)')
         unknown = sorted(set(table) - {"join_key", "max_rows", "columns"})
         if unknown:
             raise InvalidInput(f"{where}: unknown fields {unknown}")
@@ -151,7 +153,7 @@ def _join_key(value: Any, schema: Schema, where: str) -> str:
         raise InvalidInput(f"{where}: join_key ({value!r}) must name a column of the schema")
     if keys != [value]:
         raise InvalidInput(
-            f"{where}: join_key {value!r} must be the schema's one identifier column marked \"join_key\": true"
+            f'{where}: join_key {value!r} must be the schema\'s one identifier column marked "join_key": true'
         )
     return value
 
@@ -173,7 +175,9 @@ def _check_coverage(schema: Schema, columns: dict[str, tuple[str, ...]], where: 
 def _max_rows(value: Any, parties: list[str], where: str) -> dict[str, int]:
     if isinstance(value, int) and not isinstance(value, bool):
         return dict.fromkeys(parties, value)
-    if isinstance(value, dict) and sorted(value) == sorted(parties):
-        if all(isinstance(v, int) and not isinstance(v, bool) for v in value.values()):
-            return {p: int(value[p]) for p in parties}
+    integers = isinstance(value, dict) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value.values()
+    )
+    if integers and sorted(value) == sorted(parties):
+        return {p: int(value[p]) for p in parties}
     raise InvalidInput(f"{where}: max_rows must be an integer or a table party = integer for {parties}")

@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from cleanroom.audit import read_entries, verify
-from cleanroom.errors import CleanroomError, PermissionDenied, ProtocolAbort
+from cleanroom.errors import PermissionDenied, ProtocolAbort
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
 from cleanroom.schema import Schema
@@ -69,7 +69,11 @@ def test_a_vertical_job_runs_end_to_end_and_both_ledgers_match_their_audit_logs(
         path, audited, spent = local.audit_vs_ledger(job, party)
         assert verify(path).ok and spent > 0 and audited == pytest.approx(spent, rel=1e-9)
         events = {(e["event"], e["outcome"]) for e in read_entries(path)}
-        assert {("vertical_setup", "answered"), ("vertical_align", "answered"), ("measure", "answered")} <= events
+        assert {
+            ("vertical_setup", "answered"),
+            ("vertical_align", "answered"),
+            ("measure", "answered"),
+        } <= events
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +104,9 @@ class Liar:
         return Ledger(config.ledger, total_rho(config)).entries()
 
     async def setup(self, tamper: Any = None) -> tuple[str, dict[str, VerticalClient]]:
-        clients = {p: PartyClient(p, PartyConfig.load(c).listen, self.tls, 120) for p, c in self.configs.items()}
+        clients = {
+            p: PartyClient(p, PartyConfig.load(c).listen, self.tls, 120) for p, c in self.configs.items()
+        }
         vclients = {p: VerticalClient(c, 120) for p, c in clients.items()}
         job_id = uuid.uuid4().hex
         hello = wire.Hello(job_id, self.plan.hash, self.schema.hash(), "coordinator")
