@@ -53,6 +53,12 @@ class FixedBase:
             power = row[-1] * power % self.modulus  # base^(2^(w (i+1)))
 
     def power(self, exponent: int) -> Any:
+        if self.window == 8:  # the digits are the exponent's bytes: no big-integer shifts
+            result, modulus = gmpy2.mpz(1), self.modulus
+            for row, digit in zip(self.tables, exponent.to_bytes(len(self.tables), "little"), strict=True):
+                if digit:
+                    result = result * row[digit] % modulus
+            return result
         result, modulus, mask, window = gmpy2.mpz(1), self.modulus, self.mask, self.window
         for row in self.tables:
             digit = exponent & mask

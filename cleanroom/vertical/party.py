@@ -233,10 +233,10 @@ class VerticalJob:
             n_slots = EntryLayout.for_party(self.spec, self.domain, self.other).n_slots
             asked = [ref is not None for ref in output.slots]
             data = [output.t * SLOTS + s < n_slots for s in range(SLOTS)]
-        small = self.noise(len(asked), sigma2)
-        large = self.noise(len(asked), SIGMA_EXTRA2)
-        values = [int(small[s]) if a else (int(large[s]) if d else 0) for s, (a, d) in enumerate(zip(
-            asked, data, strict=True))]  # fmt: skip
+        extra = [d and not a for a, d in zip(asked, data, strict=True)]
+        small = iter(self.noise(sum(asked), sigma2).tolist())
+        large = iter(self.noise(sum(extra), SIGMA_EXTRA2).tolist() if any(extra) else [])
+        values = [next(small) if a else (next(large) if e else 0) for a, e in zip(asked, extra, strict=True)]
         if any(abs(v) >= NOISE_BOUND for v in values):
             raise ProtocolAbort(f"party {self.party}: a noise draw left its slot's range")
         return pack([OFFSET + v for v in values])
