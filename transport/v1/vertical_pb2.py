@@ -4,15 +4,18 @@
 # source: transport/v1/vertical.proto
 # Protobuf Python Version: 7.35.1
 """Generated protocol buffer code."""
-
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import descriptor_pool as _descriptor_pool
 from google.protobuf import runtime_version as _runtime_version
 from google.protobuf import symbol_database as _symbol_database
 from google.protobuf.internal import builder as _builder
-
 _runtime_version.ValidateProtobufRuntimeVersion(
-    _runtime_version.Domain.PUBLIC, 7, 35, 1, "", "transport/v1/vertical.proto"
+    _runtime_version.Domain.PUBLIC,
+    7,
+    35,
+    1,
+    '',
+    'transport/v1/vertical.proto'
 )
 # @@protoc_insertion_point(imports)
 
@@ -22,45 +25,43 @@ _sym_db = _symbol_database.Default()
 from transport.v1 import party_pb2 as transport_dot_v1_dot_party__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(
-    b'\n\x1btransport/v1/vertical.proto\x12\x0ctransport.v1\x1a\x18transport/v1/party.proto"L\n\x0eVerticalHeader\x12\x0b\n\x03sid\x18\x01 \x01(\x0c\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\t"D\n\x14VerticalSetupRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader"z\n\x12VerticalSetupReply\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x0f\n\x07\x62linded\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c"u\n\x14VerticalBlindRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12/\n\x05other\x18\x02 \x01(\x0b\x32 .transport.v1.VerticalSetupReply"Z\n\x12VerticalBlindReply\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12\x16\n\x0e\x64oubly_blinded\x18\x02 \x01(\x0c"C\n\x13VerticalListRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader"\x8f\x01\n\x10VerticalListMeta\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\r\x12\x15\n\rn_ciphertexts\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x11\n\tpositions\x18\x05 \x01(\x0c\x12\x0f\n\x07mapping\x18\x06 \x01(\x0c\x12\x0c\n\x04size\x18\x07 \x01(\x04"\x89\x01\n\x11VerticalListChunk\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12.\n\x04meta\x18\x02 \x01(\x0b\x32\x1e.transport.v1.VerticalListMetaH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part";\n\x0bVerticalAck\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader"\xaf\x01\n\x11VerticalRoundSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrelease_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12%\n\x07\x63liques\x18\x04 \x03(\x0b\x32\x14.transport.v1.Clique\x12\x1e\n\x16sigma_party2_numerator\x18\x05 \x01(\x04\x12 \n\x18sigma_party2_denominator\x18\x06 \x01(\x04"p\n\x11VerticalOpenRound\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12-\n\x04spec\x18\x02 \x01(\x0b\x32\x1f.transport.v1.VerticalRoundSpec"H\n\x18VerticalAggregateRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader"g\n\x16VerticalAggregateReply\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c"\x8c\x01\n\x14VerticalReleaseChunk\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12.\n\x04meta\x18\x02 \x01(\x0b\x32\x1e.transport.v1.VerticalListMetaH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part"T\n\x14VerticalReleaseReply\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x32\xc6\x04\n\x0fVerticalService\x12M\n\x05Setup\x12".transport.v1.VerticalSetupRequest\x1a .transport.v1.VerticalSetupReply\x12M\n\x05\x42lind\x12".transport.v1.VerticalBlindRequest\x1a .transport.v1.VerticalBlindReply\x12U\n\rEncryptedList\x12!.transport.v1.VerticalListRequest\x1a\x1f.transport.v1.VerticalListChunk0\x01\x12\x45\n\x05\x41lign\x12\x1f.transport.v1.VerticalListChunk\x1a\x19.transport.v1.VerticalAck(\x01\x12G\n\tOpenRound\x12\x1f.transport.v1.VerticalOpenRound\x1a\x19.transport.v1.VerticalAck\x12Y\n\tAggregate\x12&.transport.v1.VerticalAggregateRequest\x1a$.transport.v1.VerticalAggregateReply\x12S\n\x07Release\x12".transport.v1.VerticalReleaseChunk\x1a".transport.v1.VerticalReleaseReply(\x01\x62\x06proto3'
-)
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btransport/v1/vertical.proto\x12\x0ctransport.v1\x1a\x18transport/v1/party.proto\"L\n\x0eVerticalHeader\x12\x0b\n\x03sid\x18\x01 \x01(\x0c\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x0e\n\x06sender\x18\x03 \x01(\t\x12\x0e\n\x06job_id\x18\x04 \x01(\t\"D\n\x14VerticalSetupRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\"z\n\x12VerticalSetupReply\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12\x12\n\npublic_key\x18\x02 \x01(\x0c\x12\x0f\n\x07\x62linded\x18\x03 \x01(\x0c\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"u\n\x14VerticalBlindRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12/\n\x05other\x18\x02 \x01(\x0b\x32 .transport.v1.VerticalSetupReply\"Z\n\x12VerticalBlindReply\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12\x16\n\x0e\x64oubly_blinded\x18\x02 \x01(\x0c\"C\n\x13VerticalListRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\"\x8f\x01\n\x10VerticalListMeta\x12\x0e\n\x06sender\x18\x01 \x01(\t\x12\x0f\n\x07\x65ntries\x18\x02 \x01(\r\x12\x15\n\rn_ciphertexts\x18\x03 \x01(\r\x12\x11\n\tsignature\x18\x04 \x01(\x0c\x12\x11\n\tpositions\x18\x05 \x01(\x0c\x12\x0f\n\x07mapping\x18\x06 \x01(\x0c\x12\x0c\n\x04size\x18\x07 \x01(\x04\"\x89\x01\n\x11VerticalListChunk\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12.\n\x04meta\x18\x02 \x01(\x0b\x32\x1e.transport.v1.VerticalListMetaH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\";\n\x0bVerticalAck\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\"\xaf\x01\n\x11VerticalRoundSpec\x12\x0e\n\x06job_id\x18\x01 \x01(\t\x12\x12\n\nrelease_id\x18\x02 \x01(\t\x12\r\n\x05round\x18\x03 \x01(\r\x12%\n\x07\x63liques\x18\x04 \x03(\x0b\x32\x14.transport.v1.Clique\x12\x1e\n\x16sigma_party2_numerator\x18\x05 \x01(\x04\x12 \n\x18sigma_party2_denominator\x18\x06 \x01(\x04\"p\n\x11VerticalOpenRound\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12-\n\x04spec\x18\x02 \x01(\x0b\x32\x1f.transport.v1.VerticalRoundSpec\"H\n\x18VerticalAggregateRequest\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\"g\n\x16VerticalAggregateReply\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12\x0c\n\x04\x64\x61ta\x18\x02 \x01(\x0c\x12\x11\n\tsignature\x18\x03 \x01(\x0c\"\x8c\x01\n\x14VerticalReleaseChunk\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12.\n\x04meta\x18\x02 \x01(\x0b\x32\x1e.transport.v1.VerticalListMetaH\x00\x12\x0e\n\x04\x64\x61ta\x18\x03 \x01(\x0cH\x00\x42\x06\n\x04part\"T\n\x14VerticalReleaseReply\x12,\n\x06header\x18\x01 \x01(\x0b\x32\x1c.transport.v1.VerticalHeader\x12\x0e\n\x06vector\x18\x02 \x01(\x0c\x32\xc6\x04\n\x0fVerticalService\x12M\n\x05Setup\x12\".transport.v1.VerticalSetupRequest\x1a .transport.v1.VerticalSetupReply\x12M\n\x05\x42lind\x12\".transport.v1.VerticalBlindRequest\x1a .transport.v1.VerticalBlindReply\x12U\n\rEncryptedList\x12!.transport.v1.VerticalListRequest\x1a\x1f.transport.v1.VerticalListChunk0\x01\x12\x45\n\x05\x41lign\x12\x1f.transport.v1.VerticalListChunk\x1a\x19.transport.v1.VerticalAck(\x01\x12G\n\tOpenRound\x12\x1f.transport.v1.VerticalOpenRound\x1a\x19.transport.v1.VerticalAck\x12Y\n\tAggregate\x12&.transport.v1.VerticalAggregateRequest\x1a$.transport.v1.VerticalAggregateReply\x12S\n\x07Release\x12\".transport.v1.VerticalReleaseChunk\x1a\".transport.v1.VerticalReleaseReply(\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
-_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, "transport.v1.vertical_pb2", _globals)
+_builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'transport.v1.vertical_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-    DESCRIPTOR._loaded_options = None
-    _globals["_VERTICALHEADER"]._serialized_start = 71
-    _globals["_VERTICALHEADER"]._serialized_end = 147
-    _globals["_VERTICALSETUPREQUEST"]._serialized_start = 149
-    _globals["_VERTICALSETUPREQUEST"]._serialized_end = 217
-    _globals["_VERTICALSETUPREPLY"]._serialized_start = 219
-    _globals["_VERTICALSETUPREPLY"]._serialized_end = 341
-    _globals["_VERTICALBLINDREQUEST"]._serialized_start = 343
-    _globals["_VERTICALBLINDREQUEST"]._serialized_end = 460
-    _globals["_VERTICALBLINDREPLY"]._serialized_start = 462
-    _globals["_VERTICALBLINDREPLY"]._serialized_end = 552
-    _globals["_VERTICALLISTREQUEST"]._serialized_start = 554
-    _globals["_VERTICALLISTREQUEST"]._serialized_end = 621
-    _globals["_VERTICALLISTMETA"]._serialized_start = 624
-    _globals["_VERTICALLISTMETA"]._serialized_end = 767
-    _globals["_VERTICALLISTCHUNK"]._serialized_start = 770
-    _globals["_VERTICALLISTCHUNK"]._serialized_end = 907
-    _globals["_VERTICALACK"]._serialized_start = 909
-    _globals["_VERTICALACK"]._serialized_end = 968
-    _globals["_VERTICALROUNDSPEC"]._serialized_start = 971
-    _globals["_VERTICALROUNDSPEC"]._serialized_end = 1146
-    _globals["_VERTICALOPENROUND"]._serialized_start = 1148
-    _globals["_VERTICALOPENROUND"]._serialized_end = 1260
-    _globals["_VERTICALAGGREGATEREQUEST"]._serialized_start = 1262
-    _globals["_VERTICALAGGREGATEREQUEST"]._serialized_end = 1334
-    _globals["_VERTICALAGGREGATEREPLY"]._serialized_start = 1336
-    _globals["_VERTICALAGGREGATEREPLY"]._serialized_end = 1439
-    _globals["_VERTICALRELEASECHUNK"]._serialized_start = 1442
-    _globals["_VERTICALRELEASECHUNK"]._serialized_end = 1582
-    _globals["_VERTICALRELEASEREPLY"]._serialized_start = 1584
-    _globals["_VERTICALRELEASEREPLY"]._serialized_end = 1668
-    _globals["_VERTICALSERVICE"]._serialized_start = 1671
-    _globals["_VERTICALSERVICE"]._serialized_end = 2253
+  DESCRIPTOR._loaded_options = None
+  _globals['_VERTICALHEADER']._serialized_start=71
+  _globals['_VERTICALHEADER']._serialized_end=147
+  _globals['_VERTICALSETUPREQUEST']._serialized_start=149
+  _globals['_VERTICALSETUPREQUEST']._serialized_end=217
+  _globals['_VERTICALSETUPREPLY']._serialized_start=219
+  _globals['_VERTICALSETUPREPLY']._serialized_end=341
+  _globals['_VERTICALBLINDREQUEST']._serialized_start=343
+  _globals['_VERTICALBLINDREQUEST']._serialized_end=460
+  _globals['_VERTICALBLINDREPLY']._serialized_start=462
+  _globals['_VERTICALBLINDREPLY']._serialized_end=552
+  _globals['_VERTICALLISTREQUEST']._serialized_start=554
+  _globals['_VERTICALLISTREQUEST']._serialized_end=621
+  _globals['_VERTICALLISTMETA']._serialized_start=624
+  _globals['_VERTICALLISTMETA']._serialized_end=767
+  _globals['_VERTICALLISTCHUNK']._serialized_start=770
+  _globals['_VERTICALLISTCHUNK']._serialized_end=907
+  _globals['_VERTICALACK']._serialized_start=909
+  _globals['_VERTICALACK']._serialized_end=968
+  _globals['_VERTICALROUNDSPEC']._serialized_start=971
+  _globals['_VERTICALROUNDSPEC']._serialized_end=1146
+  _globals['_VERTICALOPENROUND']._serialized_start=1148
+  _globals['_VERTICALOPENROUND']._serialized_end=1260
+  _globals['_VERTICALAGGREGATEREQUEST']._serialized_start=1262
+  _globals['_VERTICALAGGREGATEREQUEST']._serialized_end=1334
+  _globals['_VERTICALAGGREGATEREPLY']._serialized_start=1336
+  _globals['_VERTICALAGGREGATEREPLY']._serialized_end=1439
+  _globals['_VERTICALRELEASECHUNK']._serialized_start=1442
+  _globals['_VERTICALRELEASECHUNK']._serialized_end=1582
+  _globals['_VERTICALRELEASEREPLY']._serialized_start=1584
+  _globals['_VERTICALRELEASEREPLY']._serialized_end=1668
+  _globals['_VERTICALSERVICE']._serialized_start=1671
+  _globals['_VERTICALSERVICE']._serialized_end=2253
 # @@protoc_insertion_point(module_scope)
