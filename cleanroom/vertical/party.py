@@ -183,15 +183,15 @@ class VerticalJob:
         outputs = layout.outputs(self.party)
         records, where = self.joined()
         sums = self._group_sums(outputs, records, where)
+        noise = self._noise_plaintexts(outputs, request.sigma_party2)
         result = []
-        for output in outputs:
+        for output, plaintext in zip(outputs, noise, strict=True):
             total = (
                 self._packed(output, sums)
                 if isinstance(output, Packed)
                 else sums.get(_key(output), self.peer_scheme.one)
             )
-            noise = self._noise_plaintext(output, request.sigma_party2)
-            result.append(self.peer_scheme.add(total, self.peer_scheme.encrypt(noise)))
+            result.append(self.peer_scheme.add(total, self.peer_scheme.encrypt(plaintext)))
         data = self.peer_scheme.encode(result)
         return AggregateReply(
             sid, self.party, data, sign(self.identity_key, "aggregate", sid, self.party, data)
@@ -225,21 +225,32 @@ class VerticalJob:
             total = scheme.add(scheme.shift(total, 32), sums.get((group, cell, 0), scheme.one))
         return total
 
-    def _noise_plaintext(self, output: Any, sigma2: Fraction) -> int:
+    def _slot_kinds(self, output: Any) -> list[str]:
+        """Per slot: "asked" (the round's variance), "extra" (SIGMA_EXTRA2) or "" (no data in the slot)."""
         if isinstance(output, Packed):
-            asked = [True] * len(output.items)
-            data = asked
-        else:
-            n_slots = EntryLayout.for_party(self.spec, self.domain, self.other).n_slots
-            asked = [ref is not None for ref in output.slots]
-            data = [output.t * SLOTS + s < n_slots for s in range(SLOTS)]
-        extra = [d and not a for a, d in zip(asked, data, strict=True)]
-        small = iter(self.noise(sum(asked), sigma2).tolist())
-        large = iter(self.noise(sum(extra), SIGMA_EXTRA2).tolist() if any(extra) else [])
-        values = [next(small) if a else (next(large) if e else 0) for a, e in zip(asked, extra, strict=True)]
-        if any(abs(v) >= NOISE_BOUND for v in values):
-            raise ProtocolAbort(f"party {self.party}: a noise draw left its slot's range")
-        return pack([OFFSET + v for v in values])
+            return ["asked"] * len(output.items)
+        n_slots = EntryLayout.for_party(self.spec, self.domain, self.other).n_slots
+        return [
+            "asked" if ref is not None else ("extra" if output.t * SLOTS + s < n_slots else "")
+            for s, ref in enumerate(output.slots)
+        ]
+
+    def _noise_plaintexts(self, outputs: list[Any], sigma2: Fraction) -> list[int]:
+        """This party's noise for every slot of every output (two draws in all), offset and packed."""
+        kinds = [self._slot_kinds(output) for output in outputs]
+        flat = [k for row in kinds for k in row]
+        draws = {
+            "asked": iter(self.noise(flat.count("asked"), sigma2).tolist()),
+            "extra": iter(self.noise(flat.count("extra"), SIGMA_EXTRA2).tolist() if "extra" in flat else []),
+            "": iter([]),
+        }
+        plaintexts = []
+        for row in kinds:
+            values = [next(draws[k]) if k else 0 for k in row]
+            if any(abs(v) >= NOISE_BOUND for v in values):
+                raise ProtocolAbort(f"party {self.party}: a noise draw left its slot's range")
+            plaintexts.append(pack([OFFSET + v for v in values]))
+        return plaintexts
 
     def release(
         self, request: VerticalRoundRequest, sid: bytes, other: AggregateReply
