@@ -173,3 +173,20 @@ def run_spec() -> Any:
 
 def test_harness_covers_every_vertical_release_kind() -> None:
     assert frozenset(VERTICAL_RELEASES) == COVERED
+
+
+def test_a_vertical_node_accepts_no_marginal_or_evaluation_round() -> None:
+    """Its only releases are the two vertical kinds above: horizontal rounds are refused before any charge."""
+    from types import SimpleNamespace
+
+    from cleanroom.errors import PermissionDenied
+    from party.vertical import VerticalPartyNode
+    from transport import wire
+
+    node = SimpleNamespace(party_id="airline")
+    for request in (
+        wire.RoundRequest("job", "job/0", 0, (("cabin",),), Fraction(4)),
+        wire.RoundRequest("job", "job/1", 1, (), Fraction(4), statistic="utility", length=2),
+    ):
+        with pytest.raises(PermissionDenied, match="vertical"):
+            VerticalPartyNode.check_round(node, request, b"")  # type: ignore[arg-type]
