@@ -231,3 +231,18 @@ def test_the_plan_section_is_validated() -> None:
     unmarked = Schema(tuple(dataclasses.replace(c, join_key=False) for c in SCHEMA.columns))
     with pytest.raises(InvalidInput, match="join_key"):
         VerticalSpec.from_plan(plan, unmarked)
+
+
+def test_simulate_vertical_names_a_bad_party_argument_in_one_line(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from cleanroom_cli.main import main
+
+    schema = tmp_path / "schema.json"
+    schema.write_text(SCHEMA.to_json())
+    data = tmp_path / "airline.csv"
+    data.write_text("email,cabin,miles\na@x.org,economy,3\n")
+    common = ["simulate", "--vertical", "--schema", str(schema), "--target", "high_value", "--task",
+              "classification", "--epsilon", "1", "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main([*common, "--party", f"airline={data}"]) == 2
+    assert "NAME=PATH:col1,col2" in capsys.readouterr().err
+    assert main([*common, "--party", f"airline={data}:cabin,miles"]) == 2
+    assert "exactly two --party" in capsys.readouterr().err
