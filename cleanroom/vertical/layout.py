@@ -32,10 +32,10 @@ import numpy.typing as npt
 from cleanroom.accounting import gaussian_rho
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
-from cleanroom.vertical.spec import VerticalSpec
+from cleanroom.vertical.spec import SLOTS_PER_CIPHERTEXT, VerticalSpec
 
 SLOT_BITS = 32
-SLOTS = 63
+SLOTS = SLOTS_PER_CIPHERTEXT  # 63
 OFFSET = 1 << 30
 NOISE_BOUND = 1 << 29
 SIGMA_EXTRA2 = Fraction(1 << 40)

@@ -18,9 +18,9 @@ hotel = ["stays", "spend", "loyalty", "high_value"]      # the target's holder
 The joined table is the inner join on the normalised key (`normalise_key`: trimmed, lower-cased text);
 records whose key is empty join nothing, and a party whose normalised keys repeat refuses to start. Every
 list a party sends is padded to the public bounds, so its size says nothing about the party's row count.
-Roles follow from public facts only: the *encryptor* (the party with fewer column levels, ties to the first
-in plan order) encrypts the one-hot vectors of its records; the other party, the *aggregator*, sums them
-per level of its own columns (docs/vertical.md).
+Roles follow from public facts only: the *encryptor* (fewer ciphertexts per record; on a tie, more cells in
+its own 2-way tables) encrypts the one-hot vectors of its records; the other party, the *aggregator*, sums
+them per level of its own columns (docs/vertical.md).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from cleanroom.schema import Schema
 
 VERTICAL = "vertical"
 MAX_ROWS_LIMIT = 1 << 24  # counts must fit the slot layout (cleanroom.vertical.layout)
+SLOTS_PER_CIPHERTEXT = 63  # 32-bit slots in a plaintext below a 2048-bit n (cleanroom.vertical.layout)
 
 
 def normalise_key(value: object) -> str:
@@ -58,11 +59,13 @@ class VerticalSpec:
     max_rows: Mapping[str, int]
     target_party: str
     levels: Mapping[str, int] = field(default_factory=dict)  # party -> sum of its columns' level counts
+    pair_cells: Mapping[str, int] = field(default_factory=dict)  # party -> cells of all its 2-way tables
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "columns", MappingProxyType(dict(self.columns)))
         object.__setattr__(self, "max_rows", MappingProxyType(dict(self.max_rows)))
         object.__setattr__(self, "levels", MappingProxyType(dict(self.levels)))
+        object.__setattr__(self, "pair_cells", MappingProxyType(dict(self.pair_cells)))
         if len(self.columns) != 2:
             raise InvalidInput(f"[vertical] needs exactly two data parties, got {len(self.columns)}")
         for party, bound in self.max_rows.items():
@@ -84,9 +87,15 @@ class VerticalSpec:
 
     @property
     def encryptor(self) -> str:
-        """The party whose one-hot vectors are encrypted (fewer levels: fewer ciphertexts per record)."""
+        """The party whose one-hot vectors are encrypted: fewer ciphertexts per record; on a tie, the party
+        with more 2-way cells of its own (the aggregator decrypts its own cells one ciphertext each)."""
         first, second = self.parties
-        return second if self.levels.get(second, 0) < self.levels.get(first, 0) else first
+
+        def cost(party: str) -> tuple[int, int]:
+            slots = self.levels.get(party, 0) + 1  # is_real and the one-hot
+            return -(-slots // SLOTS_PER_CIPHERTEXT), -self.pair_cells.get(party, 0)
+
+        return second if cost(second) < cost(first) else first
 
     @property
     def aggregator(self) -> str:
@@ -129,8 +138,11 @@ class VerticalSpec:
         holders = [p for p, cols in columns.items() if target in cols]
         if len(holders) != 1:
             raise InvalidInput(f"{where}: the target {target!r} must be listed at exactly one party")
-        levels = {p: sum(schema.column(c).n_levels for c in cols) for p, cols in columns.items()}
-        return cls(key, columns, _max_rows(table.get("max_rows"), parties, where), holders[0], levels)
+        sizes = {p: [schema.column(c).n_levels for c in cols] for p, cols in columns.items()}
+        levels = {p: sum(s) for p, s in sizes.items()}
+        pairs = {p: (sum(s) ** 2 - sum(x * x for x in s)) // 2 for p, s in sizes.items()}
+        rows = _max_rows(table.get("max_rows"), parties, where)
+        return cls(key, columns, rows, holders[0], levels, pairs)
 
 
 def _columns(value: Any, parties: list[str], where: str) -> dict[str, tuple[str, ...]]:
