@@ -12,6 +12,8 @@ A round's answers are computed once per session and kept in memory only for verb
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +29,7 @@ from cleanroom.errors import (
     ProtocolAbort,
 )
 from cleanroom.secagg.manifest import session_id
-from cleanroom.vertical.layout import MAX_SIGMA2, RoundLayout
+from cleanroom.vertical.layout import MAX_SIGMA2, EntryLayout, RoundLayout
 from cleanroom.vertical.messages import (
     AggregateReply,
     BlindReply,
@@ -36,6 +38,7 @@ from cleanroom.vertical.messages import (
     VerticalRoundRequest,
     setup_sid,
 )
+from cleanroom.vertical.paillier import PaillierPrivate
 from cleanroom.vertical.party import VerticalJob
 from cleanroom.vertical.spec import VerticalSpec, normalise_key
 from party.node import MIN_SIGMA_PARTY2, PartyNode
@@ -59,6 +62,7 @@ class VerticalPartyNode(PartyNode):
     vjob: VerticalJob | None = None
     vsessions: dict[bytes, VerticalSession] = field(default_factory=dict)
     scheme_factory: Any = None  # tests may inject a key factory; None = a fresh Paillier key per job
+    preparing: Any = None  # KeyPreparation: the next job's key and randomizers, computed while idle
 
     @property
     def party_schema(self) -> Any:
@@ -126,9 +130,27 @@ class VerticalPartyNode(PartyNode):
                     detail={"psi_entries": self.vspec.max_rows[self.party_id]})  # fmt: skip
         return reply
 
+    def start_preparing(self) -> None:
+        """Offline phase: the next job's Paillier key and the randomizers of its encrypted list, in a
+        background thread while the node is idle (kept in memory only, each used once)."""
+        if self.scheme_factory is None and self.preparing is None:
+            layout = EntryLayout.for_party(self.vspec, self.schema.domain, self.party_id)
+            count = self.vspec.list_size(self.party_id) * layout.n_ciphertexts
+            self.preparing = KeyPreparation(self.party_id, count)
+
+    def take_key(self) -> PaillierPrivate:
+        """The prepared key (stopping its preparation: the job computes what is missing), else a new one."""
+        preparing, self.preparing = self.preparing, None
+        return preparing.take() if preparing is not None else PaillierPrivate.generate()
+
+    def finish_results(self, job_id: str, writer: Any) -> list[str]:
+        written = super().finish_results(job_id, writer)
+        self.start_preparing()  # the job is over: prepare the next one
+        return written
+
     def _new_job(self, job_id: str, keys: list[str], codes: np.ndarray) -> VerticalJob:
         other = self.vspec.other(self.party_id)
-        kwargs = {"scheme_factory": self.scheme_factory} if self.scheme_factory else {}
+        kwargs = {"scheme_factory": self.scheme_factory or self.take_key}
         return VerticalJob(
             self.party_id, self.vspec, self.schema.domain, self.plan.collaboration_id,
             setup_sid(self.plan.collaboration_id, self.plan_hash, job_id), self.identity_key,
@@ -246,6 +268,31 @@ class VerticalPartyNode(PartyNode):
             self.record("measure", "failed", job_id=state.request.job_id, round=state.request.round,
                         detail=failure.public_message())  # fmt: skip
             raise failure from None
+
+
+class KeyPreparation:
+    """A background thread generating one Paillier key and up to `count` of its randomizers."""
+
+    def __init__(self, party: str, count: int) -> None:
+        self.party, self.count = party, count
+        self.key: PaillierPrivate | None = None
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.run, name="vertical-offline", daemon=True)
+        self.thread.start()
+
+    def run(self) -> None:
+        started = time.perf_counter()
+        self.key = PaillierPrivate.generate()
+        self.key.prepare(self.count, self.stop.is_set)
+        if not self.stop.is_set():
+            log.info("party %s: prepared the next job's Paillier key and %d randomizers in %.1f s",
+                     self.party, self.count, time.perf_counter() - started)  # fmt: skip
+
+    def take(self) -> PaillierPrivate:
+        self.stop.set()
+        self.thread.join()
+        assert self.key is not None
+        return self.key
 
 
 def vertical_spec(plan: Any, schema: Any) -> VerticalSpec:

@@ -35,6 +35,7 @@ def build_vertical_node(
     problem = node.data_problem()
     if problem is not None:  # e.g. repeated keys: the column is named, rows and values stay local
         raise DataError(str(problem), getattr(problem, "column", None))
+    node.start_preparing()  # the first job's key and randomizers, while the node waits for it
     coordinator = next((m for m in plan.members if m.id == plan.coordinator), None)
     pinned = coordinator.cert_sha256 if coordinator is not None and coordinator.cert_sha256 else None
     return node, PlanAuthorizer(plan.coordinator, pinned, plan=plan, audit=node.audit, ledger=node.ledger)

@@ -19,6 +19,7 @@ harness and tests run the party's real aggregation and release code on it; a par
 
 from __future__ import annotations
 
+import collections
 import math
 import secrets
 from collections.abc import Iterable, Sequence
@@ -154,6 +155,7 @@ class PaillierPrivate(PaillierPublic):
             FixedBase(hs % self._p2, self._p2, RANDOM_BITS, OWNER_WINDOW),
             FixedBase(hs % self._q2, self._q2, RANDOM_BITS, OWNER_WINDOW),
         )
+        self._pool: collections.deque[Any] = collections.deque()  # prepared randomizers, used once each
 
     @classmethod
     def generate(cls) -> PaillierPrivate:
@@ -167,11 +169,26 @@ class PaillierPrivate(PaillierPublic):
         hs = _crt_power(h, n, p * p, q * q)
         return cls(private, int(hs))
 
-    def encrypt_own(self, plaintext: int) -> Any:
-        """Enc(plaintext) with the owner's CRT shortcut; same distribution as `encrypt`."""
+    def own_randomizer(self) -> Any:
+        """h_s^alpha mod n^2 by the CRT (alpha uniform below 2^(k/2)): what masks one ciphertext."""
         alpha = secrets.randbits(RANDOM_BITS)
         rp, rq = self._tables[0].power(alpha), self._tables[1].power(alpha)
-        r = rq + self._q2 * ((rp - rq) * self._q2_inverse % self._p2)
+        return rq + self._q2 * ((rp - rq) * self._q2_inverse % self._p2)
+
+    def prepare(self, count: int, stop: Any = None) -> None:
+        """Offline phase: compute up to `count` randomizers now (memory only; each is used once, then
+        dropped), so that encrypting later costs two multiplications. `stop()` true ends it early."""
+        for _ in range(count - len(self._pool)):
+            if stop is not None and stop():
+                return
+            self._pool.append(self.own_randomizer())
+
+    def encrypt_own(self, plaintext: int) -> Any:
+        """Enc(plaintext) with a prepared randomizer if any is left, else a fresh one (same distribution)."""
+        try:
+            r = self._pool.popleft()
+        except IndexError:
+            r = self.own_randomizer()
         return (1 + gmpy2.mpz(plaintext) * self.n) * r % self.n2
 
     def decrypt(self, ciphertext: Any) -> int:
