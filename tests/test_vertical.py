@@ -246,3 +246,17 @@ def test_simulate_vertical_names_a_bad_party_argument_in_one_line(tmp_path, caps
     assert "NAME=PATH:col1,col2" in capsys.readouterr().err
     assert main([*common, "--party", f"airline={data}:cabin,miles"]) == 2
     assert "exactly two --party" in capsys.readouterr().err
+
+
+def test_prepared_randomizers_are_used_once_each_and_decrypt() -> None:
+    from tests.vertical_fixtures import cached_key
+
+    key = cached_key(A)()
+    key.prepare(4)
+    pool = list(key._pool)
+    zeros = [key.encrypt_own(0) for _ in range(5)]
+    assert zeros[:4] == pool  # Enc(0) is the randomizer itself: the prepared ones, in order, once each
+    assert zeros[4] not in pool and len(set(map(int, zeros))) == 5
+    assert not key._pool
+    key.prepare(2)
+    assert [key.decrypt(key.encrypt_own(m)) for m in (7, 2**1500)] == [7, 2**1500]
