@@ -44,6 +44,7 @@ TASKS = frozenset({"classification", "regression"})
 DEFAULT_MAX_TABLE_CELLS = 1_000_000
 MAX_TABLE_CELLS_LIMIT = 8 * 1024 * 1024  # 8 bytes a cell: one masked vector in a 64 MiB gRPC message
 SYNTHESIZERS = frozenset({"mst"})
+PARTITIONINGS = frozenset({"horizontal", "vertical"})  # vertical: docs/vertical.md
 
 _HEX = frozenset("0123456789abcdef")
 _MEMBER_KEYS = frozenset({"id", "address", "cert_sha256", "identity_key", "abilities"})
@@ -129,6 +130,7 @@ class Plan:
     result_formats: tuple[str, ...] = ("csv",)
     model_format: str = "onnx"
     retention_days: int = 30
+    partitioning: str = "horizontal"  # "vertical": the parties hold different columns (docs/vertical.md)
     sections: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -158,6 +160,8 @@ class Plan:
             raise self._fail(f"synthesizer ({self.synthesizer!r}) must be one of {sorted(SYNTHESIZERS)}")
         if not self.coordinator.strip():
             raise self._fail("coordinator must name the coordinator's certificate identity")
+        if self.partitioning not in PARTITIONINGS:
+            raise self._fail(f"partitioning ({self.partitioning!r}) must be one of {sorted(PARTITIONINGS)}")
 
     def _check_privacy(self) -> None:
         if not 0 < self.epsilon < float("inf"):
@@ -405,7 +409,7 @@ _TOP_KEYS = {
     "delta": float,
     "max_epsilon_per_job": float, "min_parties": int, "dropout_tolerance": int, "colluders": int,
     "threshold": int, "max_membership_inference_score": float, "model_format": str, "retention_days": int,
-    "evaluation_share": float,
+    "evaluation_share": float, "partitioning": str,
 }  # fmt: skip
 _REQUIRED = ("collaboration_id", "schema", "schema_hash", "target", "task", "epsilon", "delta", "coordinator")
 

@@ -52,6 +52,7 @@ _COLUMN_KEYS = {
     "integer",
     "target",
     "policy",
+    "join_key",
 }
 _SCHEMA_KEYS = {"columns", "policy"}
 
@@ -108,6 +109,7 @@ class Column:
     integer: bool = False
     target: bool = False
     policy: Policy = field(default_factory=Policy)
+    join_key: bool = False  # vertical plans: the identifier the parties' records are joined on
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -123,6 +125,8 @@ class Column:
             self._check_numerical()
         else:
             self._check_identifier()
+        if self.join_key and self.type != IDENTIFIER:
+            raise self._fail("join_key applies to identifier columns only")
 
     def _fail(self, message: str) -> SchemaError:
         return SchemaError(f"column {self.name!r}: {message}")
@@ -258,6 +262,7 @@ class Column:
             integer=_flag(data, "integer", label),
             target=_flag(data, "target", label),
             policy=policy,
+            join_key=_flag(data, "join_key", label),
         )
 
     def to_dict(self, default_policy: Policy) -> dict[str, Any]:
@@ -271,6 +276,8 @@ class Column:
             out["integer"] = self.integer
         if self.target:
             out["target"] = True
+        if self.join_key:
+            out["join_key"] = True
         overrides = {k: v for k, v in self.policy.to_dict().items() if getattr(default_policy, k) != v}
         if overrides and self.measured:
             out["policy"] = overrides
@@ -338,6 +345,9 @@ class Schema:
         targets = [c.name for c in self.columns if c.target]
         if len(targets) > 1:
             raise SchemaError(f"more than one target column: {targets}")
+        keys = [c.name for c in self.columns if c.join_key]
+        if len(keys) > 1:
+            raise SchemaError(f"more than one join_key column: {keys}")
         if not self.measured_columns:
             raise SchemaError("a schema needs at least one numerical or categorical column")
 

@@ -70,6 +70,8 @@ class LocalJob:
     fields: Fields = field(default_factory=lambda: LOCAL_FIELDS)  # how messages name the user's inputs
     start_window: int = 0  # parties starting at once (0: 2 per CPU, at least 4)
     progress_every_s: float = 2.0  # least time between two "started 20/60 parties" lines
+    plan_fields: dict[str, Any] = field(default_factory=dict)  # extra top-level plan keys (vertical plans)
+    plan_tables: str = ""  # extra plan tables, TOML text (e.g. [vertical])
     work: Path = field(init=False)
 
     def __post_init__(self) -> None:
@@ -227,6 +229,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "result_formats": [job.result_format],
         "model_format": "onnx",
         "retention_days": 30,
+        **job.plan_fields,
     }
     text = toml_table(head)
     for member in members:
@@ -242,7 +245,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
     }
     if job.seed is not None:
         coordinator["seed"] = job.seed
-    text += "\n[coordinator]\n" + toml_table(coordinator)
+    text += "\n[coordinator]\n" + toml_table(coordinator) + job.plan_tables
     path = job.work / "collaboration.toml"
     path.write_text(text)
     return path

@@ -120,12 +120,26 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.vertical:
+        from cleanroom_cli.vertical_local import run_demo_vertical
+
+        return run_demo_vertical(args)
     from cleanroom_cli.local import run_demo
 
     return run_demo(args)
 
 
 def cmd_simulate(args: argparse.Namespace) -> int:
+    if args.vertical:
+        import json
+
+        from cleanroom_cli.vertical_local import run_simulate_vertical
+
+        try:
+            schema = json.loads(Path(args.schema).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as error:
+            raise InvalidInput(f"{args.schema}: cannot read the schema: {error}") from None
+        return run_simulate_vertical(args, schema)
     from cleanroom_cli.local import run_simulate
 
     return run_simulate(args)
@@ -360,6 +374,9 @@ def _add_local(sub: SubParsers) -> None:
     _add_run_options(demo, epsilon_required=False)
     demo.add_argument("--seed", type=int, default=0, help="seeds the sample data, synthesis and training "
                       "(never the noise)")  # fmt: skip
+    demo.add_argument("--vertical", action="store_true",
+                      help="joined collaboration: an airline and a hotel chain hold different columns")
+    demo.add_argument("--overlap", type=float, default=0.8, help="--vertical: share of customers at both")
     sim = command(sub, "simulate", "run a whole collaboration on this machine on your own CSV files (one "
                   "process per node, mutual TLS on loopback)", cmd_simulate)  # fmt: skip
     sim.add_argument("--schema", required=True, help="the schema JSON file")
@@ -373,6 +390,9 @@ def _add_local(sub: SubParsers) -> None:
     sim.add_argument("--rows", type=int, dest="synthetic_rows", action=DeprecatedRows, help=argparse.SUPPRESS)
     _add_run_options(sim, epsilon_required=True)
     sim.add_argument("--seed", type=int, default=None, help="seeds synthesis and training (never the noise)")
+    sim.add_argument("--vertical", action="store_true",
+                     help="joined collaboration: --party NAME=PATH:col1,col2,... (the columns each holds)")
+    sim.add_argument("--max-rows", type=int, default=0, help="--vertical: public bound on each party's rows")
 
 
 def _add_run_options(parser: argparse.ArgumentParser, epsilon_required: bool) -> None:

@@ -303,4 +303,8 @@ def _entitled(name: str, abilities: set[str]) -> bool:
 
 
 async def run_job(config: CoordinatorConfig) -> JobRecord:
+    if getattr(config.plan, "partitioning", "horizontal") == "vertical":  # docs/vertical.md
+        from coordinator.vertical import VerticalWorkflow
+
+        return await VerticalWorkflow(config).run()
     return await Workflow(config).run()

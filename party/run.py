@@ -26,7 +26,6 @@ from party.evaluation import MembersOnlySource, PartyEvaluation
 from party.governance import PlanAuthorizer, RateLimitedAudit
 from party.integrity import StateFiles, check_state
 from party.node import PartyNode
-from party.service import SERVICE_NAME, PartyServicer, register
 from party.sources import DataSource, SourceSpec, open_source
 from transport.auth import Authorizer
 from transport.ca import load_identity_key
@@ -50,6 +49,10 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
     private_dir(config.ledger.parent)  # the state directory (0700 when created here)
     state = StateFiles(config.ledger, config.audit_log, reveals_path(config))
     check_state(state, total_rho(config), plan.coordinator)  # before anything opens (or creates) a file
+    if getattr(plan, "partitioning", "horizontal") == "vertical":  # docs/vertical.md
+        from party.vertical_run import build_vertical_node
+
+        return build_vertical_node(config, plan, state.reveals)
     schema = Schema.load(config.schema)
     source = open_source(source_spec(config.source), schema)
     check_row_count(source)
@@ -134,13 +137,11 @@ def prune_delivered(config: PartyConfig, plan: Plan, audit: AuditLog | None) -> 
 async def serve(config: PartyConfig, ready: asyncio.Event | None = None) -> NodeServer:
     node, authorizer = build_node(config)
     prune_delivered(config, node.plan, node.audit)  # retention also runs at every start
-    servicer = PartyServicer(node, authorizer)
+    from party.vertical_run import registration
+
+    registrar, names = registration(node, authorizer)
     server = await start_server(
-        config.listen,
-        config.tls,
-        register(servicer),
-        (SERVICE_NAME,),
-        max_receive_bytes=PARTY_MAX_RECEIVE_BYTES,
+        config.listen, config.tls, registrar, names, max_receive_bytes=PARTY_MAX_RECEIVE_BYTES
     )
     install_signal_handlers(server)
     print(f"[{config.party_id}] serving on port {server.port}", flush=True)
