@@ -1,16 +1,46 @@
-# One image for every cleanroom node: party nodes and the coordinator differ only in their command and mounts.
-FROM python:3.11-slim
+# One image for every cleanroom node: a party node and the coordinator differ only in command, mounts and
+# secrets. Built by scripts/build_image.sh, which first makes the base image BASE (a minimal Debian bookworm
+# from debootstrap with python3 and python3-venv: no registry needed) and the wheelhouse build/wheelhouse/
+# (wheels from PyPI for pyproject.toml's dependencies, downloaded on the host so no network is used here).
+ARG BASE=cleanroom-base:bookworm
 
-ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
-WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY cleanroom ./cleanroom
-COPY transport ./transport
-COPY party ./party
-COPY coordinator ./coordinator
-COPY cleanroom_cli ./cleanroom_cli
-RUN pip install --no-cache-dir . && useradd --system --uid 10001 cleanroom
-USER cleanroom
+# Builder: a virtual environment with the dependencies (only wheels, nothing compiled) and the project.
+FROM ${BASE} AS builder
+ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+COPY build/wheelhouse/ /wheelhouse/
+COPY pyproject.toml README.md /src/
+# The dependencies come from pyproject.toml alone, so this layer is rebuilt only when pyproject.toml changes.
+RUN python3 -m venv /opt/cleanroom \
+ && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > /tmp/requirements.txt \
+ && /opt/cleanroom/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+COPY cleanroom /src/cleanroom
+COPY transport /src/transport
+COPY party /src/party
+COPY coordinator /src/coordinator
+COPY cleanroom_cli /src/cleanroom_cli
+# The project itself (pure Python; built with setuptools from the wheelhouse), then the installers go.
+RUN /opt/cleanroom/bin/pip install --no-deps /src \
+ && /opt/cleanroom/bin/pip uninstall -y -q pip setuptools \
+ && /opt/cleanroom/bin/cleanroom --help >/dev/null
+
+# Final image: the base (no compiler, no pip in the venv), the venv, an unprivileged user, private volumes.
+FROM ${BASE}
+# /state (ledger, reveal record, audit log), /results (delivered files) and /out (the coordinator's job
+# record) are mount points for named volumes: a new, empty volume takes the directory's owner and mode 0700.
+RUN useradd --system --user-group --uid 10001 --home-dir /nonexistent --no-create-home \
+      --shell /usr/sbin/nologin cleanroom \
+ && mkdir -p /config /data /state /results /out \
+ && chown 10001:10001 /state /results /out \
+ && chmod 0700 /state /results /out
+COPY --from=builder /opt/cleanroom /opt/cleanroom
+ENV PATH=/opt/cleanroom/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+    LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib
+USER 10001:10001
+WORKDIR /tmp
 EXPOSE 50051
+# A party node's gRPC health over mutual TLS, with the address, id and certificates from its party.toml.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 \
+  CMD ["cleanroom", "health", "--config", "/config/party.toml", "--service", "transport.v1.PartyService"]
 ENTRYPOINT ["cleanroom"]
-CMD ["--help"]
+CMD ["party", "serve", "--config", "/config/party.toml"]

@@ -13,12 +13,16 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cleanroom.accounting import cdp_rho
 from cleanroom.audit import AuditLog
 from cleanroom.errors import CleanroomError, InvalidInput, NotFound
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
+
+if TYPE_CHECKING:
+    from transport.tls import TlsFiles
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -99,15 +103,37 @@ def cmd_coordinator_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health_target(args: argparse.Namespace) -> tuple[str, str, TlsFiles]:
+    """Address, node id and TLS files: from the flags, or from a party.toml (`--config`: in a container)."""
+    from transport.tls import TlsFiles
+
+    flags = {flag: getattr(args, flag[2:]) for flag in ("--address", "--ca", "--cert", "--key", "--id")}
+    if args.config is None:
+        missing = [flag for flag, value in flags.items() if value is None]
+        if missing:
+            raise InvalidInput(f"health needs --config or all of {', '.join(flags)} (missing {missing[0]})")
+        return args.address, args.id, TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise InvalidInput(f"health takes --config or {given[0]}, not both")
+    from party.config import PartyConfig
+
+    config = PartyConfig.load(Path(args.config))
+    host, _, port = config.listen.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):  # listening on every interface: ask on loopback
+        host = "127.0.0.1"
+    return f"{host}:{port}", config.party_id, config.tls
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     import grpc
 
     from transport.channel import check_health, secure_channel
-    from transport.tls import TlsFiles
+
+    address, node_id, tls = _health_target(args)
 
     async def check() -> str:
-        tls = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
-        async with secure_channel(args.address, tls, args.id) as channel:
+        async with secure_channel(address, tls, node_id) as channel:
             try:
                 return await check_health(channel, args.service, timeout=args.timeout)
             except grpc.RpcError as error:
@@ -208,8 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True)
     run.set_defaults(handler=cmd_coordinator_run)
     health = sub.add_parser("health", help="gRPC health check of a node over mutual TLS")
+    health.add_argument("--config", help="a party.toml: its listen port, party_id and [tls] files")
     for flag in ("--address", "--ca", "--cert", "--key", "--id"):
-        health.add_argument(flag, required=True)
+        health.add_argument(flag, help="instead of --config")
     health.add_argument("--service", default="")
     health.add_argument("--timeout", type=float, default=5.0)
     health.set_defaults(handler=cmd_health)
