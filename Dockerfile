@@ -1,34 +1,39 @@
 # One image for every cleanroom node: a party node and the coordinator differ only in command, mounts and
 # secrets. Built by scripts/build_image.sh, which first makes the base image BASE (a minimal Debian bookworm
-# from debootstrap with python3 and python3-venv: no registry needed) and the wheelhouse build/wheelhouse/
-# (wheels from PyPI for pyproject.toml's dependencies, downloaded on the host so no network is used here).
-ARG BASE=cleanroom-base:bookworm
+# from debootstrap with python3: no registry needed) and the wheelhouse build/wheelhouse/
+# (wheels from PyPI for pyproject.toml's dependencies and pip, downloaded on the host: no network here).
+ARG BASE=cleanroom-base:bookworm-r2
 
-# Builder: a virtual environment with the dependencies (only wheels, nothing compiled) and the project.
+# Builder: a virtual environment with the dependencies (only wheels, nothing compiled) and the project. pip
+# itself comes from the wheelhouse and leaves again at the end; the base has no pip, ensurepip or compiler.
 FROM ${BASE} AS builder
 ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 COPY build/wheelhouse/ /wheelhouse/
 COPY pyproject.toml README.md /src/
 # The dependencies come from pyproject.toml alone, so this layer is rebuilt only when pyproject.toml changes.
-RUN python3 -m venv /opt/cleanroom \
- && python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/src/pyproject.toml", "rb"))["project"]["dependencies"]))' \
-      > /tmp/requirements.txt \
- && /opt/cleanroom/bin/pip install --only-binary=:all: -r /tmp/requirements.txt
+RUN python3 -m venv --without-pip /opt/cleanroom \
+ && pip_wheel="$(ls /wheelhouse/pip-*.whl | sort -V | tail -n 1)" \
+ && /opt/cleanroom/bin/python "$pip_wheel/pip" install -q pip \
+ && python3 -c 'import tomllib; project = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
+      print("\n".join(project["dependencies"]))' >/tmp/requirements.txt \
+ && /opt/cleanroom/bin/pip install -q --only-binary=:all: -r /tmp/requirements.txt \
+ && find /opt/cleanroom/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} +
 COPY cleanroom /src/cleanroom
 COPY transport /src/transport
 COPY party /src/party
 COPY coordinator /src/coordinator
 COPY cleanroom_cli /src/cleanroom_cli
-# The project itself (pure Python; built with setuptools from the wheelhouse), then the installers go.
-RUN /opt/cleanroom/bin/pip install --no-deps /src \
- && /opt/cleanroom/bin/pip uninstall -y -q pip setuptools \
+# The project itself (pure Python, built with setuptools from the wheelhouse in an isolated environment).
+RUN /opt/cleanroom/bin/pip install -q --no-deps /src \
+ && /opt/cleanroom/bin/pip uninstall -y -q pip \
  && /opt/cleanroom/bin/cleanroom --help >/dev/null
 
 # Final image: the base (no compiler, no pip in the venv), the venv, an unprivileged user, private volumes.
 FROM ${BASE}
 # /state (ledger, reveal record, audit log), /results (delivered files) and /out (the coordinator's job
 # record) are mount points for named volumes: a new, empty volume takes the directory's owner and mode 0700.
-RUN useradd --system --user-group --uid 10001 --home-dir /nonexistent --no-create-home \
+RUN groupadd --system --gid 10001 cleanroom \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin cleanroom \
  && mkdir -p /config /data /state /results /out \
  && chown 10001:10001 /state /results /out \

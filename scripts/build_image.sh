@@ -3,13 +3,14 @@
 #
 #   scripts/build_image.sh [TAG]          # default TAG: $CLEANROOM_IMAGE, else cleanroom:latest
 #
-# 1. Base image (skipped when the tag $CLEANROOM_BASE, default cleanroom-base:bookworm, exists): debootstrap a
-#    minimal Debian bookworm (variant minbase, plus python3 and python3-venv) from the mirror this host's apt
-#    uses, apply bookworm-updates and bookworm-security, drop apt lists, docs and man pages, `docker import`.
-#    Needs root (debootstrap, chroot) and the debootstrap package. REBUILD_BASE=1 makes it again.
+# 1. Base image $CLEANROOM_BASE (default cleanroom-base:bookworm-r2; skipped when that tag exists): debootstrap
+#    a minimal Debian bookworm (variant minbase, plus python3: no pip, no compiler) from the mirror this
+#    host's apt uses, apply bookworm-updates and bookworm-security, drop apt lists, docs and man pages, then
+#    `docker import`. Needs root (debootstrap, chroot) and the debootstrap package. REBUILD_BASE=1 remakes it.
 # 2. Wheelhouse build/wheelhouse/: `pip download` (on this host, with its pip configuration and proxy) of
-#    the wheels pyproject.toml's dependencies need on CPython 3.11 / glibc 2.36, plus the build backend.
-#    Files already there are kept, so a second run only checks the index.
+#    the wheels pyproject.toml's dependencies need on CPython 3.11 / glibc 2.36, plus the build backend
+#    and pip (the builder stage runs pip from its wheel).
+#    Skipped while pyproject.toml's requirements are unchanged (REFRESH_WHEELS=1 resolves them again).
 # 3. `docker build` of the Dockerfile (the single description of the image) with no network.
 # Environment: DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR (default: this host's apt sources, else deb.debian.org),
 # PYTHON (the interpreter that runs pip download; default .venv/bin/python, else python3).
@@ -18,7 +19,7 @@ trap 'echo "build_image.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 cd "$(dirname "$0")/.."
 
 IMAGE="${1:-${CLEANROOM_IMAGE:-cleanroom:latest}}"
-BASE="${CLEANROOM_BASE:-cleanroom-base:bookworm}"
+BASE="${CLEANROOM_BASE:-cleanroom-base:bookworm-r2}"   # rN: bump when the base recipe changes
 SUITE=bookworm          # its python3 is CPython 3.11 with glibc 2.36: the wheels below must match
 GLIBC_MINOR=36
 ARCH="$(uname -m)"
@@ -97,8 +98,8 @@ build_base() {
   started=$(date +%s)
   ROOTFS="$(mktemp -d "${TMPDIR:-/tmp}/cleanroom-rootfs.XXXXXX")"
   fs="$ROOTFS/fs"
-  echo "== base image $BASE: debootstrap $SUITE (minbase + python3, python3-venv) from $MIRROR"
-  debootstrap --variant=minbase --include=python3,python3-venv "$SUITE" "$fs" "$MIRROR" >"$ROOTFS/log" 2>&1 \
+  echo "== base image $BASE: debootstrap $SUITE (minbase + python3) from $MIRROR"
+  debootstrap --variant=minbase --include=python3 "$SUITE" "$fs" "$MIRROR" >"$ROOTFS/log" 2>&1 \
     || { tail -n 20 "$ROOTFS/log" >&2; die "debootstrap failed"; }
   write_apt_sources "$fs"
   cp /etc/resolv.conf "$fs/etc/resolv.conf"
@@ -111,7 +112,7 @@ build_base() {
   slim_rootfs "$fs"
   tar --numeric-owner --exclude='./dev/*' --exclude='./proc/*' --exclude='./sys/*' -C "$fs" -c . \
     | docker import --change 'ENV LANG=C.UTF-8' --change 'CMD ["/bin/bash"]' \
-        --message "debootstrap --variant=minbase --include=python3,python3-venv $SUITE $MIRROR" - "$BASE" \
+        --message "debootstrap --variant=minbase --include=python3 $SUITE $MIRROR" - "$BASE" \
         >/dev/null
   cleanup_rootfs
   ROOTFS=""
@@ -128,15 +129,22 @@ import tomllib
 
 with open("pyproject.toml", "rb") as handle:
     project = tomllib.load(handle)
-print("\n".join(project["project"]["dependencies"] + project["build-system"]["requires"]))
+print("\n".join(["pip"] + project["project"]["dependencies"] + project["build-system"]["requires"]))
 EOF
+  echo "# glibc 2.$GLIBC_MINOR $ARCH" >>"$requirements"
+  if [ "${REFRESH_WHEELS:-0}" != 1 ] && cmp -s "$requirements" "$WHEELHOUSE/.requirements"; then
+    rm -f "$requirements"
+    echo "== wheelhouse $WHEELHOUSE is complete for pyproject.toml (REFRESH_WHEELS=1 resolves again)"
+    return 0
+  fi
   for minor in $(seq 17 "$GLIBC_MINOR"); do platforms+=(--platform "manylinux_2_${minor}_${ARCH}"); done
   platforms+=(--platform "manylinux2014_${ARCH}")
   echo "== wheelhouse $WHEELHOUSE (pip download for CPython 3.11, glibc <= 2.$GLIBC_MINOR, $ARCH)"
+  # (this host's pip configuration may name local index folders that do not exist: not worth a warning)
   "$PYTHON" -m pip download -q --disable-pip-version-check --dest "$WHEELHOUSE" --only-binary=:all: \
     --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none "${platforms[@]}" \
-    -r "$requirements"
-  rm -f "$requirements"
+    -r "$requirements" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  mv "$requirements" "$WHEELHOUSE/.requirements"   # the stamp: what this wheelhouse was resolved for
   echo "== wheelhouse ready in $(seconds_since "$started") s ($(du -sh "$WHEELHOUSE" | cut -f1))"
 }
 
