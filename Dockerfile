@@ -4,34 +4,40 @@
 # (wheels from PyPI for pyproject.toml's dependencies and pip, downloaded on the host: no network here).
 ARG BASE=cleanroom-base:bookworm-r2
 
-# Builder: a virtual environment with the dependencies (only wheels, nothing compiled) and the project. pip
-# itself comes from the wheelhouse and leaves again at the end; the base has no pip, ensurepip or compiler.
+# Builder: the venv /opt/cleanroom with the dependencies (binary wheels only, nothing compiled) and, apart
+# from it, the project in /opt/cleanroom-app (so a code change rebuilds only that small part). pip lives in
+# its own venv /opt/pip, which the final image never gets; the base has no pip, ensurepip or compiler.
 FROM ${BASE} AS builder
-ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
+ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    PYTHONDONTWRITEBYTECODE=1
 COPY build/wheelhouse/ /wheelhouse/
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml /src/
 # The dependencies come from pyproject.toml alone, so this layer is rebuilt only when pyproject.toml changes.
-RUN python3 -m venv --without-pip /opt/cleanroom \
- && pip_wheel="$(ls /wheelhouse/pip-*.whl | sort -V | tail -n 1)" \
- && /opt/cleanroom/bin/python "$pip_wheel/pip" install -q pip \
+RUN python3 -m venv --without-pip /opt/pip \
+ && /opt/pip/bin/python "$(ls /wheelhouse/pip-*.whl | sort -V | tail -n 1)/pip" install -q pip \
  && python3 -c 'import tomllib; project = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
       print("\n".join(project["dependencies"]))' >/tmp/requirements.txt \
- && /opt/cleanroom/bin/pip install -q --only-binary=:all: -r /tmp/requirements.txt \
- && find /opt/cleanroom/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} +
+ && python3 -m venv --without-pip /opt/cleanroom \
+ && /opt/pip/bin/pip --python /opt/cleanroom/bin/python install -q --only-binary=:all: \
+      -r /tmp/requirements.txt \
+ && find /opt/cleanroom/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} + \
+ && echo /opt/cleanroom-app >/opt/cleanroom/lib/python3.11/site-packages/cleanroom-app.pth
+COPY README.md /src/
 COPY cleanroom /src/cleanroom
 COPY transport /src/transport
 COPY party /src/party
 COPY coordinator /src/coordinator
 COPY cleanroom_cli /src/cleanroom_cli
-# The project itself (pure Python, built with setuptools from the wheelhouse in an isolated environment).
-RUN /opt/cleanroom/bin/pip install -q --no-deps /src \
- && /opt/cleanroom/bin/pip uninstall -y -q pip \
- && /opt/cleanroom/bin/cleanroom --help >/dev/null
+# The project (pure Python, built with setuptools from the wheelhouse); `cleanroom` runs the venv's python.
+RUN /opt/pip/bin/pip --python /opt/cleanroom/bin/python install -q --no-deps \
+      --target /opt/cleanroom-app /src \
+ && /opt/cleanroom-app/bin/cleanroom --help >/dev/null
 
-# Final image: the base (no compiler, no pip in the venv), the venv, an unprivileged user, private volumes.
+# Final image: the base, the venv, the project, an unprivileged user, private volumes.
 FROM ${BASE}
 # /state (ledger, reveal record, audit log), /results (delivered files) and /out (the coordinator's job
-# record) are mount points for named volumes: a new, empty volume takes the directory's owner and mode 0700.
+# record) are mount points for named volumes: a new, empty volume takes the directory's owner and mode
+# 0700.
 RUN groupadd --system --gid 10001 cleanroom \
  && useradd --system --uid 10001 --gid 10001 --home-dir /nonexistent --no-create-home \
       --shell /usr/sbin/nologin cleanroom \
@@ -39,7 +45,8 @@ RUN groupadd --system --gid 10001 cleanroom \
  && chown 10001:10001 /state /results /out \
  && chmod 0700 /state /results /out
 COPY --from=builder /opt/cleanroom /opt/cleanroom
-ENV PATH=/opt/cleanroom/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
+COPY --from=builder /opt/cleanroom-app /opt/cleanroom-app
+ENV PATH=/opt/cleanroom-app/bin:/opt/cleanroom/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     LANG=C.UTF-8 PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp MPLCONFIGDIR=/tmp/matplotlib
 USER 10001:10001
 WORKDIR /tmp
