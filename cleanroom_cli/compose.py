@@ -153,6 +153,14 @@ def _write_plan(
     return plan_path, hashlib.sha256(plan_path.read_bytes()).hexdigest()
 
 
+def _issue(out: Path, node: str, folder: Path) -> ca.NodeFiles:
+    """The node's certificate, TLS key and identity key in `folder`, the CA certificate beside them."""
+    role = "coordinator" if node == "coordinator" else "party"
+    files = ca.issue(out / "ca", node, role=role, out_dir=folder)
+    shutil.copyfile(out / "ca" / "ca.pem", folder / "ca.pem")
+    return files
+
+
 def chown_secrets(folder: Path, uid: int = CONTAINER_UID) -> None:
     """Give the image's user the secret files (they stay 0600); needs root."""
     for path in folder.iterdir():
@@ -172,13 +180,9 @@ def prepare_compose(
     members = []
     for pid, frame in data.parts.items():
         (out / pid / "data").mkdir(parents=True, exist_ok=True)
-        files = ca.issue(out / "ca", pid, role="party", out_dir=out / pid / "keys")
-        shutil.copyfile(out / "ca" / "ca.pem", out / pid / "keys" / "ca.pem")
-        members.append(_member(files, pid, f"{pid}:{PORT}"))
+        members.append(_member(_issue(out, pid, out / pid / "keys"), pid, f"{pid}:{PORT}"))
         frame.to_csv(out / pid / "data" / f"{pid}.csv", index=False)
-    coord = ca.issue(out / "ca", "coordinator", role="coordinator", out_dir=out / "coordinator" / "keys")
-    shutil.copyfile(out / "ca" / "ca.pem", out / "coordinator" / "keys" / "ca.pem")
-    members.append(_member(coord, "coordinator", None))
+    members.append(_member(_issue(out, "coordinator", out / "coordinator" / "keys"), "coordinator", None))
     out.mkdir(parents=True, exist_ok=True)
     plan_path, plan_hash = _write_plan(out, "compose-demo", data, job, members)
     for pid in PARTIES:
@@ -212,14 +216,10 @@ def prepare_partners(
     for pid, frame in data.parts.items():
         (out / pid / "data").mkdir(parents=True)
         (out / pid / "config").mkdir()
-        files = ca.issue(out / "ca", pid, role="party", out_dir=out / pid / "secrets")
-        shutil.copyfile(out / "ca" / "ca.pem", out / pid / "secrets" / "ca.pem")
-        members.append(_member(files, pid, f"{host}:{ports[pid]}"))
+        members.append(_member(_issue(out, pid, out / pid / "secrets"), pid, f"{host}:{ports[pid]}"))
         frame.to_csv(out / pid / "data" / f"{pid}.csv", index=False)
     coordinator = out / "coordinator"
-    coord = ca.issue(out / "ca", "coordinator", role="coordinator", out_dir=coordinator / "secrets")
-    shutil.copyfile(out / "ca" / "ca.pem", coordinator / "secrets" / "ca.pem")
-    members.append(_member(coord, "coordinator", None))
+    members.append(_member(_issue(out, "coordinator", coordinator / "secrets"), "coordinator", None))
     (coordinator / "config").mkdir()
     plan_path, plan_hash = _write_plan(coordinator / "config", "compose-partners", data, job, members)
     for pid in data.parts:

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from cleanroom_cli.compose import CONTAINER_UID, SampleJob, prepare_partners
+from cleanroom_cli.compose import CONTAINER_UID, SampleJob, chown_secrets, prepare_partners
 from cleanroom_cli.local import free_port
 
 pytestmark = pytest.mark.docker
@@ -127,19 +127,20 @@ def _give_secrets_to_image_user(deployment: Deployment) -> None:
     """The key files stay 0600; the image's user must own them (as a partner would `chown 10001`)."""
     folders = [deployment.root / node / "secrets" for node in (*PARTIES, "coordinator")]
     if os.geteuid() == 0:
-        for path in (p for folder in folders for p in folder.iterdir()):
-            os.chown(path, CONTAINER_UID, CONTAINER_UID)
+        for folder in folders:
+            chown_secrets(folder)
         return
     mounts = [f"--volume={folder}:/k{i}" for i, folder in enumerate(folders)]
     script = f"chown {CONTAINER_UID}:{CONTAINER_UID} " + " ".join(f"/k{i}/*" for i in range(len(folders)))
+    label = f"--label=cleanroom.test={deployment.run_id}"
     _run(
         "docker",
         "run",
         "--rm",
         "--user=0",
+        label,
         *mounts,
-        "--entrypoint",
-        "/bin/sh",
+        "--entrypoint=/bin/sh",
         deployment.image,
         "-c",
         script,
