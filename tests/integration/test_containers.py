@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -165,8 +166,8 @@ def _wait_healthy(deployment: Deployment, pid: str) -> None:
 
 def _start_parties(deployment: Deployment) -> float:
     started = time.monotonic()
-    for pid in PARTIES:
-        deployment.compose_run(pid, "up", "-d")
+    with ThreadPoolExecutor(len(PARTIES)) as pool:  # each partner starts its own node, independently
+        list(pool.map(lambda pid: deployment.compose_run(pid, "up", "-d"), PARTIES))
     for pid in PARTIES:
         _wait_healthy(deployment, pid)
     elapsed = time.monotonic() - started
