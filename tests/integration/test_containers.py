@@ -48,7 +48,7 @@ def _compose_command() -> list[str] | None:
 
 
 def _unavailable(reason: str) -> None:
-    if os.environ.get("CI") == "true":
+    if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"CI=true but the container test cannot run: {reason}")
     pytest.skip(reason)
 
