@@ -168,6 +168,14 @@ build_image() {
 command -v docker >/dev/null || die "docker is not installed"
 docker info >/dev/null 2>&1 || die "the Docker daemon is not reachable (start dockerd)"
 total_started=$(date +%s)
+# One build at a time per checkout (e.g. .ci/run's background build and the container test): the second
+# waits, then finds the base, the wheelhouse and every layer ready.
+mkdir -p build
+exec 9>build/.build.lock
+if command -v flock >/dev/null && ! flock -n 9; then
+  echo "== waiting for another build_image.sh in this checkout"
+  flock 9
+fi
 if [ "${REBUILD_BASE:-0}" = 1 ] || ! docker image inspect "$BASE" >/dev/null 2>&1; then
   build_base
 else
