@@ -116,7 +116,8 @@ _UNKNOWN = -1
 _MISSING = -2
 
 
-def _is_missing(value: object) -> bool:
+def is_missing(value: object) -> bool:
+    """An empty or blank string, NaN, None, pd.NA or pd.NaT: the schema's missing level."""
     if isinstance(value, str):
         return not value.strip()
     if isinstance(value, float | np.floating):
@@ -135,7 +136,7 @@ def _category_status(column: Column, values: pd.Series) -> np.ndarray:
     """Per row: the category index, _UNKNOWN or _MISSING (work is per distinct value, not per row)."""
     factor, uniques = pd.factorize(values, use_na_sentinel=True)
     index = {category: i for i, category in enumerate(column.categories)}
-    lookup = [_MISSING if _is_missing(u) else index.get(_category_key(u), _UNKNOWN) for u in uniques]
+    lookup = [_MISSING if is_missing(u) else index.get(_category_key(u), _UNKNOWN) for u in uniques]
     # the NA sentinel -1 picks the appended last entry
     return np.asarray([*lookup, _MISSING], dtype=np.int64)[factor]
 
@@ -197,7 +198,7 @@ def _numeric_values(column: Column, values: pd.Series, source: str) -> tuple[np.
         return numbers, np.isnan(numbers)
     factor, uniques = pd.factorize(values, use_na_sentinel=True)
     distinct = pd.Series(np.asarray(uniques, dtype=object), dtype=object)
-    blank = distinct.map(_is_missing).to_numpy(dtype=bool)
+    blank = distinct.map(is_missing).to_numpy(dtype=bool)
     is_bool = distinct.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
     parsed = pd.to_numeric(distinct.where(~blank & ~is_bool), errors="coerce").to_numpy(
         dtype=float, na_value=np.nan

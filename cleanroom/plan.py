@@ -22,6 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
+from cleanroom.feasibility import Fields, check_job
 from cleanroom.schema import Schema
 from cleanroom.secagg.manifest import SecAggManifest, required_threshold
 
@@ -192,6 +193,13 @@ class Plan:
         n = len(self.data_parties)
         if n < 1:
             raise self._fail("members: at least one member needs an address (a data party)")
+        coordinator = next((m for m in self.members if m.id == self.coordinator), None)
+        if coordinator is None or RUN_JOBS not in coordinator.abilities:
+            state = "is not a member" if coordinator is None else "lacks the run_jobs ability"
+            raise self._fail(
+                f"coordinator {self.coordinator!r} {state}; add a [[members]] entry with id = "
+                f"{self.coordinator!r} and abilities = [\"run_jobs\"] (parties refuse any other caller)"
+            )
         for name in ("min_parties", "dropout_tolerance", "colluders", "threshold"):
             if getattr(self, name) < 0:
                 raise self._fail(f"{name} ({getattr(self, name)}) must be >= 0")
@@ -353,15 +361,29 @@ class Plan:
         return plan
 
     def check_schema(self) -> None:
-        """The schema file must exist and hash to `schema_hash`."""
+        """The schema file must exist and hash to `schema_hash`, and the job must be feasible on it.
+
+        Feasible: target and task fit the schema, synthetic_rows and synthesizer_settings are usable, and
+        `max_epsilon_per_job` is within the noise floor (`cleanroom.feasibility`), all before any round.
+        """
         if not self.schema_path.is_file():
             raise NotFound(f"{self.source}: schema file {self.schema_path} does not exist")
-        actual = schema_file_hash(self.schema_path)
+        schema = Schema.load(self.schema_path)
+        actual = schema.hash()
         if actual != self.schema_hash:
             raise InvalidInput(
                 f"{self.source}: schema_hash ({self.schema_hash}) does not match the hash of "
                 f"{self.schema_path} ({actual})"
             )
+        try:
+            check_job(
+                schema, target=self.target, task=self.task, epsilon=self.max_epsilon_per_job,
+                delta=self.delta, n_min=self.n_min, n_parties=len(self.data_parties),
+                evaluation_share=self.evaluation_share, synthetic_rows=self.synthetic_rows,
+                settings=self.synthesizer_settings, fields=Fields(schema=str(self.schema_path.name)),
+            )  # fmt: skip
+        except InvalidInput as error:
+            raise self._fail(str(error)) from None
 
 
 def require_approved_hash(plan_hash: str, approved: Iterable[str]) -> None:

@@ -27,7 +27,8 @@ from typing import Any
 
 import pandas as pd
 
-from cleanroom.errors import InvalidInput, PreconditionFailed
+from cleanroom.errors import CleanroomError, InvalidInput, PreconditionFailed
+from cleanroom.feasibility import MIN_PARTY_ROWS, MIN_SYNTHETIC_ROWS, Fields, check_job
 from cleanroom.identity import approve, load_private_key
 from cleanroom.ledger import Ledger
 from cleanroom.sample_data import demo_dataset
@@ -38,6 +39,10 @@ from transport.channel import wait_healthy
 from transport.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parents[1]
+LOCAL_FIELDS = Fields(
+    schema="the schema", target="--target", task="--task", synthetic_rows="--synthetic-rows",
+    epsilon="--epsilon", delta="--delta",
+)  # fmt: skip
 ALL_ABILITIES = ["run_jobs", "receive_results", "receive_synthetic_data", "receive_model", "read_audit_log"]
 
 
@@ -62,12 +67,23 @@ class LocalJob:
         default_factory=dict
     )  # tests: a party with another schema
     sources: dict[str, str] = field(default_factory=dict)  # party -> csv/parquet/postgresql (default csv)
+    fields: Fields = field(default_factory=lambda: LOCAL_FIELDS)  # how messages name the user's inputs
+    start_window: int = 0  # parties starting at once (0: 2 per CPU, at least 4)
+    progress_every_s: float = 2.0  # least time between two "started 20/60 parties" lines
     work: Path = field(init=False)
 
     def __post_init__(self) -> None:
         if len(self.parts) < 2:
             raise InvalidInput(f"a collaboration needs at least 2 parties, got {len(self.parts)}")
         self.work = self.out / "_work"
+
+    @property
+    def dropout_tolerance(self) -> int:
+        return 1 if len(self.parts) >= 3 else 0
+
+    @property
+    def n_min(self) -> int:
+        return len(self.parts) - self.dropout_tolerance  # no colluders in a local run
 
 
 def toml_value(value: Any) -> str:
@@ -92,6 +108,57 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def check_before_start(job: LocalJob) -> None:
+    """Everything that can be checked before anything starts: the schema, the job against it (target, task,
+    synthetic rows, the noise floor's epsilon cap) and every party's file. Nothing is written or spent."""
+    fields = job.fields
+    try:
+        schema = Schema.from_dict(job.schema)
+    except InvalidInput as error:
+        raise InvalidInput(f"{fields.schema}: {error}") from None
+    check_job(
+        schema, target=job.target, task=job.task, epsilon=job.epsilon, delta=job.delta, n_min=job.n_min,
+        n_parties=len(job.parts), synthetic_rows=job.synthetic_rows, fields=fields,
+    )  # fmt: skip
+    for pid, part in job.parts.items():
+        rows = len(part) if isinstance(part, pd.DataFrame) else count_csv_rows(pid, part)
+        if rows < MIN_PARTY_ROWS:
+            where = f"--party {pid}: {part}" if isinstance(part, Path) else f"party {pid}"
+            raise InvalidInput(
+                f"{where} has {rows} rows; every party needs at least {MIN_PARTY_ROWS} (its membership "
+                "holdout and the model's evaluation need them)"
+            )
+
+
+def count_csv_rows(pid: str, path: Path) -> int:
+    """Data rows of a party's CSV file (the header excluded), read locally; one line on failure."""
+    try:
+        return len(pd.read_csv(path, usecols=[0], dtype=str, keep_default_na=False))
+    except pd.errors.EmptyDataError:
+        return 0
+    except (OSError, UnicodeDecodeError, ValueError, pd.errors.ParserError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InvalidInput(f"--party {pid}: {path} cannot be read as CSV: {reason}") from None
+
+
+def user_file(job: LocalJob, pid: str) -> Path | None:
+    part = job.parts.get(pid)
+    return part.resolve() if isinstance(part, Path) else None
+
+
+def in_user_terms(job: LocalJob, text: str) -> str:
+    """A message from a node with the internal `_work/` copies replaced by the files the user gave."""
+    for pid in job.parts:
+        original = user_file(job, pid)
+        if original is None:
+            continue
+        kind = job.sources.get(pid, "csv")
+        copy = job.work / "data" / f"{pid}.{kind}"
+        for name in (str(copy), f"data/{pid}.{kind}"):
+            text = text.replace(name, f"{original} (its {kind} copy)")
+    return text.replace(str(job.work / "schema.json"), job.fields.schema)
+
+
 def prepare(job: LocalJob) -> dict[str, Path]:
     """Write certificates, data, plan and configs; returns party id -> party.toml path."""
     work = job.work
@@ -109,7 +176,8 @@ def prepare(job: LocalJob) -> dict[str, Path]:
     configs: dict[str, Path] = {}
     for pid, frame in job.parts.items():
         files = ca.issue(certs, pid, role="party")
-        write_party_data(work / "data", pid, frame, job.sources.get(pid, "csv"))
+        if user_file(job, pid) is None or job.sources.get(pid, "csv") != "csv":
+            write_party_data(work / "data", pid, frame, job.sources.get(pid, "csv"))
         entitled = job.receivers is None or pid in job.receivers
         abilities = ALL_ABILITIES if entitled else ["run_jobs"]
         members.append(
@@ -152,7 +220,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "delta": job.delta,
         "max_epsilon_per_job": job.epsilon,
         "min_parties": max(2, n - 1),
-        "dropout_tolerance": 1 if n >= 3 else 0,
+        "dropout_tolerance": job.dropout_tolerance,
         "colluders": 0,
         "threshold": 0,
         "max_membership_inference_score": job.max_membership_inference_score,
@@ -203,9 +271,9 @@ def write_party_config(job: LocalJob, member: dict[str, Any], plan_hash: str) ->
     if pid in job.party_schemas:
         schema_file = f"schema-{pid}.json"
         (job.work / schema_file).write_text(json.dumps(job.party_schemas[pid], indent=2))
-    text += "\n[data]\n" + toml_table(
-        {"schema": schema_file, "source": source_entry(pid, job.sources.get(pid, "csv"))}
-    )
+    kind, original = job.sources.get(pid, "csv"), user_file(job, pid)
+    source = str(original) if original is not None and kind == "csv" else source_entry(pid, kind)
+    text += "\n[data]\n" + toml_table({"schema": schema_file, "source": source})
     text += "\n[budget]\n" + toml_table(
         {
             "epsilon": max(10.0, 10 * job.epsilon),
@@ -226,53 +294,131 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start_parties(job: LocalJob, configs: dict[str, Path]) -> dict[str, subprocess.Popen[bytes]]:
+def start_party(job: LocalJob, pid: str, config: Path) -> subprocess.Popen[bytes]:
+    """`cleanroom party serve` in its own session: a Ctrl-C reaches only this command, which stops it."""
     (job.work / "logs").mkdir(exist_ok=True)
-    procs = {}
-    for pid, config in configs.items():
-        log = (job.work / "logs" / f"{pid}.log").open("wb")
-        procs[pid] = subprocess.Popen(
-            [sys.executable, "-m", "cleanroom_cli.main", "-v", "party", "serve", "--config", str(config)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-            cwd=job.work,
-        )
-    return procs
+    log = (job.work / "logs" / f"{pid}.log").open("wb")
+    return subprocess.Popen(
+        [sys.executable, "-m", "cleanroom_cli.main", "-v", "party", "serve", "--config", str(config)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=_env(),
+        cwd=job.work,
+        start_new_session=True,
+    )
+
+
+def start_parties(job: LocalJob, configs: dict[str, Path]) -> dict[str, subprocess.Popen[bytes]]:
+    """Start every party node at once."""
+    return {pid: start_party(job, pid, config) for pid, config in configs.items()}
+
+
+def coordinator_tls(job: LocalJob) -> TlsFiles:
+    certs = job.work / "certs"
+    return TlsFiles(certs / "ca.pem", certs / "coordinator.pem", certs / "coordinator.key")
+
+
+def listen_address(config: Path) -> str:
+    import tomllib
+
+    return str(tomllib.loads(config.read_text())["listen"])
+
+
+async def party_healthy(
+    job: LocalJob, pid: str, address: str, proc: subprocess.Popen[bytes], tls: TlsFiles
+) -> None:
+    """Return once the party answers SERVING; its one-line refusal (or crash log) if it exits first."""
+    for _ in range(300):
+        if proc.poll() is not None:
+            raise party_start_error(job, pid, proc.returncode)
+        try:
+            await wait_healthy(address, tls, pid, "transport.v1.PartyService", attempts=5)
+            return
+        except TimeoutError:
+            continue
+    raise PreconditionFailed(f"party {pid} at {address} never became healthy")
 
 
 async def _wait_all(
     job: LocalJob, configs: dict[str, Path], procs: dict[str, subprocess.Popen[bytes]]
 ) -> None:
-    import tomllib
-
-    tls = TlsFiles(
-        job.work / "certs/ca.pem", job.work / "certs/coordinator.pem", job.work / "certs/coordinator.key"
-    )
+    tls = coordinator_tls(job)
     for pid, config in configs.items():
-        address = tomllib.loads(config.read_text())["listen"]
-        for _ in range(300):
-            if procs[pid].poll() is not None:
-                raise party_start_error(job, pid, procs[pid].returncode)
-            try:
-                await wait_healthy(address, tls, pid, "transport.v1.PartyService", attempts=5)
-                break
-            except TimeoutError:
-                continue
-        else:
-            raise PreconditionFailed(f"party {pid} at {address} never became healthy")
+        await party_healthy(job, pid, listen_address(config), procs[pid], tls)
+
+
+@dataclass
+class StartProgress:
+    """"started 20/60 parties, 12 healthy", when the counts changed, at most every `every` seconds, and once
+    at the end."""
+
+    total: int
+    every: float
+    started: int = 0
+    healthy: int = 0
+    shown: tuple[int, int] = (0, 0)
+    last: float = 0.0
+
+    def show(self, final: bool = False) -> None:
+        now = time.monotonic()
+        if (self.started, self.healthy) == self.shown or (not final and now - self.last < self.every):
+            return
+        print(f"[local] started {self.started}/{self.total} parties, {self.healthy} healthy", flush=True)
+        self.shown, self.last = (self.started, self.healthy), now
+
+
+async def start_and_wait(
+    job: LocalJob, configs: dict[str, Path], procs: dict[str, subprocess.Popen[bytes]]
+) -> None:
+    """Start the party nodes in waves (at most `window` starting at once, so their imports do not fight
+    over the CPUs) into `procs`, and wait until every one is SERVING; big runs print progress."""
+    window = job.start_window or max(4, 2 * (os.cpu_count() or 1))
+    tls, pending = coordinator_tls(job), list(configs.items())
+    progress = StartProgress(len(configs), job.progress_every_s) if len(configs) > window else None
+    waiting: dict[str, asyncio.Task[None]] = {}
+    try:
+        while pending or waiting:
+            while pending and len(waiting) < window:
+                pid, config = pending.pop(0)
+                procs[pid] = start_party(job, pid, config)
+                waiting[pid] = asyncio.create_task(
+                    party_healthy(job, pid, listen_address(config), procs[pid], tls)
+                )
+            await asyncio.wait(waiting.values(), timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
+            for pid in [p for p, task in waiting.items() if task.done()]:
+                waiting.pop(pid).result()  # a party that refused to start stops the run here
+                if progress is not None:
+                    progress.healthy += 1
+            if progress is not None:
+                progress.started = len(procs)
+                progress.show(final=not (pending or waiting))
+    finally:
+        for task in waiting.values():
+            task.cancel()
 
 
 def party_start_error(job: LocalJob, pid: str, status: int) -> Exception:
     """Exit status 2 is the party refusing its own input (its one-line reason); anything else is a crash."""
-    log = (job.work / "logs" / f"{pid}.log").read_text(errors="replace")
+    log = in_user_terms(job, (job.work / "logs" / f"{pid}.log").read_text(errors="replace"))
     if status == 2:
-        reason = log.strip().splitlines()[-1].removeprefix("cleanroom: error: ") if log.strip() else ""
+        lines = [line for line in log.strip().splitlines() if line.startswith("cleanroom: error: ")]
+        reason = lines[-1].removeprefix("cleanroom: error: ") if lines else log.strip()[-500:]
         return InvalidInput(f"party {pid} refused to start, nothing was spent: {reason}")
     return PreconditionFailed(f"party {pid} exited with status {status}:\n{log[-2000:]}")
 
 
-def stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+def stop(
+    procs: dict[str, subprocess.Popen[bytes]], coordinator: subprocess.Popen[bytes] | None = None
+) -> None:
+    """Stop the coordinator (SIGINT: it records the interruption in its job log) and every party node
+    (SIGTERM: a graceful shutdown); anything still running after its grace period is killed."""
+    if coordinator is not None and coordinator.poll() is None:
+        coordinator.send_signal(signal.SIGINT)
+        try:
+            coordinator.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            coordinator.kill()
+            coordinator.wait()
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -281,36 +427,43 @@ def stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
             proc.wait(timeout=15)
         except subprocess.TimeoutExpired:
             proc.kill()
+            proc.wait()
+
+
+def start_coordinator(job: LocalJob) -> subprocess.Popen[bytes]:
+    command = ["coordinator", "run", "--config", str(job.work / "collaboration.toml")]
+    return subprocess.Popen(
+        [sys.executable, "-m", "cleanroom_cli.main", *command],
+        env=_env(),
+        cwd=job.work,
+        start_new_session=True,
+    )
 
 
 def run_local(job: LocalJob) -> int:
-    """Run the collaboration; returns the coordinator's exit status (0 = results delivered)."""
+    """Run the collaboration; returns the coordinator's exit status (0 = results delivered), 130 on Ctrl-C."""
+    check_before_start(job)
+    print(describe_sources(job.sources), flush=True)
     start = time.perf_counter()
-    configs = prepare(job)
-    setup = time.perf_counter() - start
-    procs = start_parties(job, configs)
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    coordinator: subprocess.Popen[bytes] | None = None
     try:
-        asyncio.run(_wait_all(job, configs, procs))
+        configs = prepare(job)
+        setup = time.perf_counter() - start
+        asyncio.run(start_and_wait(job, configs, procs))
         ready = time.perf_counter() - start
         print(
             f"[local] {len(procs)} party processes serving (setup {setup:.2f} s, ready at {ready:.2f} s)",
             flush=True,
         )
-        status = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cleanroom_cli.main",
-                "coordinator",
-                "run",
-                "--config",
-                str(job.work / "collaboration.toml"),
-            ],
-            env=_env(),
-            cwd=job.work,
-        ).returncode
+        coordinator = start_coordinator(job)
+        status = coordinator.wait()
+    except KeyboardInterrupt:
+        stop(procs, coordinator)
+        print_interrupted(job)
+        return 130
     finally:
-        stop(procs)
+        stop(procs, coordinator)
     total = time.perf_counter() - start
     if status != 0:
         print(
@@ -320,6 +473,42 @@ def run_local(job: LocalJob) -> int:
         return status
     print_summary(job, total)
     return 0
+
+
+def print_interrupted(job: LocalJob) -> None:
+    """After Ctrl-C: what each party's ledger charged, and what is left staged (every process is stopped)."""
+    spent = {pid: ledger_spent(job, pid) for pid in job.parts}
+    charged = [f"{pid} rho {rho:.6g}" for pid, rho in spent.items() if rho > 0]
+    print("[local] interrupted; every party node and the coordinator were stopped", file=sys.stderr)
+    if charged:
+        print(f"[local] spent (each party's ledger): {', '.join(charged)}", file=sys.stderr)
+    else:
+        print("[local] nothing was spent (no party charged a round)", file=sys.stderr)
+    staged = [job.work / "state" / f"{pid}-staged" for pid in job.parts]
+    staged = [path for path in staged if path.is_dir() and any(path.iterdir())]
+    results = job.work / "coordinator" / "results"
+    if results.is_dir() and any(results.iterdir()):
+        staged.append(results)
+    if staged:
+        listed = ", ".join(str(path) for path in staged)
+        print(
+            f"[local] left staged (undelivered; a party deletes its staged copy at its next start): {listed}",
+            file=sys.stderr,
+        )
+    else:
+        print("[local] nothing is left staged", file=sys.stderr)
+    print(f"[local] ledgers, audit logs and node logs are kept in {job.work}", file=sys.stderr)
+
+
+def ledger_spent(job: LocalJob, pid: str) -> float:
+    """The rho a party's ledger has charged (0 when the party never opened its ledger)."""
+    path = job.work / "state" / f"{pid}.sqlite"
+    if not path.is_file():
+        return 0.0
+    try:
+        return audit_vs_ledger(job, pid)[2]
+    except (CleanroomError, OSError):
+        return float("nan")
 
 
 def print_summary(job: LocalJob, total: float) -> None:
@@ -375,6 +564,10 @@ def print_release(job: LocalJob) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    if args.rows < MIN_PARTY_ROWS:
+        raise InvalidInput(f"--rows {args.rows}: every party needs at least {MIN_PARTY_ROWS} rows")
+    if args.parties < 2:
+        raise InvalidInput(f"--parties {args.parties}: a collaboration needs at least 2 parties")
     schema, frame, target, task = demo_dataset(args.rows * args.parties, seed=args.seed)
     parts = {
         f"party{i + 1}": frame.iloc[i :: args.parties].reset_index(drop=True) for i in range(args.parties)
@@ -387,28 +580,38 @@ def run_demo(args: argparse.Namespace) -> int:
         task,
         args.epsilon,
         args.delta,
-        synthetic_rows=args.rows * args.parties,
+        synthetic_rows=max(MIN_SYNTHETIC_ROWS, args.rows * args.parties),
         result_format=args.format,
         seed=args.seed,
         max_membership_inference_score=args.max_membership_inference_score,
         sources=parse_sources(args.sources, list(parts)),
+        fields=Fields(schema="the demo schema", epsilon="--epsilon", delta="--delta"),
     )
-    print(describe_sources(job.sources), flush=True)
     return run_local(job)
 
 
-def run_simulate(args: argparse.Namespace) -> int:
+def read_schema_json(path: str) -> dict[str, Any]:
+    """The user's schema file as JSON; one line naming the file (and line and column) on failure."""
     try:
-        schema = json.loads(Path(args.schema).read_text(encoding="utf-8"))
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
     except OSError as error:
-        raise InvalidInput(f"{args.schema}: cannot read schema file: {error.strerror or error}") from None
+        raise InvalidInput(f"{path}: cannot read schema file: {error.strerror or error}") from None
     except ValueError as error:  # a syntax error: one line naming the file, line and column (exit 2)
-        raise InvalidInput(f"{args.schema}: not valid JSON: {error}") from None
+        raise InvalidInput(f"{path}: not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise InvalidInput(f"{path}: a schema must be a JSON object, got {type(data).__name__}")
+    return data
+
+
+def run_simulate(args: argparse.Namespace) -> int:
+    schema = read_schema_json(args.schema)
     parts: dict[str, pd.DataFrame | Path] = {}
     for item in args.party:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise InvalidInput(f"--party {item!r} must be NAME=PATH")
+        if name in parts:
+            raise InvalidInput(f"--party {name} is given twice; every party needs its own name")
         if not Path(path).is_file():
             raise InvalidInput(f"--party {name}: file {path} does not exist")
         parts[name] = Path(path)
@@ -420,11 +623,14 @@ def run_simulate(args: argparse.Namespace) -> int:
         args.task,
         args.epsilon,
         args.delta,
-        synthetic_rows=args.rows,
+        synthetic_rows=args.synthetic_rows,
         result_format=args.format,
         seed=args.seed,
         max_membership_inference_score=args.max_membership_inference_score,
         sources=parse_sources(args.sources, list(parts)),
+        fields=Fields(
+            schema=args.schema, target="--target", task="--task", synthetic_rows="--synthetic-rows",
+            epsilon="--epsilon", delta="--delta",
+        ),  # fmt: skip
     )
-    print(describe_sources(job.sources), flush=True)
     return run_local(job)

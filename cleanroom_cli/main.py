@@ -13,11 +13,11 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cleanroom.accounting import cdp_rho
 from cleanroom.audit import AuditLog
-from cleanroom.errors import CleanroomError, InvalidInput, NotFound
+from cleanroom.errors import CleanroomError, InvalidInput, NotFound, PermissionDenied
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
 
@@ -159,7 +159,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 def cmd_schema_infer(args: argparse.Namespace) -> int:
     from cleanroom import schema_infer
 
-    schema = schema_infer.infer_schema(args.data, target=args.target)
+    try:
+        schema = schema_infer.infer_schema(args.data, target=args.target)
+    except InvalidInput as error:
+        text = str(error)
+        raise InvalidInput(text if text.startswith(str(args.data)) else f"{args.data}: {text}") from None
     text = schema.to_json(indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
@@ -170,11 +174,22 @@ def cmd_schema_infer(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_schema_hash(args: argparse.Namespace) -> int:
+    from cleanroom.schema import Schema
+
+    print(Schema.load(Path(args.schema)).hash())
+    return 0
+
+
 def cmd_plan_approve(args: argparse.Namespace) -> int:
     from cleanroom import identity
 
-    path = identity.approve(Path(args.plan), identity.load_private_key(Path(args.key)), args.member)
+    try:
+        path = identity.approve(Path(args.plan), identity.load_private_key(Path(args.key)), args.member)
+    except PermissionDenied as error:  # the wrong key for this plan: a local mistake, not a refused job
+        raise InvalidInput(f"{error}; pass --key with your identity key (`cleanroom ca issue`)") from None
     print(f"approval written to {path}")
+    print(f"plan hash {Plan.load(Path(args.plan)).hash}: list it in your party.toml's approved_plans")
     return 0
 
 
@@ -221,126 +236,187 @@ def cmd_audit_fetch(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Shows every optional value's default ("(default: 0.8)") and keeps the descriptions' line breaks."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        hidden = default is None or default is False or default == argparse.SUPPRESS
+        if action.required or hidden or "%(default)" in text:
+            return text
+        return f"{text} (default: {default if default != '' else 'empty'})"
+
+
+class DeprecatedRows(argparse.Action):
+    """`simulate --rows N`: the old spelling of --synthetic-rows (demo's --rows means rows per party)."""
+
+    def __call__(
+        self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any, option: Any = None
+    ) -> None:
+        print("cleanroom: warning: simulate --rows is deprecated; use --synthetic-rows", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+SubParsers = argparse._SubParsersAction  # type: ignore[type-arg]
+
+
+def command(sub: SubParsers, name: str, text: str, handler: Handler | None = None) -> argparse.ArgumentParser:
+    """A sub-command whose one-line `text` is both its summary in the parent's help and its description."""
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name, help=text, description=text, formatter_class=HelpFormatter
+    )
+    if handler is not None:
+        parser.set_defaults(handler=handler)
+    return parser
+
+
+def group(sub: SubParsers, name: str, text: str) -> SubParsers:
+    return command(sub, name, text).add_subparsers(dest="action", required=True, metavar="ACTION")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cleanroom", description=__doc__.splitlines()[0])
-    parser.add_argument("-v", "--verbose", action="store_true")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(prog="cleanroom", description=__doc__, formatter_class=HelpFormatter)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log INFO messages to stderr")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_local(sub)
     _add_ca(sub)
     _add_party(sub)
-    coord = sub.add_parser("coordinator", help="run a collaboration job").add_subparsers(
-        dest="action", required=True
-    )
-    run = coord.add_parser("run", help="run the job described by collaboration.toml")
-    run.add_argument("--config", required=True)
-    run.set_defaults(handler=cmd_coordinator_run)
-    health = sub.add_parser("health", help="gRPC health check of a node over mutual TLS")
-    health.add_argument("--config", help="a party.toml: its listen port, party_id and [tls] files")
-    for flag in ("--address", "--ca", "--cert", "--key", "--id"):
-        health.add_argument(flag, help="instead of --config")
-    health.add_argument("--service", default="")
-    health.add_argument("--timeout", type=float, default=5.0)
-    health.set_defaults(handler=cmd_health)
-    _add_local(sub)
-    schema = sub.add_parser("schema").add_subparsers(dest="action", required=True)
-    infer = schema.add_parser("infer", help="draft a schema from a CSV (review it: see the warning)")
-    infer.add_argument("data", help="a CSV or Parquet file")
-    infer.add_argument("--target")
-    infer.add_argument("--out")
-    infer.set_defaults(handler=cmd_schema_infer)
-    plan = sub.add_parser("plan").add_subparsers(dest="action", required=True)
-    approve = plan.add_parser("approve", help="sign a plan with this member's Ed25519 identity key")
-    approve.add_argument("plan")
-    approve.add_argument("--key", required=True, help="the member's identity key (e.g. certs/<id>.ed25519)")
-    approve.add_argument("--member", help="member id (default: the member whose identity_key matches)")
-    approve.set_defaults(handler=cmd_plan_approve)
-    show = plan.add_parser("show", help="validate a plan and print its summary and hash")
-    show.add_argument("plan")
-    show.set_defaults(handler=cmd_plan_show)
+    coord = group(sub, "coordinator", "the coordinator: drive a collaboration job")
+    run = command(coord, "run", "run one job of the plan in collaboration.toml (handshake, rounds, "
+                  "fit, train, evaluate, gate, deliver)", cmd_coordinator_run)  # fmt: skip
+    run.add_argument("--config", required=True, help="the plan with its [coordinator] table")
+    health = command(sub, "health", "gRPC health check of a node over mutual TLS; prints SERVING or why "
+                     "not (exit 0 only when SERVING)", cmd_health)  # fmt: skip
+    health.add_argument("--config", help="a party.toml: its listen port, party_id and [tls] files (in a "
+                        "container: the image's HEALTHCHECK); instead of the five options below")  # fmt: skip
+    for flag, text in (
+        ("--address", "the node's host:port"),
+        ("--ca", "the collaboration CA certificate (PEM)"),
+        ("--cert", "your certificate (PEM)"),
+        ("--key", "your private key (PEM)"),
+        ("--id", "the node's member id (its certificate's DNS name)"),
+    ):
+        health.add_argument(flag, help=text)
+    health.add_argument("--service", default="", help="service to check (empty: the whole server), e.g. "
+                        "transport.v1.PartyService")  # fmt: skip
+    health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")
+    _add_schema(sub)
+    _add_plan(sub)
     _add_audit(sub)
     return parser
 
 
-def _add_audit(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    audit = sub.add_parser("audit", help="verify, show or fetch a hash-chained audit log").add_subparsers(
-        dest="action", required=True
-    )
-    for action, text in (("verify", "check the chain and its head anchor"), ("show", "summarise a log")):
-        parser = audit.add_parser(action, help=text)
-        parser.add_argument("log")
-        parser.set_defaults(handler=cmd_audit)
-    fetch = audit.add_parser("fetch", help="read a party's audit log over mutual TLS (read_audit_log)")
-    for flag in ("--address", "--ca", "--cert", "--key", "--plan", "--out"):
-        fetch.add_argument(flag, required=True)
+def _add_schema(sub: SubParsers) -> None:
+    schema = group(sub, "schema", "draft a schema from data, or print a schema's hash")
+    infer = command(schema, "infer", "draft a schema from a CSV or Parquet file (domains taken from data "
+                    "are not private: review them before sharing)", cmd_schema_infer)  # fmt: skip
+    infer.add_argument("data", help="a CSV or Parquet file")
+    infer.add_argument("--target", help="mark this column as the target (the column to predict)")
+    infer.add_argument("--out", help="write the draft here instead of printing it")
+    hashed = command(schema, "hash", "print a schema file's hash (the plan's schema_hash)", cmd_schema_hash)
+    hashed.add_argument("schema", help="the schema JSON file")
+
+
+def _add_plan(sub: SubParsers) -> None:
+    plan = group(sub, "plan", "approve (sign) or check a collaboration plan")
+    approve = command(plan, "approve", "sign a plan with this member's Ed25519 identity key; prints the plan "
+                      "hash to list in party.toml's approved_plans", cmd_plan_approve)  # fmt: skip
+    approve.add_argument("plan", help="the plan file (e.g. collaboration.toml)")
+    approve.add_argument("--key", required=True, help="the member's identity key (e.g. certs/<id>.ed25519)")
+    approve.add_argument("--member", help="member id (default: the member whose identity_key matches)")
+    show = command(plan, "show", "validate a plan fully (fields, members, schema hash, target and task, "
+                   "epsilon against the noise floor); print its summary and hash", cmd_plan_show)  # fmt: skip
+    show.add_argument("plan", help="the plan file (e.g. collaboration.toml)")
+
+
+def _add_audit(sub: SubParsers) -> None:
+    audit = group(sub, "audit", "verify, show or fetch a party's hash-chained audit log")
+    verify = command(audit, "verify", "check a log's hash chain and its head anchor (exit 1 if broken)",
+                     cmd_audit)  # fmt: skip
+    verify.add_argument("log", help="the audit log (JSON lines; its anchor is LOG.head)")
+    show = command(audit, "show", "summarise a log: answers, refusals and charges", cmd_audit)
+    show.add_argument("log", help="the audit log (JSON lines)")
+    fetch = command(audit, "fetch", "read a party's audit log over mutual TLS (needs read_audit_log in the "
+                    "plan); writes OUT and OUT.head", cmd_audit_fetch)  # fmt: skip
+    for flag, text in (
+        ("--address", "the party's host:port"),
+        ("--ca", "the collaboration CA certificate (PEM)"),
+        ("--cert", "your certificate (PEM)"),
+        ("--key", "your private key (PEM)"),
+        ("--plan", "the plan file both of you approved"),
+        ("--out", "where to write the log"),
+    ):
+        fetch.add_argument(flag, required=True, help=text)
     fetch.add_argument("--id", required=True, help="the party's member id (its certificate's DNS SAN)")
-    fetch.add_argument("--timeout", type=float, default=30.0)
-    fetch.set_defaults(handler=cmd_audit_fetch)
+    fetch.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the answer")
 
 
-def _add_ca(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    ca = sub.add_parser("ca", help="collaboration certificate authority").add_subparsers(
-        dest="action", required=True
-    )
-    init = ca.add_parser("init", help="create the collaboration CA")
-    init.add_argument("--dir", default="certs")
-    init.add_argument("--days", type=int, default=365)
-    init.set_defaults(handler=cmd_ca_init)
-    issue = ca.add_parser("issue", help="issue a node certificate and identity key")
-    issue.add_argument("name")
-    issue.add_argument("--dir", default="certs")
-    issue.add_argument("--role", choices=["party", "coordinator"], default="party")
-    issue.add_argument("--dns", action="append", help="extra DNS SAN (repeatable)")
-    issue.add_argument("--days", type=int, default=30)
+def _add_ca(sub: SubParsers) -> None:
+    ca = group(sub, "ca", "the collaboration's certificate authority")
+    init = command(ca, "init", "create the collaboration CA (ca.pem, ca.key: keep ca.key offline)",
+                   cmd_ca_init)  # fmt: skip
+    init.add_argument("--dir", default="certs", help="directory for ca.pem and ca.key")
+    init.add_argument("--days", type=int, default=365, help="validity of the CA certificate")
+    issue = command(ca, "issue", "issue a node certificate, its key and an Ed25519 identity key; prints "
+                    "the plan's cert_sha256 and identity_key for it", cmd_ca_issue)  # fmt: skip
+    issue.add_argument("name", help="the node's member id (e.g. airline, coordinator)")
+    issue.add_argument("--dir", default="certs", help="the CA directory (from ca init)")
+    issue.add_argument("--role", choices=["party", "coordinator"], default="party", help="the node's role")
+    issue.add_argument("--dns", action="append", help="extra DNS name for the certificate (repeatable)")
+    issue.add_argument("--days", type=int, default=30, help="validity of the node certificate")
     issue.add_argument("--out", help="write the node's files here instead of the CA directory")
-    issue.set_defaults(handler=cmd_ca_issue)
 
 
-def _add_party(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    party = sub.add_parser("party", help="party node").add_subparsers(dest="action", required=True)
-    serve = party.add_parser("serve", help="serve this party's node")
-    serve.add_argument("--config", required=True)
-    serve.set_defaults(handler=cmd_party_serve)
-    budget = party.add_parser("budget", help="show this party's privacy ledger")
-    budget.add_argument("--config", required=True)
-    budget.set_defaults(handler=cmd_party_budget)
-    prune = party.add_parser("prune", help="delete delivered results older than the plan's retention_days")
-    prune.add_argument("--config", required=True)
-    prune.set_defaults(handler=cmd_party_prune)
+def _add_party(sub: SubParsers) -> None:
+    party = group(sub, "party", "a party node: serve, show its budget, prune old results")
+    for name, text, handler in (
+        ("serve", "check the state, the data and the plan, then serve the party node until SIGTERM",
+         cmd_party_serve),
+        ("budget", "show this party's privacy ledger: spent and remaining, per plan", cmd_party_budget),
+        ("prune", "delete delivered results older than the plan's retention_days", cmd_party_prune),
+    ):  # fmt: skip
+        command(party, name, text, handler).add_argument("--config", required=True, help="party.toml")
 
 
-def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    demo = sub.add_parser("demo", help="run a whole collaboration locally on generated sample data")
-    demo.add_argument("--parties", type=int, default=3)
-    demo.add_argument("--rows", type=int, default=30000, help="rows per party")
-    demo.add_argument("--epsilon", type=float, default=1.0)
-    demo.add_argument("--delta", type=float, default=1e-9)
-    demo.add_argument("--out", default="out/demo")
-    demo.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--max-membership-inference-score", type=float, default=0.8, help="release gate")
-    demo.add_argument(
-        "--sources",
-        metavar="KIND[,KIND...]",
-        help="data source kind per party: csv, parquet or postgresql (needs CLEANROOM_PG_DSN); default csv",
-    )
-    demo.set_defaults(handler=cmd_demo)
-    sim = sub.add_parser("simulate", help="run a whole collaboration locally on your own CSV files")
-    sim.add_argument("--schema", required=True)
-    sim.add_argument("--party", action="append", required=True, metavar="NAME=PATH")
-    sim.add_argument("--target", required=True)
-    sim.add_argument("--task", choices=["classification", "regression"], required=True)
-    sim.add_argument("--epsilon", type=float, required=True)
-    sim.add_argument("--delta", type=float, default=1e-9)
-    sim.add_argument("--rows", type=int, default=0, help="synthetic rows (0 = the noisy total)")
-    sim.add_argument("--out", required=True)
-    sim.add_argument("--format", choices=["csv", "parquet"], default="csv")
-    sim.add_argument("--max-membership-inference-score", type=float, default=0.8, help="release gate")
-    sim.add_argument("--seed", type=int, default=None)
-    sim.add_argument(
-        "--sources",
-        metavar="KIND[,KIND...]",
-        help="data source kind per party: csv, parquet or postgresql (needs CLEANROOM_PG_DSN); default csv",
-    )
-    sim.set_defaults(handler=cmd_simulate)
+def _add_local(sub: SubParsers) -> None:
+    demo = command(sub, "demo", "run a whole collaboration on this machine on generated sample data (one "
+                   "process per node, mutual TLS on loopback)", cmd_demo)  # fmt: skip
+    demo.add_argument("--parties", type=int, default=3, help="number of party nodes")
+    demo.add_argument("--rows", type=int, default=30000, help="rows of sample data per party")
+    _add_run_options(demo, epsilon_required=False)
+    demo.add_argument("--seed", type=int, default=0, help="seeds the sample data, synthesis and training "
+                      "(never the noise)")  # fmt: skip
+    sim = command(sub, "simulate", "run a whole collaboration on this machine on your own CSV files (one "
+                  "process per node, mutual TLS on loopback)", cmd_simulate)  # fmt: skip
+    sim.add_argument("--schema", required=True, help="the schema JSON file")
+    sim.add_argument("--party", action="append", required=True, metavar="NAME=PATH",
+                     help="a party and its CSV file (repeat for each party, at least 2)")  # fmt: skip
+    sim.add_argument("--target", required=True, help="the column to predict (a measured schema column)")
+    sim.add_argument("--task", choices=["classification", "regression"], required=True,
+                     help="classification (categorical target) or regression (numerical target)")  # fmt: skip
+    sim.add_argument("--synthetic-rows", type=int, default=0,
+                     help="synthetic rows to generate (0: the noisy total of the parties' rows)")  # fmt: skip
+    sim.add_argument("--rows", type=int, dest="synthetic_rows", action=DeprecatedRows, help=argparse.SUPPRESS)
+    _add_run_options(sim, epsilon_required=True)
+    sim.add_argument("--seed", type=int, default=None, help="seeds synthesis and training (never the noise)")
+
+
+def _add_run_options(parser: argparse.ArgumentParser, epsilon_required: bool) -> None:
+    if epsilon_required:
+        parser.add_argument("--epsilon", type=float, required=True, help="the job's privacy budget epsilon")
+    else:
+        parser.add_argument("--epsilon", type=float, default=1.0, help="the job's privacy budget epsilon")
+    parser.add_argument("--delta", type=float, default=1e-9, help="the job's privacy budget delta")
+    parser.add_argument("--out", required=epsilon_required, default=None if epsilon_required else "out/demo",
+                        help="output folder: <out>/<party>/ results, <out>/_work/ nodes' files")  # fmt: skip
+    parser.add_argument("--format", choices=["csv", "parquet"], default="csv", help="synthetic data format")
+    parser.add_argument("--max-membership-inference-score", type=float, default=0.8,
+                        help="release gate: nothing but the report is delivered if an attack scores "
+                        "above this")  # fmt: skip
+    parser.add_argument("--sources", metavar="KIND[,KIND...]",
+                        help="data source kind per party, in order: csv, parquet or postgresql (needs "
+                        "CLEANROOM_PG_DSN); default: csv for every party")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -116,7 +116,7 @@ class CoordinatorEvaluation:
         self, summed: dict[str, tuple[np.ndarray, float]], results: dict[str, Path]
     ) -> dict[str, Any]:
         from cleanroom.evaluation.fidelity import combined_tvd
-        from cleanroom.evaluation.membership import combined_rank_score, gate, rank_score_stddev
+        from cleanroom.evaluation.membership import combined_dcr_score, dcr_score_stddev, gate
         from coordinator.workflow import progress
 
         figures: dict[str, Any] = {}
@@ -131,13 +131,12 @@ class CoordinatorEvaluation:
             f"mean 2-way TVD {summary['mean_two_way_tvd']:.4f}"
         )
         scores, membership = {}, {}
-        for statistic in (release.ATTACK_DCR, release.ATTACK_DENSITY_RATIO):
-            vector, stddev = summed[statistic]
-            name = release.attack_name(statistic)
-            scores[name] = combined_rank_score(vector)
-            sd = rank_score_stddev(vector, stddev)
-            membership[name] = {"score": scores[name], "noise_sd": sd}
-            progress(f"membership inference {name}: {scores[name]:.4f} (noise sd {sd:.4f})")
+        vector, stddev = summed[release.ATTACK_DCR]
+        name = release.attack_name(release.ATTACK_DCR)
+        scores[name] = combined_dcr_score(vector)
+        sd = dcr_score_stddev(vector, stddev)
+        membership[name] = {"score": scores[name], "noise_sd": sd}
+        progress(f"membership inference {name}: {scores[name]:.4f} (noise sd {sd:.4f})")
         figures["membership"] = membership
         figures["gate"] = gate(scores, float(self.plan.max_membership_inference_score)).to_dict()
         figures.update(self.privacy())

@@ -121,7 +121,7 @@ class Workflow:
         ok: dict[str, T] = {}
         for name, outcome in zip(names, outcomes, strict=True):
             if isinstance(outcome, BaseException):
-                log.warning("%s: party %s dropped: %s", stage, name, outcome)
+                log.info("%s: party %s dropped: %s", stage, name, outcome)  # printed once, by progress()
                 progress(f"{stage}: party {name} dropped out: {outcome}")
                 if not isinstance(outcome, CleanroomError):
                     raise outcome
@@ -183,8 +183,9 @@ class Workflow:
     async def measure(self) -> list[Measurement]:
         rho_total = synthesis_rho(self.job_rho(), float(self.plan.evaluation_share))
         self.planner = planner = MSTPlanner(
-            self.config.schema.domain, rho_total, **dict(self.plan.synthesizer_settings)
-        )
+            self.config.schema.domain, rho_total, n_min=self.n_min(), n_parties=len(self.members),
+            **dict(self.plan.synthesizer_settings),
+        )  # calibrated for n_min honest shares, as each party accounts the round (tau term included)
         measurements: list[Measurement] = []
         spec = planner.first_round()
         index = 0

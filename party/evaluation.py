@@ -1,8 +1,9 @@
 """The party's side of a job's evaluation: staged model and synthetic data, evaluation rounds, local report.
 
-- Membership split: a fixed share of the party's rows (`release.MEMBERSHIP_HOLDOUT`, chosen from a secret
-  only the party knows) never enters the marginal rounds (`MembersOnlySource`); half of it are the
-  non-members the attacks score, half the density-ratio attack's reference.
+- Membership split: about `release.MEMBERSHIP_HOLDOUT` of the party's records never enter the marginal
+  rounds (`MembersOnlySource`); they are the non-members the DCR attack scores. Each record's side is a
+  keyed hash (HMAC-SHA256 with a secret only the party knows) of that record alone, so adding or removing
+  a record never moves another (`release.party_membership_split`).
 - Staging: the coordinator uploads the model and synthetic data (`StageEvaluation`); they are kept under the
   node's state directory, never in the output folder, and deleted when the job's report arrives. A later
   `DeliverResults` of the synthetic data or model must carry exactly the bytes that were evaluated.
@@ -98,13 +99,14 @@ class PartyEvaluation:
         if self._codes is None:
             from cleanroom.encoding import encode
 
-            encoded = encode(self.schema, self.source.read_frame(), source=f"party {self.party_id} data")
+            name = getattr(self.source, "name", f"party {self.party_id} data")  # e.g. "csv file <path>"
+            encoded = encode(self.schema, self.source.read_frame(), source=name)
             self._codes = np.asarray(encoded.codes, dtype=np.int64)
         return self._codes
 
     def split(self) -> Any:
         if self._split is None:
-            self._split = release.party_membership_split(len(self.codes()), self.secret)
+            self._split = release.party_membership_split(self.codes(), self.secret)
         return self._split
 
     def member_count_tables(self, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
@@ -251,24 +253,16 @@ class PartyEvaluation:
         return self._models[job_id]
 
     def attacks(self, job_id: str) -> Any:
+        """The DCR attack on all members and non-members (per record: its side and the synthetic data)."""
         if job_id not in self._attacks:
-            from cleanroom.evaluation import membership as mia
+            from cleanroom.evaluation.membership import run_dcr_attack
 
-            split, codes, domain = self.split(), self.codes(), self.schema.domain
-            ordinal, missing = mia.schema_code_features(self.schema)
-            rng = np.random.default_rng(
-                int.from_bytes(hashlib.sha256(self.secret + job_id.encode()).digest()[:8], "big")
-            )
-            scored = mia.subsample(split.members, len(split.nonmembers), rng)
-            features = [
-                mia.features_from_codes(codes[idx], domain, ordinal, missing)
-                for idx in (scored, split.nonmembers, split.reference)
-            ]
-            synthetic = mia.features_from_codes(self.synthetic_codes(job_id), domain, ordinal, missing)
-            max_distance = mia.codes_max_distance(domain, ordinal, missing)
-            self._attacks[job_id] = mia.run_attacks(
-                features[0], features[1], synthetic, features[2], max_distance
-            )
+            split, codes = self.split(), self.codes()
+            outcome = run_dcr_attack(
+                codes[split.members], codes[split.nonmembers], self.synthetic_codes(job_id),
+                self.schema.domain.shape,
+            )  # fmt: skip
+            self._attacks[job_id] = (outcome,)
         return self._attacks[job_id]
 
     # ---- delivery ------------------------------------------------------------------------------------

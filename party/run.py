@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cleanroom.accounting import cdp_rho
 from cleanroom.audit import AuditLog
 from cleanroom.errors import DataError, InvalidInput
+from cleanroom.feasibility import MIN_PARTY_ROWS
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
 from cleanroom.private_files import private_dir
@@ -51,6 +52,7 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
     check_state(state, total_rho(config), plan.coordinator)  # before anything opens (or creates) a file
     schema = Schema.load(config.schema)
     source = open_source(source_spec(config.source), schema)
+    check_row_count(source)
     identity_key = load_identity_key(config.identity_key)
     evaluation = party_evaluation(config, plan, schema, source, identity_key)
     evaluation.discard_staged()  # no job survives a restart: its staged model and data are stale
@@ -105,6 +107,16 @@ def total_rho(config: PartyConfig) -> float:
         return config.rho
     assert config.epsilon is not None
     return cdp_rho(config.epsilon, config.delta)
+
+
+def check_row_count(source: DataSource) -> None:
+    """Refuse to start with fewer rows than any job needs (a local check: the count never leaves the node)."""
+    rows = source.row_count()
+    if rows < MIN_PARTY_ROWS:
+        raise DataError(
+            f"{source.name}: {rows} rows, fewer than the {MIN_PARTY_ROWS} every party needs (its membership "
+            "holdout and the model's evaluation); see docs/operations.md, 'Party node'"
+        )
 
 
 def check_data_at_start(node: PartyNode) -> None:

@@ -3,8 +3,8 @@
 Splits `train.csv` into 3 party CSVs, runs the real multi-process collaboration (`cleanroom simulate`'s code
 path: party nodes and coordinator over gRPC with mutual TLS; MST rounds, then staging, the evaluation rounds
 and the release gate), and prints the combined figures from party1's report: TSTR AUC (combined over the
-parties' real rows, and directly on holdout.csv with the coordinator's model), 2-way TVD, and the DCR and
-density-ratio membership-inference scores.
+parties' real rows, and directly on holdout.csv with the coordinator's model), 2-way TVD, and the DCR
+membership-inference score.
 
 Usage: PYTHONPATH=. python scripts/bench_adult_federated.py [--data DIR] [--out DIR] [--epsilon 1]
        [--rows 30000] [--max-score 0.8]

@@ -37,20 +37,14 @@ from cleanroom.evaluation.fidelity import (
     tvd_statistics,
 )
 from cleanroom.evaluation.membership import (
-    ATTACK_SENSITIVITY_L2,
-    ATTACKS,
-    codes_max_distance,
-    combined_attack_score,
-    combined_rank_score,
-    features_from_codes,
+    DCR_SENSITIVITY_L2,
+    combined_dcr_score,
+    dcr_score_stddev,
     gate,
     membership_split,
-    rank_score_stddev,
-    rank_sensitivity_l2,
-    run_attacks,
-    schema_code_features,
-    subsample,
+    run_dcr_attack,
 )
+from cleanroom.evaluation.release import BUDGET_FRACTIONS, MEMBERSHIP_HOLDOUT
 from cleanroom.evaluation.report import (
     LocalData,
     PartyReport,
@@ -75,12 +69,12 @@ from cleanroom.synth.mst import MSTPlanner
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "adult"
 N_PARTIES, EPSILON, DELTA = 3, 1.0, 1e-9
 SIGMAS: list[float] = []  # noise sd of the sum, per `noisy_sum` call
+EVALUATION_SHARE = 0.25
 SHARES = {
-    "MST synthesizer": 0.75,
-    "utility statistics": 0.05,
-    "fidelity statistics": 0.10,
-    "attack dcr": 0.05,
-    "attack density_ratio": 0.05,
+    "MST synthesizer": 1 - EVALUATION_SHARE,
+    "utility statistics": EVALUATION_SHARE * BUDGET_FRACTIONS["utility"],
+    "fidelity statistics": EVALUATION_SHARE * BUDGET_FRACTIONS["fidelity"],
+    "attack dcr": EVALUATION_SHARE * BUDGET_FRACTIONS["attack:dcr"],
 }
 
 
@@ -130,7 +124,7 @@ def main() -> None:
     real = encode(schema, pd.read_csv(data / "train.csv"), source="train.csv").codes.astype(np.int64)
     holdout = encode(schema, pd.read_csv(data / "holdout.csv"), source="holdout.csv").codes.astype(np.int64)
     parties = [real[idx] for idx in np.array_split(rng.permutation(len(real)), N_PARTIES)]
-    splits = [membership_split(len(p), 0.2, rng) for p in parties]
+    splits = [membership_split(p, f"party-{i}".encode(), MEMBERSHIP_HOLDOUT) for i, p in enumerate(parties)]
     rho_total = cdp_rho(EPSILON, DELTA)
     rho = {name: share * rho_total for name, share in SHARES.items()}
     spent: dict[str, float] = {}
@@ -182,30 +176,19 @@ def main() -> None:
     )
     table_fidelity = combined_fidelity(summed_tables, synthetic, domain, cliques)
 
-    # Membership inference at each party, combined from noisy histograms.
-    ordinal, missing = schema_code_features(schema)
-    max_distance = codes_max_distance(domain, ordinal, missing)
-    syn_features = features_from_codes(synthetic, domain, ordinal, missing)
-    outcomes = []
-    for p, s in zip(parties, splits, strict=True):
-        scored = subsample(s.members, len(s.nonmembers), rng)
-        f = [
-            features_from_codes(p[idx], domain, ordinal, missing)
-            for idx in (scored, s.nonmembers, s.reference)
-        ]
-        outcomes.append(run_attacks(f[0], f[1], syn_features, f[2], max_distance))
-    scores, histogram_scores, stddevs = {}, {}, {}
-    for k, name in enumerate(ATTACKS):
-        summed_attack, spent[f"attack {name}"] = noisy_sum(
-            [o[k].statistics for o in outcomes], rank_sensitivity_l2(), rho[f"attack {name}"]
-        )
-        scores[name] = combined_rank_score(summed_attack)
-        stddevs[name] = rank_score_stddev(summed_attack, SIGMAS[-1])
-        # The pooled-histogram form at the same budget, for comparison only (not charged, not reported).
-        summed_hist, _ = noisy_sum(
-            [o[k].histogram for o in outcomes], ATTACK_SENSITIVITY_L2, rho[f"attack {name}"]
-        )
-        histogram_scores[name] = combined_attack_score(summed_hist)
+    # Membership inference at each party: DCR distance histograms, noised and summed.
+    dcr_started = time.perf_counter()
+    outcomes = [
+        (run_dcr_attack(p[s.members], p[s.nonmembers], synthetic, domain.shape),)
+        for p, s in zip(parties, splits, strict=True)
+    ]
+    dcr_seconds = time.perf_counter() - dcr_started
+    summed_attack, spent["attack dcr"] = noisy_sum(
+        [o[0].statistics for o in outcomes], DCR_SENSITIVITY_L2, rho["attack dcr"]
+    )
+    scores = {"dcr": combined_dcr_score(summed_attack)}
+    stddevs = {"dcr": dcr_score_stddev(summed_attack, SIGMAS[-1])}
+    exact_histogram = np.sum([o[0].statistics for o in outcomes], axis=0)
     decision = gate(scores, args.max_score)
 
     stages = tuple(PrivacyStage(name, r, cdp_eps(r, DELTA), DELTA) for name, r in spent.items())
@@ -251,12 +234,14 @@ def main() -> None:
             f"fidelity {key:28s} per-party TVD form {value:.4f} | count-table form {tables[key]:.4f} | "
             f"exact pooled {exact_fidelity.summary()[key]:.4f}"
         )
-    for k, name in enumerate(ATTACKS):
-        local = ", ".join(f"{o[k].local_score:.3f}" for o in outcomes)
-        print(
-            f"attack {name:14s} combined rank form {scores[name]:.4f} (noise sd {stddevs[name]:.4f}) | "
-            f"histogram form {histogram_scores[name]:.4f} | per party exact {local}"
-        )
+    local = ", ".join(f"{o[0].local_score:.3f}" for o in outcomes)
+    print(
+        f"attack dcr combined {scores['dcr']:.4f} (noise sd {stddevs['dcr']:.4f}) | per party exact {local}"
+        f" | {dcr_seconds:.2f} s for {sum(len(p) for p in parties):,} records x {len(synthetic):,} synthetic"
+    )
+    width = exact_histogram.size // 2
+    print(f"  members per capped distance 0..{width - 1}: {exact_histogram[:width].tolist()}")
+    print(f"  non-members per capped distance 0..{width - 1}: {exact_histogram[width:].tolist()}")
     print(f"gate at {args.max_score}: {decision.reason}")
     print(f"report: {html_path} ({html_path.stat().st_size // 1024} KiB), {json_path}")
     print(f"wall {time.perf_counter() - started:.1f} s")

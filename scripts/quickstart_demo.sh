@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Quickstart command 1: install cleanroom into .venv and run a 3-party demo on built-in sample data.
 # Each party node and the coordinator run as separate processes over mutual TLS on loopback.
-# Outputs: out/demo/<party>/<job id>/{synthetic.csv,model.onnx,report.json}; timings, bytes and each
+# Outputs: out/demo/<party>/{synthetic.csv,model.onnx,report.json,report.html}; timings, bytes and each
 # party's audit log (with its rho next to the ledger's) are printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."

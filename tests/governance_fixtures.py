@@ -44,7 +44,8 @@ def write_plan(
     extra_members: str = "",
     name: str = "plan.toml",
 ) -> PlanFiles:
-    """A valid plan with data parties p0..p{n-1} (p0 has every ability, others only run_jobs) and an analyst.
+    """A valid plan: data parties p0..p{n-1} (p0 has every ability, others only run_jobs), an analyst and
+    the coordinator (run_jobs).
 
     `overrides` replaces top-level values by raw TOML text (e.g. {"threshold": "1"}); a value of None-like
     empty string removes the key.
@@ -67,6 +68,7 @@ def write_plan(
         abilities = sorted(ABILITIES) if i == 0 else ["run_jobs"]
         text += "\n" + member_toml(member_id, key, abilities, 50051 + i)
     text += "\n" + member_toml("analyst", None, ["receive_results", "receive_model"], None)
+    text += "\n" + member_toml("coordinator", None, ["run_jobs"], None)  # the plan's coordinator
     text += extra_members
     path = directory / name
     path.write_text(text, encoding="utf-8")

@@ -18,6 +18,7 @@ from cleanroom.evaluation.fidelity import (
     fidelity_statistics,
     fidelity_vector_length,
     local_fidelity,
+    scaled_party_tvd,
     total_variation,
     tvd_sensitivity_l2,
     tvd_statistics,
@@ -122,11 +123,33 @@ def test_combined_tvd_is_weighted_mean_of_party_tvds_and_bounds_pooled_tvd() -> 
 
 
 def test_tvd_vector_moves_within_its_sensitivity() -> None:
-    real, synthetic = correlated_codes(500, seed=11), independent_codes(700, seed=12)
     cliques = default_fidelity_cliques(DOMAIN)
-    base = tvd_statistics(real[:-1], synthetic, DOMAIN, cliques)
-    added = tvd_statistics(real, synthetic, DOMAIN, cliques)
-    assert np.abs(added - base).max() <= 1024 + 1  # one S per entry (+1 for rounding)
-    assert np.linalg.norm(added - base) <= tvd_sensitivity_l2(cliques) + math.sqrt(len(cliques) + 1)
+    rng = np.random.default_rng(11)
+    for trial in range(40):
+        real = correlated_codes(int(rng.integers(1, 400)), seed=100 + trial)
+        synthetic = independent_codes(int(rng.choice([1, 3, 64, 700, 1024])), seed=200 + trial)
+        base = tvd_statistics(real[:-1], synthetic, DOMAIN, cliques)
+        added = tvd_statistics(real, synthetic, DOMAIN, cliques)
+        assert np.abs(added - base).max() <= 1024  # S per entry: the exact rounding adds nothing
+        assert np.linalg.norm(added - base) <= tvd_sensitivity_l2(cliques)
     with pytest.raises(InvalidInput, match="length"):
         combined_tvd(base[:-1], DOMAIN, cliques)
+
+
+def test_scaled_party_tvd_is_the_exact_rational_rounded_half_up() -> None:
+    from fractions import Fraction
+
+    rng = np.random.default_rng(12)
+    for _ in range(500):
+        real, synthetic = rng.integers(0, 9, 6), rng.integers(0, 9, 6) * int(rng.integers(0, 2))
+        s = [int(v) for v in synthetic] if synthetic.sum() else [1] * 6  # empty synthetic: uniform
+        n, m = int(real.sum()), sum(s)
+        n_tvd = sum(
+            (abs(Fraction(int(c)) - Fraction(n * v, m)) for c, v in zip(real, s, strict=True)), Fraction(0)
+        )
+        exact = 1024 * n_tvd / 2
+        assert scaled_party_tvd(real, synthetic) == math.floor(exact + Fraction(1, 2))
+        if n:
+            assert scaled_party_tvd(real, synthetic) == pytest.approx(
+                1024 * n * total_variation(real, synthetic), abs=0.5
+            )

@@ -48,13 +48,14 @@ def test_calibrated_noise_stays_within_the_allotment(statistic: str) -> None:
 
 
 def test_party_membership_split_is_durable_and_secret_dependent() -> None:
-    first = release.party_membership_split(1000, b"secret-a")
-    again = release.party_membership_split(1000, b"secret-a")
-    other = release.party_membership_split(1000, b"secret-b")
+    codes = np.stack([np.arange(1000) % 7, np.arange(1000) // 7], axis=1)
+    first = release.party_membership_split(codes, b"secret-a")
+    again = release.party_membership_split(codes, b"secret-a")
+    other = release.party_membership_split(codes, b"secret-b")
     assert np.array_equal(first.members, again.members)
     assert not np.array_equal(first.members, other.members)
-    assert len(first.nonmembers) == len(first.reference) == 100
-    everything = np.concatenate([first.members, first.nonmembers, first.reference])
+    assert 150 <= len(first.nonmembers) <= 250  # MEMBERSHIP_HOLDOUT 0.2 in expectation (sd 13)
+    everything = np.concatenate([first.members, first.nonmembers])
     assert np.array_equal(np.sort(everything), np.arange(1000))
 
 
@@ -73,7 +74,7 @@ def test_model_inputs_match_between_csv_and_synthetic_strings() -> None:
 def test_gate_of_one_releases_even_unknown_scores_any_lower_gate_fails_closed() -> None:
     from cleanroom.evaluation.membership import gate
 
-    unknown = {"dcr": 0.51, "density_ratio": float("nan")}
+    unknown = {"dcr": float("nan")}
     assert gate(unknown, 1.0).released
     assert not gate(unknown, 0.99).released
-    assert not gate({"dcr": 0.51, "density_ratio": 0.52}, 0.5).released
+    assert not gate({"dcr": 0.51}, 0.5).released

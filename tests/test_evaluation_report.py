@@ -16,7 +16,7 @@ from PIL import Image
 from cleanroom.domain import Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.evaluation.fidelity import default_fidelity_cliques, local_fidelity
-from cleanroom.evaluation.membership import features_from_codes, gate, run_attacks
+from cleanroom.evaluation.membership import gate, run_dcr_attack
 from cleanroom.evaluation.report import (
     SECTIONS,
     LocalData,
@@ -56,8 +56,7 @@ def make_report(max_score: float) -> PartyReport:
     synthetic = np.stack([rng.integers(0, s, 500) for s in DOMAIN.shape], axis=1)
     cliques = default_fidelity_cliques(DOMAIN)
     fidelity = local_fidelity(real, synthetic, DOMAIN, cliques)
-    feats = features_from_codes(np.concatenate([real, synthetic]), DOMAIN, ordinal=("age",))
-    attacks = run_attacks(feats[:150], feats[150:300], feats[400:], feats[300:400], max_distance=2.0)
+    attacks = (run_dcr_attack(real[:300], real[300:], synthetic, DOMAIN.shape),)
     decision = gate({a.attack: a.local_score for a in attacks}, max_score)
     return PartyReport(
         party_id="airline",
@@ -100,12 +99,12 @@ def test_html_has_every_section_and_decodable_images(tmp_path: Path) -> None:
     )
     assert content["release"]["released"] is True
     assert content["utility"]["real_combined"]["f1"] is None
-    assert len(content["local_detail"]["attacks"]) == 2
+    assert len(content["local_detail"]["attacks"]) == 1
 
 
 def test_blocked_release_is_explained() -> None:
     text = render_html(make_report(max_score=0.5))
-    assert "Not released" in text and "exceeds max_membership_inference_score" in text
+    assert "Not released" in text and "above the limit 0.500" in text
 
 
 def test_invalid_report_parts_are_refused() -> None:

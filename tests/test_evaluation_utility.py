@@ -136,6 +136,33 @@ def test_regression_noisy_or_empty_vector() -> None:
     assert direct.mae == pytest.approx(0.1, abs=1e-4)
 
 
+def test_statistics_are_total_functions_of_scores_and_targets() -> None:
+    """NaN or infinite scores/predictions/targets never raise and never move another record's cell."""
+    labels = np.array([True, False, True, False, True])
+    scores = np.array([np.nan, 0.2, np.inf, -np.inf, 0.5])
+    vector = classification_statistics(labels, scores, n_bins=10)
+    assert vector.sum() == 2 * 5  # every record lands in one histogram and one confusion cell
+    assert vector[15] == 3 and vector[2] == 1 and vector[5] == 1  # NaN and +-inf read as 0.5: bin 5
+    assert classification_statistics([], [], n_bins=10).sum() == 0
+    bounds = TargetBounds(0.0, 10.0)
+    truth = np.array([1.0, np.nan, np.inf, 5.0, -1e300])
+    predicted = np.array([np.nan, 3.0, 1e300, -np.inf, 2.0])
+    totals = regression_statistics(truth, predicted, bounds, scale=2**16)
+    assert totals[0] == 4 * 2**16  # the record without a target contributes nothing
+    for row in range(5):  # each record's contribution is bounded and its own
+        alone = regression_statistics(truth[row : row + 1], predicted[row : row + 1], bounds, scale=2**16)
+        assert ((alone >= 0) & (alone <= 2**16)).all()
+    assert regression_statistics([], [], bounds).tolist() == [0] * 5
+
+
+def test_regression_rounds_each_record() -> None:
+    """round(sum) would differ: three records of y' = 1/3 give round(S/3) each, not round(S)."""
+    bounds = TargetBounds(0.0, 3.0)
+    one = regression_statistics([1.0], [1.0], bounds, scale=2)
+    three = regression_statistics([1.0] * 3, [1.0] * 3, bounds, scale=2)
+    np.testing.assert_array_equal(three, 3 * one)
+
+
 def test_invalid_inputs_are_named() -> None:
     with pytest.raises(InvalidInput, match="n_bins"):
         classification_statistics([0, 1], [0.1, 0.9], n_bins=1)

@@ -25,6 +25,8 @@ from transport import wire
 
 JOB = "job-1"
 
+pytestmark = pytest.mark.adversary  # the malicious-coordinator suite: `pytest -m adversary`
+
 
 def _party(tmp_path: Path, target: str, task: str, rows: int = 800) -> PartyEvaluation:
     """A real plan (target/task as given) over the mixed schema, the party's rows in memory."""

@@ -29,6 +29,8 @@ from tests.round_driver import round_sid
 
 CLIQUES = (("age",), ("income",), ("age", "income"))
 
+pytestmark = pytest.mark.adversary  # the malicious-coordinator suite: `pytest -m adversary`
+
 
 @pytest.fixture
 def collab(tmp_path: Path) -> Collaboration:

@@ -17,7 +17,7 @@ def test_valid_plan_loads_with_fields_and_hash(tmp_path: Path) -> None:
     plan = Plan.load(files.path)
     assert plan.hash == hashlib.sha256(files.path.read_bytes()).hexdigest()
     assert [m.id for m in plan.data_parties] == ["p0", "p1", "p2"]
-    assert [m.id for m in plan.members] == ["p0", "p1", "p2", "analyst"]
+    assert [m.id for m in plan.members] == ["p0", "p1", "p2", "analyst", "coordinator"]
     assert plan.effective_threshold == 2
     assert plan.n_min == 3 - 1 - 0
     assert plan.epsilon == 1.0 and plan.delta == 1e-9 and plan.result_formats == ("csv",)
@@ -77,9 +77,9 @@ def test_approved_hash_gate(tmp_path: Path) -> None:
 
 def test_coordinator_table_keeps_settings(tmp_path: Path) -> None:
     files = write_plan(tmp_path, overrides={"coordinator": ""})
-    files.path.write_text(files.path.read_text() + '\n[coordinator]\nid = "coord-1"\nworkdir = "w"\n')
+    files.path.write_text(files.path.read_text() + '\n[coordinator]\nid = "coordinator"\nworkdir = "w"\n')
     plan = Plan.load(files.path)
-    assert plan.coordinator == "coord-1"
+    assert plan.coordinator == "coordinator"
     assert plan.sections["coordinator"]["workdir"] == "w"
 
 
@@ -135,8 +135,8 @@ def test_validation_errors_name_file_and_field(
         ('[[members]]\nid = "x"\nidentity_key = "AAAA"\n', r"member 'x': identity_key must be 32 raw bytes"),
         ('[[members]]\nid = "x"\nidentity_key = "@@"\n', r"member 'x': identity_key is not valid base64"),
         ('[[members]]\nid = "a/b"\n', r"member id \('a/b'\) must be a non-empty name"),
-        ('[[members]]\nid = "x"\nrole = "boss"\n', r"members\[4\]: unknown fields \['role'\]"),
-        ('[[members]]\naddress = "h:1"\n', r"members\[4\]: missing id"),
+        ('[[members]]\nid = "x"\nrole = "boss"\n', r"members\[5\]: unknown fields \['role'\]"),
+        ('[[members]]\naddress = "h:1"\n', r"members\[5\]: missing id"),
     ],
 )
 def test_member_validation(tmp_path: Path, member_toml: str, message: str) -> None:

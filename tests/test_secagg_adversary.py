@@ -26,6 +26,8 @@ from cleanroom.secagg.messages import (
 from cleanroom.secagg.party import TRANSITIONS, PartyState, SecAggParty
 from cleanroom.secagg.reveal import MemoryRevealRecord, ShareKind, SqliteRevealRecord
 
+pytestmark = pytest.mark.adversary  # the malicious-coordinator suite: `pytest -m adversary`
+
 
 def _inputs(parties: tuple[str, ...]) -> dict[str, np.ndarray]:
     return {p: np.arange(6) * (i + 1) for i, p in enumerate(parties)}

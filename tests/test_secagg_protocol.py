@@ -169,7 +169,7 @@ def test_late_straggler_stays_hidden_by_its_self_mask() -> None:
     assert np.array_equal(late, own)
 
 
-def test_vector_of_the_wrong_length_is_rejected_before_summing() -> None:
+def test_a_malformed_vector_is_its_senders_dropout_and_the_round_goes_on() -> None:
     manifest, keys = make_test_collaboration(3)
 
     def truncate(party: str, response: object) -> object:

@@ -67,9 +67,15 @@ async def start_server(
     register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_secure_port(address, tls.server_credentials())
+    try:
+        port = server.add_secure_port(address, tls.server_credentials())
+    except RuntimeError:  # grpc's "Failed to bind": a configuration mistake, not a crash
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {address}")
+        raise OSError(
+            f"cannot listen on {address}: the port is in use or the address is not this machine's; "
+            "change listen (party.toml)"
+        )
     await server.start()
     for name in ("", *service_names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -63,6 +63,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
+from cleanroom.encoding import is_missing
 from cleanroom.errors import InvalidInput, PermissionDenied
 from cleanroom.schema import CATEGORICAL, IDENTIFIER, NUMERICAL, OTHER, Column, Schema
 
@@ -293,14 +294,6 @@ def check_spec(spec: ModelSpec, schema: Schema, target: str | None = None, task:
 # ---- the input encoding -----------------------------------------------------------------------------------
 
 
-def _is_missing(value: object) -> bool:
-    if isinstance(value, str):
-        return not value.strip()
-    if isinstance(value, float | np.floating):
-        return bool(np.isnan(value))
-    return value is None or value is pd.NA or value is pd.NaT
-
-
 def _category_coder(feature: FeatureSpec) -> Callable[[object], float]:
     """value -> category code, NaN (missing) or the `__other__` code; see the module docstring."""
     exact = {c: i for i, c in enumerate(feature.categories)}
@@ -314,7 +307,7 @@ def _category_coder(feature: FeatureSpec) -> Callable[[object], float]:
     unknown = float(len(feature.categories)) if feature.other else math.nan
 
     def code(value: object) -> float:
-        if _is_missing(value):
+        if is_missing(value):
             return math.nan
         if isinstance(value, bool | np.bool_):
             text = str(bool(value))
@@ -341,7 +334,7 @@ def _per_distinct(values: pd.Series, convert: Callable[[object], float]) -> Floa
 
 
 def _number(value: object) -> float:
-    if _is_missing(value) or isinstance(value, bool | np.bool_):
+    if is_missing(value) or isinstance(value, bool | np.bool_):
         return math.nan
     if isinstance(value, int | float | np.integer | np.floating):
         return float(value)

@@ -17,9 +17,13 @@ to one confusion cell: L1 = 2, **L2 = sqrt(2)** per added/removed record (`CLASS
 
 Regression, vector of length 5, in fixed point with ``scale`` S (default 2**16) on the target's *public*
 bounds [lower, upper]: with y' = (clip(y) - lower) / (upper - lower) and r' = y'_pred - y' (the prediction is
-clipped to the same bounds), each record contributes ``round(S * [1, y', y'^2, r'^2, |r'|])``, every component
-in [0, S]. Hence **L2 = sqrt(5) * S** per record (`regression_sensitivity_l2`); noise calibrated to it has the
-same relative effect on every component.
+clipped to the same bounds; a non-finite one counts as the lower bound, `finite_predictions`), each record
+with a known target contributes ``round(S * [1, y', y'^2, r'^2, |r'|])``, rounded per record, every
+component in [0, S]. Hence **L2 = sqrt(5) * S** per record (`regression_sensitivity_l2`); noise calibrated to
+it has the same relative effect on every component.
+
+Both statistics are total functions of the rows: a non-finite score is read as 0.5 (`total_scores`, as
+`positive_scores` does), scores are clipped to [0, 1], and no value or number of rows makes them raise.
 """
 
 from __future__ import annotations
@@ -57,13 +61,20 @@ def check_n_bins(n_bins: int) -> None:
         raise InvalidInput(f"n_bins ({n_bins!r}) must be an integer >= 2")
 
 
-def score_bins(scores: ArrayLike, n_bins: int) -> IntVector:
-    """Bin index of each score in [0, 1] (clipped) among `n_bins` equal bins; NaN scores are refused."""
-    check_n_bins(n_bins)
+def total_scores(scores: ArrayLike) -> FloatVector:
+    """Scores as floats in [0, 1]: clipped; a non-finite one is `NON_FINITE_SCORE`, as in `positive_scores`.
+
+    Each record's value depends on its own score only, so a model answering NaN for some rows neither stops
+    the statistic nor moves any other record's cell.
+    """
     values = np.asarray(scores, dtype=np.float64).ravel()
-    if np.isnan(values).any():
-        raise InvalidInput(f"scores contain NaN at row {int(np.flatnonzero(np.isnan(values))[0])}")
-    index = np.floor(np.clip(values, 0.0, 1.0) * n_bins).astype(np.int64)
+    return np.clip(np.where(np.isfinite(values), values, NON_FINITE_SCORE), 0.0, 1.0)
+
+
+def score_bins(scores: ArrayLike, n_bins: int) -> IntVector:
+    """Bin index of each score (`total_scores`: clipped to [0, 1], non-finite as 0.5) among `n_bins` bins."""
+    check_n_bins(n_bins)
+    index = np.floor(total_scores(scores) * n_bins).astype(np.int64)
     return np.minimum(index, n_bins - 1)
 
 
@@ -115,7 +126,7 @@ def classification_statistics(
 ) -> IntVector:
     """The additive classification vector (layout in the module docstring) of one party's rows."""
     labels = _labels(y_true)
-    values = np.asarray(scores, dtype=np.float64).ravel()
+    values = total_scores(scores)
     if labels.shape != values.shape:
         raise InvalidInput(f"y_true ({labels.size} rows) and scores ({values.size} rows) differ in length")
     if not 0.0 <= threshold <= 1.0:
@@ -220,13 +231,10 @@ class TargetBounds:
     def width(self) -> float:
         return self.upper - self.lower
 
-    def normalise(self, values: ArrayLike) -> FloatVector:
+    def clip_scaled(self, values: ArrayLike) -> FloatVector:
+        """Values clipped to the bounds and scaled to [0, 1] (+-inf to the bounds; NaN stays NaN)."""
         array = np.asarray(values, dtype=np.float64).ravel()
-        if np.isnan(array).any():
-            raise InvalidInput(
-                f"regression values contain NaN at row {int(np.flatnonzero(np.isnan(array))[0])}"
-            )
-        return (np.clip(array, self.lower, self.upper) - self.lower) / self.width
+        return np.asarray((np.clip(array, self.lower, self.upper) - self.lower) / self.width)
 
 
 def regression_sensitivity_l2(scale: int = DEFAULT_REGRESSION_SCALE) -> float:
@@ -240,12 +248,17 @@ def regression_statistics(
     """The additive regression vector ``sum_records round(scale * [1, y', y'^2, r'^2, |r'|])``."""
     if not isinstance(scale, int) or scale < 1:
         raise InvalidInput(f"scale ({scale!r}) must be a positive integer")
-    truth, predicted = bounds.normalise(y_true), bounds.normalise(y_pred)
+    truth = np.asarray(y_true, dtype=np.float64).ravel()
+    predicted = np.asarray(y_pred, dtype=np.float64).ravel()
     if truth.shape != predicted.shape:
         raise InvalidInput(f"y_true ({truth.size} rows) and y_pred ({predicted.size} rows) differ in length")
+    known = ~np.isnan(truth)  # a record without a target contributes nothing
+    truth = bounds.clip_scaled(truth[known])
+    predicted = bounds.clip_scaled(finite_predictions(predicted[known], bounds))
     residual = predicted - truth
     per_record = np.stack([np.ones_like(truth), truth, truth**2, residual**2, np.abs(residual)], axis=1)
-    totals: IntVector = np.rint(per_record * scale).astype(np.int64).sum(axis=0, dtype=np.int64)
+    rounded = np.rint(per_record * scale).astype(np.int64)  # per record: each component in [0, scale]
+    totals: IntVector = rounded.sum(axis=0, dtype=np.int64).reshape(REGRESSION_VECTOR_LENGTH)
     return totals
 
 

@@ -115,6 +115,34 @@ class MSTPlanner:
         share = self.split[0] if self.candidate_pairs() else 1.0
         return self._spec("one-way", [(a,) for a in self.domain.attrs], share)
 
+    def round_sizes(self) -> tuple[tuple[str, int, float], ...]:
+        """(name, tables, share of rho_total) of every round, known before any measurement.
+
+        Kruskal joins every pair of components a candidate connects, whatever the scores, so the tree round
+        always has (attributes in the candidate graph) - (its components) tables.
+        """
+        candidates = self.candidate_pairs()
+        if not candidates:
+            return (("one-way", len(self.domain), 1.0),)
+        root = {a: a for a in self.domain.attrs}
+
+        def find(x: str) -> str:
+            while root[x] != x:
+                x = root[x]
+            return x
+
+        tree = 0
+        for a, b in candidates:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                root[ra] = rb
+                tree += 1
+        return (
+            ("one-way", len(self.domain), self.split[0]),
+            ("candidates", len(candidates), self.split[1]),
+            ("tree", tree, self.split[2]),
+        )
+
     def _spec(self, name: str, cliques: Sequence[Clique], share: float) -> RoundSpec:
         parties = self.n_parties or self.n_min
         return round_spec(self.domain, name, cliques, self.rho_total * share, self.n_min, parties)

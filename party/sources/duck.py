@@ -31,6 +31,15 @@ DEFAULT_THREADS = 2
 DEFAULT_MEMORY_LIMIT = "1GB"
 
 
+def one_line(error: Exception) -> str:
+    """DuckDB's first message line and the line naming the column, never its multi-line reader dump."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if not lines:
+        return type(error).__name__
+    detail = next((line for line in lines[1:] if line.startswith("Error when converting")), "")
+    return f"{lines[0]} {detail}".strip()
+
+
 class DuckDbSource(SqlSource):
     """A CSV or Parquet file (a single file) read through DuckDB."""
 
@@ -102,11 +111,11 @@ class DuckDbSource(SqlSource):
         try:
             return self._con.execute(query)
         except duckdb.CatalogException as error:
-            raise NotFound(f"{self.name}: {error}") from error
+            raise NotFound(f"{self.name}: {one_line(error)}") from None
         except duckdb.IOException as error:
-            raise DataError(f"{self.name}: cannot read the file: {error}") from error
+            raise DataError(f"{self.name}: cannot read the file: {one_line(error)}") from None
         except duckdb.Error as error:
-            raise DataError(f"{self.name}: query failed: {error}") from error
+            raise DataError(f"{self.name}: query failed: {one_line(error)}") from None
 
     def _codes_relation(self) -> str:
         """Codes of every row, materialised once per source (one scan of the file) in a temp table."""
@@ -162,14 +171,9 @@ class DuckDbSource(SqlSource):
         return where, value, int(status)
 
     def read_frame(self) -> pd.DataFrame:
-        columns = self._columns()
-        parts = []
-        for column in columns:
-            family = sql.type_family(column.sql_type)
-            if column.rule.kind == "numerical" and family == "text":
-                parts.append(f"TRY_CAST({column.ident} AS DOUBLE) AS {column.ident}")
-            else:
-                parts.append(column.ident)
+        """Columns as stored: numbers kept as text stay text, so `cleanroom.encoding` applies the schema's
+        policy to them (a TRY_CAST here would be pushed into DuckDB's CSV reader and fail on any text)."""
+        parts = [column.ident for column in self._columns()]
         parts += [sql.quote_ident(n) for n in self._present_identifiers()]
         return self._run(f"SELECT {', '.join(parts)} FROM {self._relation()}").df()
 

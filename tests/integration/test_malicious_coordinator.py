@@ -36,6 +36,8 @@ from transport.tls import TlsFiles
 PARTIES = ("party1", "party2", "party3")
 ROWS_PER_PARTY = 80
 
+pytestmark = pytest.mark.adversary  # the malicious-coordinator suite: `pytest -m adversary`
+
 
 @dataclass
 class Running:

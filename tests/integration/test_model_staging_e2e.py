@@ -35,6 +35,8 @@ from transport import wire
 
 PARTIES = ("party1", "party2")
 
+pytestmark = pytest.mark.adversary  # the malicious-coordinator suite: `pytest -m adversary`
+
 
 def _genuine_model(schema: dict[str, Any], frame: pd.DataFrame, target: str, task: str, path: Path) -> bytes:
     estimator, spec, x = train_model(frame, target, task, Schema.from_dict(schema), seed=0)

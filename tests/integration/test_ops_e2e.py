@@ -115,6 +115,7 @@ def audit_path(prepared: Prepared) -> Path:
     return prepared.config.audit_log
 
 
+@pytest.mark.adversary
 def test_oversized_claims_keep_the_audit_log_bounded_and_fetchable(
     serving: tuple[Prepared, subprocess.Popen[bytes]], tmp_path: Path
 ) -> None:
@@ -151,6 +152,7 @@ def test_oversized_claims_keep_the_audit_log_bounded_and_fetchable(
     assert verify(copy).ok and len(read_entries(copy)) == 3
 
 
+@pytest.mark.adversary
 def test_refusals_are_rate_limited_per_caller_and_summarised_at_shutdown(
     serving: tuple[Prepared, subprocess.Popen[bytes]],
 ) -> None:

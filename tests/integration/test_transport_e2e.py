@@ -204,7 +204,7 @@ def test_jobs_under_one_plan_use_fresh_sessions_until_the_plan_budget_is_spent(t
     assert [r.returncode for r in runs] == [0, 0, 0, 3], runs[-1].stderr
     assert "nothing was spent" in runs[-1].stderr
     rounds = [[r["round"] for r in record["rounds"]] for record in records]
-    assert rounds == [[0, 1, 2], [7, 8, 9], [14, 15, 16]]  # each job: 3 MST + 4 evaluation rounds
+    assert rounds == [[0, 1, 2], [6, 7, 8], [12, 13, 14]]  # each job: 3 MST + 3 evaluation rounds
     plan_rho = cdp_rho(2.0, 1e-9)
     spent = _spent(job, "party1")
     assert spent == pytest.approx(sum(r["rho_spent"] for r in records)) and spent <= plan_rho
