@@ -1,7 +1,8 @@
 # One image for every cleanroom node: a party node and the coordinator differ only in command, mounts and
 # secrets. Built by scripts/build_image.sh, which first makes the base image BASE (a minimal Debian bookworm
 # from debootstrap with python3: no registry needed) and the wheelhouse build/wheelhouse/
-# (wheels from PyPI for pyproject.toml's dependencies and pip, downloaded on the host: no network here).
+# (requirements.txt and wheels from PyPI for pyproject.toml's dependencies, downloaded on the host: no
+# network here).
 ARG BASE=cleanroom-base:bookworm-r2
 
 # Builder: the venv /opt/cleanroom with the dependencies (binary wheels only, nothing compiled) and, apart
@@ -10,26 +11,27 @@ ARG BASE=cleanroom-base:bookworm-r2
 FROM ${BASE} AS builder
 ENV PIP_NO_INDEX=1 PIP_FIND_LINKS=/wheelhouse PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
+# The wheelhouse's requirements.txt is pyproject.toml's [project] dependencies (checked below), so this layer
+# is rebuilt only when they change.
 COPY build/wheelhouse/ /wheelhouse/
-COPY pyproject.toml /src/
-# The dependencies come from pyproject.toml alone, so this layer is rebuilt only when pyproject.toml changes.
 RUN python3 -m venv --without-pip /opt/pip \
  && /opt/pip/bin/python "$(ls /wheelhouse/pip-*.whl | sort -V | tail -n 1)/pip" install -q pip \
- && python3 -c 'import tomllib; project = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
-      print("\n".join(project["dependencies"]))' >/tmp/requirements.txt \
  && python3 -m venv --without-pip /opt/cleanroom \
  && /opt/pip/bin/pip --python /opt/cleanroom/bin/python install -q --only-binary=:all: \
-      -r /tmp/requirements.txt \
+      -r /wheelhouse/requirements.txt \
  && find /opt/cleanroom/lib/python3.11/site-packages -depth -type d -name tests -exec rm -rf {} + \
  && echo /opt/cleanroom-app >/opt/cleanroom/lib/python3.11/site-packages/cleanroom-app.pth
-COPY README.md /src/
+COPY pyproject.toml README.md /src/
 COPY cleanroom /src/cleanroom
 COPY transport /src/transport
 COPY party /src/party
 COPY coordinator /src/coordinator
 COPY cleanroom_cli /src/cleanroom_cli
 # The project (pure Python, built with setuptools from the wheelhouse); `cleanroom` runs the venv's python.
-RUN /opt/pip/bin/pip --python /opt/cleanroom/bin/python install -q --no-deps \
+RUN python3 -c 'import tomllib, sys; wanted = tomllib.load(open("/src/pyproject.toml", "rb"))["project"]; \
+      have = open("/wheelhouse/requirements.txt").read().split("\n")[:-1]; \
+      sys.exit(None if have == wanted["dependencies"] else "stale wheelhouse: run scripts/build_image.sh")' \
+ && /opt/pip/bin/pip --python /opt/cleanroom/bin/python install -q --no-deps \
       --target /opt/cleanroom-app /src \
  && /opt/cleanroom-app/bin/cleanroom --help >/dev/null
 

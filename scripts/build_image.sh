@@ -3,14 +3,15 @@
 #
 #   scripts/build_image.sh [TAG]          # default TAG: $CLEANROOM_IMAGE, else cleanroom:latest
 #
-# 1. Base image $CLEANROOM_BASE (default cleanroom-base:bookworm-r2; skipped when that tag exists): debootstrap
-#    a minimal Debian bookworm (variant minbase, plus python3: no pip, no compiler) from the mirror this
-#    host's apt uses, apply bookworm-updates and bookworm-security, drop apt lists, docs and man pages, then
-#    `docker import`. Needs root (debootstrap, chroot) and the debootstrap package. REBUILD_BASE=1 remakes it.
-# 2. Wheelhouse build/wheelhouse/: `pip download` (on this host, with its pip configuration and proxy) of
-#    the wheels pyproject.toml's dependencies need on CPython 3.11 / glibc 2.36, plus the build backend
-#    and pip (the builder stage runs pip from its wheel).
-#    Skipped while pyproject.toml's requirements are unchanged (REFRESH_WHEELS=1 resolves them again).
+# 1. Base image $CLEANROOM_BASE (default cleanroom-base:bookworm-r2; made only when that tag is missing):
+#    debootstrap a minimal Debian bookworm (variant minbase, plus python3: no pip, no compiler) from the
+#    mirror this host's apt uses, apply bookworm-updates and bookworm-security, drop apt lists, docs and man
+#    pages, then `docker import`. Needs root (debootstrap, chroot) and the debootstrap package.
+#    REBUILD_BASE=1 makes it again.
+# 2. Wheelhouse build/wheelhouse/: requirements.txt (pyproject.toml's dependencies) and, by `pip download`
+#    on this host (with its pip configuration and proxy), the wheels they need on CPython 3.11 / glibc 2.36,
+#    plus the build backend and pip (the builder stage runs pip from its wheel). Skipped while the
+#    requirements are unchanged (REFRESH_WHEELS=1 resolves them again).
 # 3. `docker build` of the Dockerfile (the single description of the image) with no network.
 # Environment: DEBIAN_MIRROR, DEBIAN_SECURITY_MIRROR (default: this host's apt sources, else deb.debian.org),
 # PYTHON (the interpreter that runs pip download; default .venv/bin/python, else python3).
@@ -124,12 +125,18 @@ download_wheels() {
   started=$(date +%s)
   mkdir -p "$WHEELHOUSE"
   requirements="$(mktemp)"
-  "$PYTHON" - >"$requirements" <<'EOF'
+  # requirements.txt: what the image's venv gets (the Dockerfile checks it against pyproject.toml); the
+  # download adds pip (the builder runs it) and the build backend.
+  "$PYTHON" - "$WHEELHOUSE/requirements.txt" >"$requirements" <<'EOF'
+import sys
 import tomllib
 
 with open("pyproject.toml", "rb") as handle:
     project = tomllib.load(handle)
-print("\n".join(["pip"] + project["project"]["dependencies"] + project["build-system"]["requires"]))
+runtime = project["project"]["dependencies"]
+with open(sys.argv[1], "w") as handle:
+    handle.write("\n".join(runtime) + "\n")
+print("\n".join(["pip", *runtime, *project["build-system"]["requires"]]))
 EOF
   echo "# glibc 2.$GLIBC_MINOR $ARCH" >>"$requirements"
   if [ "${REFRESH_WHEELS:-0}" != 1 ] && cmp -s "$requirements" "$WHEELHOUSE/.requirements"; then
