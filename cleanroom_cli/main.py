@@ -13,13 +13,16 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cleanroom.accounting import cdp_rho
 from cleanroom.audit import AuditLog
 from cleanroom.errors import CleanroomError, InvalidInput, NotFound, PermissionDenied
 from cleanroom.ledger import Ledger
 from cleanroom.plan import Plan
+
+if TYPE_CHECKING:
+    from transport.tls import TlsFiles
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -100,15 +103,37 @@ def cmd_coordinator_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health_target(args: argparse.Namespace) -> tuple[str, str, TlsFiles]:
+    """Address, node id and TLS files: from the flags, or from a party.toml (`--config`: in a container)."""
+    from transport.tls import TlsFiles
+
+    flags = {flag: getattr(args, flag[2:]) for flag in ("--address", "--ca", "--cert", "--key", "--id")}
+    if args.config is None:
+        missing = [flag for flag, value in flags.items() if value is None]
+        if missing:
+            raise InvalidInput(f"health needs --config or all of {', '.join(flags)} (missing {missing[0]})")
+        return args.address, args.id, TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
+    given = [flag for flag, value in flags.items() if value is not None]
+    if given:
+        raise InvalidInput(f"health takes --config or {given[0]}, not both")
+    from party.config import PartyConfig
+
+    config = PartyConfig.load(Path(args.config))
+    host, _, port = config.listen.rpartition(":")
+    if host in ("", "0.0.0.0", "::", "[::]"):  # listening on every interface: ask on loopback
+        host = "127.0.0.1"
+    return f"{host}:{port}", config.party_id, config.tls
+
+
 def cmd_health(args: argparse.Namespace) -> int:
     import grpc
 
     from transport.channel import check_health, secure_channel
-    from transport.tls import TlsFiles
+
+    address, node_id, tls = _health_target(args)
 
     async def check() -> str:
-        tls = TlsFiles(Path(args.ca), Path(args.cert), Path(args.key))
-        async with secure_channel(args.address, tls, args.id) as channel:
+        async with secure_channel(address, tls, node_id) as channel:
             try:
                 return await check_health(channel, args.service, timeout=args.timeout)
             except grpc.RpcError as error:
@@ -277,6 +302,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, help="the plan with its [coordinator] table")
     health = command(sub, "health", "gRPC health check of a node over mutual TLS; prints SERVING or why "
                      "not (exit 0 only when SERVING)", cmd_health)  # fmt: skip
+    health.add_argument("--config", help="a party.toml: its listen port, party_id and [tls] files (in a "
+                        "container: the image's HEALTHCHECK); instead of the five options below")  # fmt: skip
     for flag, text in (
         ("--address", "the node's host:port"),
         ("--ca", "the collaboration CA certificate (PEM)"),
@@ -284,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("--key", "your private key (PEM)"),
         ("--id", "the node's member id (its certificate's DNS name)"),
     ):
-        health.add_argument(flag, required=True, help=text)
+        health.add_argument(flag, help=text)
     health.add_argument("--service", default="", help="service to check (empty: the whole server), e.g. "
                         "transport.v1.PartyService")  # fmt: skip
     health.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer")

@@ -28,3 +28,8 @@ def _core_modules() -> None:
             importlib.import_module(name)
         except ImportError:
             pytest.skip(f"{name} has not landed yet")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests marked `docker` run last, so that .ci/run's background image build has the suite's time."""
+    items.sort(key=lambda item: item.get_closest_marker("docker") is not None)
