@@ -174,10 +174,11 @@ class CoordinatorEvaluation:
         import skops.io as sio
 
         from cleanroom.evaluation import utility as ut
+        from cleanroom.frames import read_frame
 
         task, target = str(self.plan.task), str(self.plan.target)
         path = results.get("synthetic.parquet") or results["synthetic.csv"]
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        frame = read_frame(path, self.schema)  # category text exactly as written ("TRUE", "007")
         rows = frame.iloc[release.synthetic_holdout_start(len(frame)) :]
         model_path = results["model.skops"]
         model = sio.load(model_path, trusted=sio.get_untrusted_types(file=model_path))
