@@ -42,9 +42,9 @@ def _suffix(path: Path) -> str:
 def read_frame(path: str | Path, schema: Schema) -> pd.DataFrame:
     """A CSV (categorical and identifier columns as exact text) or Parquet file as a frame."""
     path = Path(path)
-    if _suffix(path) == ".csv":
-        return pd.read_csv(path, **csv_options(schema))
-    return pd.read_parquet(path)
+    is_csv = _suffix(path) == ".csv"
+    frame: pd.DataFrame = pd.read_csv(path, **csv_options(schema)) if is_csv else pd.read_parquet(path)
+    return frame
 
 
 def _numeric_or_text(column: pd.Series) -> pd.Series:

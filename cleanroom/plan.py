@@ -40,7 +40,7 @@ OUTPUT_ABILITIES = {
 RESULT_FORMATS = frozenset({"csv", "parquet"})
 MODEL_FORMATS = frozenset({"skops"})
 TASKS = frozenset({"classification", "regression"})
-SYNTHESIZERS = frozenset({"mst"})
+SYNTHESIZERS = frozenset({"adaptive", "mst"})  # cleanroom.synth.planners.PLANNERS
 
 _HEX = frozenset("0123456789abcdef")
 _MEMBER_KEYS = frozenset({"id", "address", "cert_sha256", "identity_key", "abilities"})
@@ -112,7 +112,7 @@ class Plan:
     epsilon: float
     delta: float
     max_epsilon_per_job: float
-    synthesizer: str = "mst"
+    synthesizer: str = "adaptive"
     synthesizer_settings: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     synthetic_rows: int = 0
     max_jobs: int = 0

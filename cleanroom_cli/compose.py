@@ -99,7 +99,7 @@ def prepare_compose(
         "schema_hash": schema_hash,
         "target": target,
         "task": task,
-        "synthesizer": "mst",
+        "synthesizer": "adaptive",
         "synthetic_rows": rows_per_party * len(PARTIES),
         "epsilon": epsilon,
         "delta": delta,
