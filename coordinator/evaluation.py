@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from cleanroom.accounting import cdp_eps
 from cleanroom.evaluation import release

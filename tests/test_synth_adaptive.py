@@ -74,7 +74,7 @@ def test_rounds_screen_then_refine_and_find_the_true_dependencies() -> None:
     assert set(specs[1].cliques) == {("a", "e"), ("b", "e"), ("c", "e"), ("d", "e")}
     assert ("d", "e") in specs[3].cliques  # the target's strongest dependency is measured precisely
     found = {tuple(sorted(c)) for c in specs[4].cliques} | {tuple(sorted(c)) for c in specs[3].cliques}
-    assert TREE_EDGES <= found
+    assert found >= TREE_EDGES
     model = planner.estimate(measurements)
     for a, b in sorted(TREE_EDGES):
         truth = count(codes, TREE_DOMAIN, (a, b))
