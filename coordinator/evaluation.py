@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from cleanroom.accounting import cdp_eps
 from cleanroom.evaluation import release
@@ -177,7 +178,7 @@ class CoordinatorEvaluation:
 
         task, target = str(self.plan.task), str(self.plan.target)
         path = results.get("synthetic.parquet") or results["synthetic.csv"]
-        frame = read_frame(path, self.schema)  # category text exactly as written ("TRUE", "007")
+        frame: pd.DataFrame = read_frame(path, self.schema)  # category text as written ("TRUE", "007")
         rows = frame.iloc[release.synthetic_holdout_start(len(frame)) :]
         model_path = results["model.skops"]
         model = sio.load(model_path, trusted=sio.get_untrusted_types(file=model_path))
