@@ -121,7 +121,7 @@ class Plan:
     colluders: int = 0
     threshold: int = 0
     max_membership_inference_score: float = 0.8
-    evaluation_share: float = 0.25  # share of each job's budget for utility, fidelity and attack statistics
+    evaluation_share: float = 0.1  # share of each job's budget for utility, fidelity and attack statistics
     result_formats: tuple[str, ...] = ("csv",)
     model_format: str = "skops"
     retention_days: int = 30

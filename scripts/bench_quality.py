@@ -173,9 +173,26 @@ def in_fresh_process(job: SynthesisJob) -> SynthesisResult:
 
 # ------------------------------------------------------------------------------------------ evaluation
 def train(frame: pd.DataFrame, data: Dataset) -> Any:
-    from coordinator.results import train_model
+    """HistGradientBoosting on the rows with a known target: categories ordinal-encoded and declared
+    categorical, numbers as they are (the coordinator's model, one thread)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OrdinalEncoder
+    from threadpoolctl import threadpool_limits
 
-    return train_model(frame, data.target, data.task, data.schema.column_kinds(), seed=0, threads=1)
+    kinds = data.schema.column_kinds()
+    x, y = release.model_inputs(frame, data.target, data.task, kinds)
+    categorical = [c for c in x.columns if kinds[c] == "categorical"]
+    numerical = [c for c in x.columns if kinds[c] == "numerical"]
+    encoder = OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1, encoded_missing_value=-2)
+    columns = ColumnTransformer([("cat", encoder, categorical), ("num", "passthrough", numerical)])
+    mask = [True] * len(categorical) + [False] * len(numerical)
+    kind = HistGradientBoostingRegressor if data.task == "regression" else HistGradientBoostingClassifier
+    model = Pipeline([("encode", columns), ("model", kind(categorical_features=mask, random_state=0))])
+    with threadpool_limits(limits=1):
+        model.fit(x, y)
+    return model
 
 
 def tstr(model: Any, data: Dataset) -> float:
@@ -208,6 +225,63 @@ def mean_tvds(domain: Domain, real: np.ndarray, synthetic: np.ndarray) -> tuple[
     one = [tvd((a,)) for a in domain.attrs]
     two = [tvd(pair) for pair in combinations(domain.attrs, 2)]
     return float(np.mean(one)), float(np.mean(two))
+
+
+def statistic_stddev(
+    statistic: str, data: Dataset, job_rho: float, share: float, parties: int, n_min: int
+) -> float:
+    """Noise sd in the summed vector of an evaluation statistic, calibrated as the coordinator does."""
+    from cleanroom.accounting import calibrate
+
+    domain, task = data.schema.domain, data.task
+    length = release.statistic_length(statistic, domain, task)
+    sensitivity = release.statistic_sensitivity_l2(statistic, domain, task)
+    rho = release.statistic_rho(job_rho, share, statistic)
+    sigma_total2 = calibrate(rho, sensitivity, n_min, n_parties=parties, dim=length)
+    return float(np.sqrt(float(sigma_total2) / n_min * parties))
+
+
+def attack_score_stddev(data: Dataset, job_rho: float, share: float, parties: int, n_min: int) -> float:
+    """Noise sd of the combined DCR membership-inference score the release gate reads (members scored =
+    non-members = half the membership holdout of all training rows)."""
+    from cleanroom.evaluation.membership import DEFAULT_RANK_SCALE
+
+    scored = 0.5 * release.MEMBERSHIP_HOLDOUT * len(data.codes)
+    sd = statistic_stddev(release.ATTACK_DCR, data, job_rho, share, parties, n_min)
+    return sd / (DEFAULT_RANK_SCALE * scored)
+
+
+def evaluation_noise(
+    model: Any, synthetic: np.ndarray, data: Dataset, job_rho: float, share: float, parties: int, n_min: int
+) -> tuple[float, float]:
+    """How much the evaluation budget share blurs the report: the sd of the reported utility (AUC or R^2,
+    scored on the real training rows) and of the reported mean 2-way TVD, over 200 noise draws."""
+    from cleanroom.evaluation import fidelity, utility
+
+    rng = np.random.default_rng(0)
+    x, y = release.model_inputs(data.train, data.target, data.task, data.schema.column_kinds())
+    sd = statistic_stddev(release.UTILITY, data, job_rho, share, parties, n_min)
+    if data.task == "regression":
+        bounds = release.target_bounds(data.schema, data.target)
+        vector = utility.regression_statistics(y.to_numpy(), model.predict(x), bounds)
+        metric = [utility.regression_metrics_from_vector(vector + rng.normal(0, sd, vector.size), bounds).r2
+                  for _ in range(200)]  # fmt: skip
+    else:
+        positive = release.positive_class(data.schema, data.target)
+        scores = utility.positive_scores(model, x, positive)
+        vector = utility.classification_statistics((y == positive).to_numpy(), scores)
+        metric = [utility.classification_metrics_from_vector(vector + rng.normal(0, sd, vector.size)).auc
+                  for _ in range(200)]  # fmt: skip
+    cliques = release.fidelity_cliques(data.schema.domain)
+    tvd = fidelity.tvd_statistics(data.codes, synthetic, data.schema.domain, cliques)
+    sd = statistic_stddev(release.FIDELITY, data, job_rho, share, parties, n_min)
+    means = [
+        fidelity.combined_tvd(tvd + rng.normal(0, sd, tvd.size), data.schema.domain, cliques).summary()[
+            "mean_two_way_tvd"
+        ]
+        for _ in range(200)
+    ]
+    return float(np.nanstd(metric)), float(np.nanstd(means))
 
 
 # ------------------------------------------------------------------------------------------ data
@@ -251,6 +325,9 @@ class Row:
     peak: float
     rho_spent: float
     rho_budget: float
+    utility_sd: float = float("nan")  # sd of the reported (noisy) utility figure
+    tvd_sd: float = float("nan")  # sd of the reported (noisy) mean 2-way TVD
+    attack_sd: float = float("nan")  # sd of the gate's (noisy) DCR membership-inference score
 
 
 def summary_line(rows: list[Row], real: float) -> str:
@@ -264,13 +341,18 @@ def summary_line(rows: list[Row], real: float) -> str:
         f"{statistics.median(r.tvd1 for r in rows):.3f} | {statistics.median(r.tvd2 for r in rows):.3f} "
         f"({max(r.tvd2 for r in rows):.3f}) | {statistics.median(r.wall for r in rows):.1f} s "
         f"({max(r.wall for r in rows):.1f}) | {max(r.peak for r in rows):.0f} MiB | "
-        f"{ref_score} / {ref_tvd} | {real:.3f} |"
+        f"{ref_score} / {ref_tvd} | {real:.3f} | "
+        f"{statistics.median(r.utility_sd for r in rows):.3f} / "
+        f"{statistics.median(r.tvd_sd for r in rows):.4f} / "
+        f"{statistics.median(r.attack_sd for r in rows):.3f} |"
     )
 
 
 TABLE_HEAD = (
     "| data | epsilon | TSTR median | TSTR worst | 1-way TVD | 2-way TVD (worst) | wall median (max) | "
-    "peak | private-pgm MST TSTR / 2-way TVD | train on real |\n|---|---|---|---|---|---|---|---|---|---|"
+    "peak | private-pgm MST TSTR / 2-way TVD | train on real | "
+    "sd of reported utility / 2-way TVD / attack |\n"
+    "|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -338,12 +420,18 @@ def main() -> None:
                 tvd1, tvd2 = mean_tvds(data.schema.domain, data.codes, result.codes)
                 row = Row(data.name, epsilon, seed, tstr(model, data), tvd1, tvd2, result.wall,
                           result.peak_mib, result.rho_spent, job.rho)  # fmt: skip
+                if share > 0:
+                    row.utility_sd, row.tvd_sd = evaluation_noise(
+                        model, result.codes, data, job_rho, share, args.parties, n_min
+                    )
+                    row.attack_sd = attack_score_stddev(data, job_rho, share, args.parties, n_min)
                 assert row.rho_spent <= row.rho_budget * (1 + 1e-12), "a planner overspent its budget"
                 rows.append(row)
                 rounds = " ".join(f"{n}:{k}" for n, k in result.rounds)
                 print(f"  eps {epsilon:g} seed {seed}: TSTR {row.score:.4f} TVD {tvd1:.4f}/{tvd2:.4f} "
                       f"wall {row.wall:.1f} s peak {row.peak:.0f} MiB rho {row.rho_spent:.5f}/"
-                      f"{row.rho_budget:.5f} rounds {rounds}", flush=True)  # fmt: skip
+                      f"{row.rho_budget:.5f} reported sd {row.utility_sd:.4f}/{row.tvd_sd:.4f}/"
+                      f"{row.attack_sd:.4f} rounds {rounds}", flush=True)  # fmt: skip
                 if args.json:
                     with args.json.open("a") as handle:
                         handle.write(json.dumps({**row.__dict__, "synthesizer": args.synthesizer,

@@ -107,8 +107,8 @@ class AdaptivePlanner:
     max_total_cells: int = 100_000
     compress_z: float = 3.0
     screen_cliques: bool = False
-    estimation: EstimationConfig = field(default_factory=EstimationConfig)
-    selection_estimation: EstimationConfig = field(default_factory=lambda: EstimationConfig(max_iters=150))
+    estimation: EstimationConfig = field(default_factory=lambda: EstimationConfig(max_iters=250))
+    selection_estimation: EstimationConfig = field(default_factory=lambda: EstimationConfig(max_iters=100))
     n_min: int = 1
     n_parties: int | None = None
     special_levels: Mapping[str, tuple[int, ...]] = field(default_factory=dict, hash=False)

@@ -17,6 +17,7 @@ from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.schema import NUMERICAL, Schema
 from cleanroom.synth.adaptive import AdaptivePlanner
+from cleanroom.synth.estimation import EstimationConfig
 from cleanroom.synth.mst import MSTPlanner
 
 DEFAULT_SYNTHESIZER = "adaptive"
@@ -53,6 +54,15 @@ def schema_hints(schema: Schema) -> tuple[dict[str, tuple[int, ...]], frozenset[
     return special, ordinal
 
 
+def _setting(value: Any) -> Any:
+    """A plan's TOML value as a planner field: arrays -> tuples, tables -> `EstimationConfig`."""
+    if isinstance(value, list):
+        return tuple(value)
+    if isinstance(value, Mapping):
+        return EstimationConfig(**value)
+    return value
+
+
 def make_planner(
     synthesizer: str,
     schema: Schema | Domain,
@@ -65,7 +75,7 @@ def make_planner(
     """The planner named `synthesizer` for `schema` (or a bare domain) within `rho_total` (zCDP)."""
     if synthesizer not in PLANNERS:
         raise InvalidInput(f"synthesizer ({synthesizer!r}) must be one of {sorted(PLANNERS)}")
-    settings = {k: tuple(v) if isinstance(v, list) else v for k, v in (settings or {}).items()}
+    settings = {k: _setting(v) for k, v in (settings or {}).items()}
     clash = sorted({"n_min", "n_parties", "special_levels", "ordinal"} & set(settings))
     if clash:
         raise InvalidInput(f"synthesizer_settings may not set {clash}: they come from the plan and schema")
