@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
+from governance_fixtures import write_plan
 from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
 
 from cleanroom.accounting import DistributedGaussian
@@ -15,6 +17,7 @@ from cleanroom.encoding import encode
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.noise import MIN_PARTY_SIGMA2
+from cleanroom.plan import Plan
 from cleanroom.schema import Schema
 from cleanroom.synth import AdaptivePlanner, MSTPlanner, make_planner
 from cleanroom.synth.centralised import measure_round
@@ -192,3 +195,8 @@ def test_the_noise_share_calibration_matches_the_parties_accounting() -> None:
     spec = planner.first_round()
     assert isinstance(spec.sigma_total2, Fraction) and spec.sigma_total2 / 3 >= 4
     assert spec.rho <= 0.3 * planner.one_way_share * (1 + 1e-12)
+
+
+def test_plans_default_to_the_adaptive_synthesizer_and_mst_stays_available(tmp_path: Path) -> None:
+    assert Plan.load(write_plan(tmp_path, overrides={"synthesizer": ""}).path).synthesizer == "adaptive"
+    assert Plan.load(write_plan(tmp_path, overrides={"synthesizer": '"mst"'}).path).synthesizer == "mst"
