@@ -4,7 +4,7 @@ Everything here depends on public inputs only (plan, schema, command-line values
 - the target exists in the schema, is a measured column and fits the task (classification: a categorical
   column with at least 2 categories; regression: a numerical column);
 - `synthetic_rows`, when given, is at least `MIN_SYNTHETIC_ROWS` (a model needs rows to train and score on);
-- the synthesizer settings are ones the MST planner accepts;
+- the synthesizer settings are ones the plan's synthesizer (adaptive or MST) accepts;
 - one job's epsilon is within what the noise floor allows: every party's share of noise is kept at sigma >= 2
   (`cleanroom.accounting.MIN_PARTY_SIGMA2`), so for a given schema and number of honest shares (n_min) each
   round, and each evaluation statistic, has a largest rho it can spend; above it the extra budget could
@@ -28,6 +28,8 @@ from cleanroom.errors import InvalidInput
 from cleanroom.schema import CATEGORICAL, NUMERICAL, Schema
 
 MIN_PARTY_ROWS = 20  # about 4 of them fall in the 20 % membership holdout (non-members) the attacks need
+DEFAULT_SYNTHESIZER = "adaptive"  # cleanroom.synth.planners.DEFAULT_SYNTHESIZER (not imported: synth is heavy)
+DEFAULT_EVALUATION_SHARE = 0.1  # cleanroom.plan.Plan.evaluation_share's default
 MIN_SYNTHETIC_ROWS = 100  # the model trains on 80 % of the synthetic rows and is scored on the other 20 %
 
 
@@ -90,40 +92,33 @@ class NoiseFloor:
     limited_by: str  # the same in words ("the MST tree round", "the DCR evaluation statistic")
 
 
-def mst_planner(schema: Schema, n_min: int, n_parties: int, settings: Mapping[str, Any]) -> Any:
-    """The MST planner the coordinator uses for this plan (rho 1: only the round structure matters)."""
-    from cleanroom.synth import MSTPlanner
+def job_planner(
+    schema: Schema, synthesizer: str, target: str, n_min: int, n_parties: int, settings: Mapping[str, Any]
+) -> Any:
+    """The planner the coordinator uses for this plan (rho 1: only the round structure matters)."""
+    from cleanroom.synth import make_planner
 
-    values = dict(settings)
-    if "split" in values and isinstance(values["split"], list):
-        values["split"] = tuple(values["split"])
-    try:
-        return MSTPlanner(schema.domain, 1.0, n_min=n_min, n_parties=n_parties, **values)
-    except TypeError:
-        known = sorted({"split", "max_pair_cells", "extra_clique_cells", "extra_total_cells"} & set(values))
-        unknown = sorted(set(values) - set(known))
-        raise InvalidInput(
-            f"synthesizer_settings: unknown keys {unknown} (known: split, max_pair_cells, "
-            "extra_clique_cells, extra_total_cells)"
-        ) from None
+    return make_planner(
+        synthesizer, schema, 1.0, n_min=n_min, n_parties=n_parties, settings=settings, target=target
+    )
 
 
 def noise_floor(
     schema: Schema, task: str, n_min: int, n_parties: int, evaluation_share: float,
-    settings: Mapping[str, Any] | None = None,
+    settings: Mapping[str, Any] | None = None, synthesizer: str = DEFAULT_SYNTHESIZER, target: str = "",
 ) -> NoiseFloor:  # fmt: skip
     """Cap on one job's rho: each round of K tables (or statistic of L2 sensitivity s) that gets a share f
     of the job's rho needs sigma_party^2 = K / (2 f rho n_min) >= 4, i.e. rho <= K / (8 f n_min)."""
     from cleanroom.evaluation import release
 
-    planner = mst_planner(schema, n_min, n_parties, settings or {})
+    planner = job_planner(schema, synthesizer, target, n_min, n_parties, settings or {})
     floor = float(MIN_PARTY_SIGMA2)
     synthesis = 1.0 - evaluation_share
     caps = {
         name: tables / (2 * floor * share * synthesis * n_min)
         for name, tables, share in planner.round_sizes()
     }
-    words = {name: f"the MST {name} round" for name in caps}
+    words = {name: f"the {synthesizer} synthesizer's {name} round" for name in caps}
     for statistic in release.STATISTICS:
         fraction = release.statistic_rho(1.0, evaluation_share, statistic)
         sensitivity = release.statistic_sensitivity_l2(statistic, schema.domain, task)
@@ -165,8 +160,8 @@ def check_epsilon(
 
 def check_job(
     schema: Schema, *, target: str, task: str, epsilon: float, delta: float, n_min: int, n_parties: int,
-    evaluation_share: float = 0.25, synthetic_rows: int = 0, settings: Mapping[str, Any] | None = None,
-    fields: Fields = PLAN_FIELDS,
+    evaluation_share: float = DEFAULT_EVALUATION_SHARE, synthetic_rows: int = 0,
+    settings: Mapping[str, Any] | None = None, synthesizer: str = DEFAULT_SYNTHESIZER, fields: Fields = PLAN_FIELDS,
 ) -> None:  # fmt: skip
     """Every check of a job that can be made from public inputs; raises InvalidInput naming `fields`."""
     if not (math.isfinite(epsilon) and epsilon > 0):
@@ -175,5 +170,5 @@ def check_job(
         raise InvalidInput(f"{fields.delta} {delta:g} must be in (0, 1)")
     check_target(schema, target, task, fields)
     check_synthetic_rows(synthetic_rows, fields)
-    floor = noise_floor(schema, task, n_min, n_parties, evaluation_share, settings)
+    floor = noise_floor(schema, task, n_min, n_parties, evaluation_share, settings, synthesizer, target)
     check_epsilon(epsilon, delta, floor, n_min, len(schema.domain), fields)

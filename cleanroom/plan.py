@@ -43,7 +43,7 @@ MODEL_FORMATS = frozenset({"onnx"})
 TASKS = frozenset({"classification", "regression"})
 DEFAULT_MAX_TABLE_CELLS = 1_000_000
 MAX_TABLE_CELLS_LIMIT = 8 * 1024 * 1024  # 8 bytes a cell: one masked vector in a 64 MiB gRPC message
-SYNTHESIZERS = frozenset({"mst"})
+SYNTHESIZERS = frozenset({"adaptive", "mst"})  # cleanroom.synth.planners.PLANNERS
 PARTITIONINGS = frozenset({"horizontal", "vertical"})  # vertical: docs/vertical.md
 
 _HEX = frozenset("0123456789abcdef")
@@ -116,7 +116,7 @@ class Plan:
     epsilon: float
     delta: float
     max_epsilon_per_job: float
-    synthesizer: str = "mst"
+    synthesizer: str = "adaptive"
     synthesizer_settings: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     synthetic_rows: int = 0
     max_jobs: int = 0
@@ -126,7 +126,7 @@ class Plan:
     colluders: int = 0
     threshold: int = 0
     max_membership_inference_score: float = 0.8
-    evaluation_share: float = 0.25  # share of each job's budget for utility, fidelity and attack statistics
+    evaluation_share: float = 0.1  # share of each job's budget for utility, fidelity and attack statistics
     result_formats: tuple[str, ...] = ("csv",)
     model_format: str = "onnx"
     retention_days: int = 30
@@ -385,6 +385,7 @@ class Plan:
                 delta=self.delta, n_min=self.n_min, n_parties=len(self.data_parties),
                 evaluation_share=self.evaluation_share, synthetic_rows=self.synthetic_rows,
                 settings=self.synthesizer_settings, fields=Fields(schema=str(self.schema_path.name)),
+                synthesizer="mst" if self.partitioning == "vertical" else self.synthesizer,
             )  # fmt: skip
         except InvalidInput as error:
             raise self._fail(str(error)) from None

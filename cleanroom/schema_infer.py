@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from cleanroom.errors import InvalidInput, SchemaError
+from cleanroom.frames import read_untyped
 from cleanroom.schema import CATEGORICAL, IDENTIFIER, NUMERICAL, Column, Policy, Schema
 
 DOMAIN_WARNING = (
@@ -34,10 +35,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     suffix = path.suffix.lower()
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path)
-        if suffix in (".parquet", ".pq"):
-            return pd.read_parquet(path)
+        if suffix in (".csv", ".parquet", ".pq"):
+            return read_untyped(path)  # "TRUE" or "007" stay categories, not booleans or numbers
     except (OSError, ValueError) as exc:
         raise InvalidInput(f"{path}: cannot read data file: {exc}") from None
     raise InvalidInput(f"{path}: unsupported data file type {suffix!r} (expected .csv or .parquet)")

@@ -111,7 +111,7 @@ def _plan_text(
         "schema_hash": schema_hash,
         "target": data.target,
         "task": data.task,
-        "synthesizer": "mst",
+        "synthesizer": "adaptive",
         "synthetic_rows": job.rows_per_party * len(data.parts),
         "epsilon": job.epsilon,
         "delta": job.delta,

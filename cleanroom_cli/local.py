@@ -216,7 +216,7 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "schema_hash": schema_hash,
         "target": job.target,
         "task": job.task,
-        "synthesizer": "mst",
+        "synthesizer": "adaptive",
         "synthetic_rows": job.synthetic_rows,
         "epsilon": job.epsilon * job.jobs,
         "delta": job.delta,

@@ -171,10 +171,11 @@ class CoordinatorEvaluation:
         """The same model on the synthetic rows it was not trained on (no noise: nothing real involved)."""
         from cleanroom.evaluation import utility as ut
         from cleanroom.evaluation.model_file import load_model
+        from cleanroom.frames import read_frame
 
         task, target = str(self.plan.task), str(self.plan.target)
         path = results.get("synthetic.parquet") or results["synthetic.csv"]
-        frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        frame: pd.DataFrame = read_frame(path, self.schema)  # category text as written ("TRUE", "007")
         rows = frame.iloc[release.synthetic_holdout_start(len(frame)) :]
         model = load_model(results[MODEL_FILE_NAME], self.schema, target, task)  # the checked ONNX loader
         _, y = release.model_inputs(rows, target, task, self.schema.column_kinds())

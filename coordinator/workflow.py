@@ -27,7 +27,7 @@ from cleanroom.marginals import split_vector
 from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.secagg.manifest import session_id
 from cleanroom.secagg.server import SecAggServer
-from cleanroom.synth import MSTPlanner
+from cleanroom.synth import Planner, make_planner
 from coordinator.client import PartyClient
 from coordinator.config import CoordinatorConfig
 from coordinator.evaluation import evaluate
@@ -65,7 +65,7 @@ class Workflow:
         self.record = JobRecord(uuid.uuid4().hex)
         self.rng = np.random.default_rng(config.seed)
         self.last_errors: dict[str, CleanroomError] = {}
-        self.planner: MSTPlanner | None = None  # set by measure()
+        self.planner: Planner | None = None  # set by measure()
         self.manifest = self.plan.secagg_manifest(config.schema.hash())
         self.job: Any = None  # a JobRun, opened by run()
         self.first_round = 0  # round numbers (and so session ids) continue across jobs under one plan
@@ -182,10 +182,10 @@ class Workflow:
 
     async def measure(self) -> list[Measurement]:
         rho_total = synthesis_rho(self.job_rho(), float(self.plan.evaluation_share))
-        self.planner = planner = MSTPlanner(
-            self.config.schema.domain, rho_total, n_min=self.n_min(), n_parties=len(self.members),
-            **dict(self.plan.synthesizer_settings),
-        )  # calibrated for n_min honest shares, as each party accounts the round (tau term included)
+        self.planner = planner = make_planner(
+            self.plan.synthesizer, self.config.schema, rho_total, n_min=self.n_min(),
+            n_parties=len(self.members), settings=self.plan.synthesizer_settings, target=self.plan.target,
+        )  # fmt: skip
         measurements: list[Measurement] = []
         spec = planner.first_round()
         index = 0

@@ -172,12 +172,11 @@ class PartyEvaluation:
 
     def synthetic_codes(self, job_id: str) -> np.ndarray:
         if job_id not in self._synthetic:
-            import pandas as pd
-
             from cleanroom.encoding import encode
+            from cleanroom.frames import read_frame
 
             path = self.staged_file(job_id, ("synthetic.parquet", "synthetic.csv"))
-            frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+            frame = read_frame(path, self.schema)  # category text exactly as written ("TRUE", "007")
             codes = encode(self.schema, frame, source="staged synthetic data").codes
             self._synthetic[job_id] = np.asarray(codes, dtype=np.int64)
         return self._synthetic[job_id]

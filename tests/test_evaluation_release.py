@@ -18,7 +18,7 @@ from cleanroom.sample_data import sample_schema
 
 
 def test_evaluation_share_defaults_and_is_validated(tmp_path: Path) -> None:
-    assert Plan.load(write_plan(tmp_path).path).evaluation_share == 0.25
+    assert Plan.load(write_plan(tmp_path).path).evaluation_share == 0.1
     assert Plan.load(write_plan(tmp_path, overrides={"evaluation_share": "0.4"}).path).evaluation_share == 0.4
     for bad in ("0", "1", "1.5", "-0.1"):
         with pytest.raises(InvalidInput, match=rf"evaluation_share \({float(bad)}\) must be in \(0, 1\)"):

@@ -65,7 +65,7 @@ def test_distributed_calibration_splits_noise_over_honest_parties() -> None:
 
 def test_next_round_rejects_measurements_out_of_order() -> None:
     planner = MSTPlanner(TREE_DOMAIN, 1.0)
-    ones = [Measurement((a,), np.zeros(TREE_DOMAIN.size(a)), 1.0) for a in TREE_DOMAIN.attrs]
+    ones = [Measurement((a,), np.full(TREE_DOMAIN.size(a), 100.0), 1.0) for a in TREE_DOMAIN.attrs]
     with pytest.raises(InvalidInput, match="1-way"):
         planner.next_round(ones[::-1])
     wrong_pair = Measurement(("a", "c"), np.zeros((3, 2)), 1.0)

@@ -25,10 +25,13 @@ The start is the decomposable closed form prod_C y_C / prod_S y_S built from the
 exact when the measurements are noiseless and consistent on a tree.
 
 N is the inverse-variance weighted mean of the measured table totals (variance of a total = s^2 * cells).
+A measurement may carry one noise variance per cell (`CellMeasurement`, e.g. a table mapped onto a compressed
+domain, whose merged cells sum the noise of several released cells); its cells are weighted one by one.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -37,10 +40,12 @@ import numpy as np
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement
+from cleanroom.synth.compression import CellMeasurement, cell_variance
 from cleanroom.synth.junction_tree import DEFAULT_MAX_CELLS, JunctionTree, build_junction_tree
 from cleanroom.synth.model import FloatArray, GraphicalModel, expand_shape, logsumexp, sum_axes
 
 FLOOR_COUNT = 1e-3  # counts below this are treated as this in the starting point (log of 0 is -inf)
+IPF_STALL = 0.02  # relative loss gain over ten IPF steps below which mirror descent takes over
 
 
 @dataclass(frozen=True)
@@ -66,13 +71,41 @@ class _Attached:
     axes: tuple[int, ...]
     shape: tuple[int, ...]
     values: FloatArray
-    weight: float
+    weight: float | FloatArray  # inverse noise variance, one number or one per cell
+
+
+def _total_variance(m: Measurement) -> float:
+    variance = cell_variance(m)
+    return float(np.sum(variance)) if isinstance(variance, np.ndarray) else variance * m.noisy_values.size
 
 
 def estimate_total(measurements: Sequence[Measurement]) -> float:
-    weights = np.array([1.0 / (m.variance * m.noisy_values.size) for m in measurements])
+    weights = np.array([1.0 / _total_variance(m) for m in measurements])
     totals = np.array([float(m.noisy_values.sum()) for m in measurements])
     return max(float(np.dot(weights, totals) / weights.sum()), 1.0)
+
+
+def combine(measurements: Sequence[Measurement]) -> list[Measurement]:
+    """One measurement per clique: the inverse-variance weighted mean of its tables, cell by cell.
+
+    For the weighted least-squares loss this is exact up to a constant (sum_i w_i ||mu - y_i||^2 =
+    (sum_i w_i) ||mu - y_bar||^2 + const), and it makes the fit's cost independent of how many tables
+    were released on one clique (e.g. every pair table summed down to 1-way marginals).
+    """
+    groups: dict[Clique, list[Measurement]] = {}
+    for m in measurements:
+        groups.setdefault(m.clique, []).append(m)
+    out: list[Measurement] = []
+    for clique, group in groups.items():
+        if len(group) == 1:
+            out.append(group[0])
+            continue
+        weights = [1.0 / np.broadcast_to(cell_variance(m), m.noisy_values.shape) for m in group]
+        weight = np.sum(weights, axis=0)
+        values = np.sum([w * m.noisy_values for w, m in zip(weights, group, strict=True)], axis=0) / weight
+        variance = 1.0 / weight
+        out.append(CellMeasurement(clique, values, math.sqrt(float(variance.max())), cell_variance=variance))
+    return out
 
 
 def _attach(domain: Domain, tree: JunctionTree, measurements: Sequence[Measurement]) -> list[_Attached]:
@@ -87,7 +120,7 @@ def _attach(domain: Domain, tree: JunctionTree, measurements: Sequence[Measureme
                 sum_axes(clique, m.clique),
                 expand_shape(domain, clique, m.clique),
                 np.asarray(m.noisy_values),
-                1.0 / m.variance,
+                1.0 / cell_variance(m),
             )
         )
     return attached
@@ -121,7 +154,7 @@ def _loss(attached: list[_Attached], marginals: list[FloatArray]) -> tuple[float
     for a in attached:
         projected = marginals[a.node].sum(axis=a.axes) if a.axes else marginals[a.node]
         residual = projected - a.values
-        loss += 0.5 * a.weight * float(np.sum(residual * residual))
+        loss += 0.5 * float(np.sum(a.weight * residual * residual))
         gradient[a.node] += (a.weight * residual).reshape(a.shape)
     return loss, gradient
 
@@ -139,8 +172,8 @@ def estimate(
     tree = build_junction_tree(
         domain, [m.clique for m in measurements] + list(extra_cliques), config.max_cells
     )
-    attached = _attach(domain, tree, measurements)
     total = estimate_total(measurements)
+    attached = _attach(domain, tree, combine(measurements))
     model = GraphicalModel(domain, tree, tuple(_initial_theta(domain, tree, attached)), total)
     return _mirror_descent(model, attached, config)
 
@@ -155,7 +188,7 @@ def _ipf_direction(
         projected = marginals[a.node].sum(axis=a.axes) if a.axes else marginals[a.node]
         ratio = (projected - a.values) / np.maximum(projected, 1e-300)
         direction[a.node] -= (a.weight * np.clip(ratio, -20.0, 20.0)).reshape(a.shape)
-        weight_sum[a.node] += a.weight
+        weight_sum[a.node] += float(np.mean(a.weight))
     return [d / w if w > 0 else d for d, w in zip(direction, weight_sum, strict=True)]
 
 
@@ -175,7 +208,7 @@ def _ipf_phase(
     """IPF-like steps while they keep gaining: fast on consistent measurements and near zero cells."""
     marginals = model.marginals()
     loss, _ = _loss(attached, marginals)
-    step, used = 1.0, 0
+    step, used, trace = 1.0, 0, [loss]
     while used < config.max_iters and step > 1e-3:
         used += 1
         candidate, new_loss, _, new_marginals = _try_step(
@@ -186,6 +219,11 @@ def _ipf_phase(
             step = min(1.0, step * 1.25)
         else:
             step *= 0.5
+        trace.append(loss)
+        # with noisy, mutually inconsistent tables IPF creeps towards a point that is not the least-squares
+        # optimum: hand over to mirror descent once ten steps gain less than IPF_STALL
+        if len(trace) > 10 and loss > trace[-11] * (1 - IPF_STALL):
+            break
     return model, used
 
 
@@ -195,7 +233,7 @@ def _mirror_descent(
     model, used = _ipf_phase(model, attached, config)
     loss, gradient = _loss(attached, model.marginals())
     # 1 / (sum of weights) is a safe step for the L1-smoothness of the loss; it grows while steps succeed
-    step = 1.0 / sum(a.weight for a in attached)
+    step = 1.0 / sum(float(np.max(a.weight)) for a in attached)
     for _ in range(config.max_iters - used):
         while True:
             candidate, new_loss, new_gradient, _ = _try_step(model, [-g for g in gradient], step, attached)

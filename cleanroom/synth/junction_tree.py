@@ -52,13 +52,14 @@ class JunctionTree:
 
 def _elimination_cliques(domain: Domain, adjacency: dict[str, set[str]], max_cells: int) -> list[Clique]:
     adj = {a: set(n) for a, n in adjacency.items()}
+    size = domain.to_dict()
     cliques: list[frozenset[str]] = []
     while adj:
 
         def cost(a: str) -> tuple[bool, int, int]:
             nbrs = adj[a]
             fill = sum(1 for u in nbrs for v in nbrs if u < v and v not in adj[u])
-            return fill > 0, prod(domain.size(x) for x in nbrs | {a}), fill
+            return fill > 0, prod(size[x] for x in nbrs) * size[a], fill
 
         attr = min(sorted(adj), key=cost)
         clique = frozenset(adj[attr] | {attr})

@@ -35,17 +35,19 @@ L1 sensitivity k), with per-cell total noise variance sigma^2 costs about rho = 
 below sigma_party = 2) for the distributed discrete Gaussian with `n_min` honest shares, tau term included;
 `RoundSpec.rho` is the realised cost, at most the round's share, so the rounds sum to at most rho_total.
 
-Domain handling: an attribute with one level has no information in any pair: it is measured only in round 1
-and is an isolated node of the model. MST's domain compression (merging rare levels before the 2-way
-rounds) is not done: in the federated setting it would need a data-dependent recoding sent to every party,
-which the round contract does not carry; the graphical model already keeps noisy tiny or negative counts
-non-negative, and tables stay small enough (a pair above ``max_pair_cells`` is not a candidate).
+Domain handling: after round 1 the coordinator compresses the domain from the noisy 1-ways
+(`cleanroom.synth.compression`, MST's rule: levels below `compress_z` sigma merged, reserved `__missing__` /
+`__other__` levels below it dropped), as post-processing: the parties still count the full schema domain and
+every later table is summed onto the compressed domain before selection and fitting. The rounds' sizes stay
+independent of the data (the candidates are every pair of attributes with more than one schema level whose
+table has at most ``max_pair_cells`` cells), so the noise floor can be checked before any round; an attribute
+compressed to one level simply scores nothing. `compress_z=0` turns compression off.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -56,9 +58,14 @@ from cleanroom.accounting import DistributedGaussian, calibrate
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
+from cleanroom.synth.compression import (
+    CellMeasurement,
+    CompressedModel,
+    Compression,
+    cell_variance,
+)
 from cleanroom.synth.estimation import EstimationConfig, estimate, estimate_total
 from cleanroom.synth.junction_tree import build_junction_tree
-from cleanroom.synth.model import GraphicalModel
 
 
 def round_spec(
@@ -87,8 +94,13 @@ class MSTPlanner:
     extra_total_cells: int = 30_000
     n_min: int = 1
     n_parties: int | None = None
+    compress_z: float = 3.0
+    special_levels: Mapping[str, tuple[int, ...]] = field(default_factory=dict, hash=False)
+    ordinal: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
+        if not (math.isfinite(self.compress_z) and self.compress_z >= 0):
+            raise InvalidInput(f"compress_z ({self.compress_z}) must be finite and >= 0")
         if not (math.isfinite(self.rho_total) and self.rho_total > 0):
             raise InvalidInput(f"rho_total ({self.rho_total}) must be finite and > 0")
         if len(self.split) != 3 or any(not s > 0 for s in self.split) or abs(sum(self.split) - 1) > 1e-9:
@@ -104,11 +116,20 @@ class MSTPlanner:
             )
 
     def candidate_pairs(self) -> tuple[Clique, ...]:
+        """Pairs of attributes with > 1 level whose table has <= max_pair_cells cells (data-independent)."""
         informative = [a for a in self.domain.attrs if self.domain.size(a) > 1]
         return tuple(
             (a, b)
             for a, b in combinations(informative, 2)
             if self.domain.size(a) * self.domain.size(b) <= self.max_pair_cells
+        )
+
+    def compression(self, one_way: Sequence[Measurement]) -> Compression:
+        """The compressed domain decided from the round-1 tables (post-processing)."""
+        if self.compress_z == 0:
+            return Compression.identity(self.domain)
+        return Compression.from_one_ways(
+            self.domain, one_way, self.compress_z, self.special_levels, self.ordinal
         )
 
     def first_round(self) -> RoundSpec:
@@ -150,18 +171,20 @@ class MSTPlanner:
     def next_round(self, measurements: Sequence[Measurement]) -> RoundSpec | None:
         """The next round given every measurement released so far, in round order (None when done)."""
         one_way, pairs, tree = self._split_rounds(measurements)
+        compression = self.compression(one_way)
         if pairs is None:
             candidates = self.candidate_pairs()
             return self._spec("candidates", candidates, self.split[1]) if candidates else None
         if tree is None:
-            selected = select_tree(self.domain, one_way, pairs)
+            small = compression.compressed
+            selected = select_tree(small, _projected(compression, one_way), _projected(compression, pairs))
             return self._spec("tree", selected, self.split[2]) if selected else None
         return None
 
     def _split_rounds(
         self, measurements: Sequence[Measurement]
     ) -> tuple[list[Measurement], list[Measurement] | None, list[Measurement] | None]:
-        n_one, n_pairs = len(self.domain), len(self.candidate_pairs())
+        n_one = len(self.domain)
         one_way = list(measurements[:n_one])
         if [m.clique for m in one_way] != [(a,) for a in self.domain.attrs]:
             raise InvalidInput(
@@ -171,28 +194,37 @@ class MSTPlanner:
             m.check_domain(self.domain)
         if len(measurements) == n_one:
             return one_way, None, None
-        pairs = list(measurements[n_one : n_one + n_pairs])
-        if [m.clique for m in pairs] != list(self.candidate_pairs()):
+        candidates = self.candidate_pairs()
+        pairs = list(measurements[n_one : n_one + len(candidates)])
+        if [m.clique for m in pairs] != list(candidates):
             raise InvalidInput(
                 "MSTPlanner: measurements after the 1-ways must be the candidate pairs in order"
             )
-        rest = list(measurements[n_one + n_pairs :])
+        rest = list(measurements[n_one + len(candidates) :])
         return one_way, pairs, (rest if rest else None)
 
-    def estimate(self, measurements: Sequence[Measurement]) -> GraphicalModel:
+    def estimate(self, measurements: Sequence[Measurement]) -> CompressedModel:
         """Fit the model to every released measurement (round-2 tables off the tree summed to 1-ways)."""
         if not measurements:
             raise InvalidInput("MSTPlanner.estimate: no measurements")
         one_way, pairs, tree = self._split_rounds(measurements)
-        on_tree = {m.clique for m in tree or []}
+        compression = self.compression(one_way)
+        small = compression.compressed
+        one_way, pairs = _projected(compression, one_way), _projected(compression, pairs or [])
+        tree = _projected(compression, tree or [])
+        on_tree = {m.clique for m in tree}
         if pairs and self.extra_clique_cells > 0:
             on_tree |= extra_pairs(
-                self.domain, one_way, pairs, on_tree, self.extra_clique_cells, self.extra_total_cells
+                small, one_way, pairs, on_tree, self.extra_clique_cells, self.extra_total_cells
             )
-        kept = one_way + list(tree or [])
-        for m in pairs or []:
+        kept = one_way + tree
+        for m in pairs:
             kept.extend([m] if m.clique in on_tree else project_to_one_ways(m))
-        return estimate(self.domain, kept, self.estimation)
+        return CompressedModel(estimate(small, kept, self.estimation), compression)
+
+
+def _projected(compression: Compression, measurements: Sequence[Measurement]) -> list[Measurement]:
+    return [compression.project(m) for m in measurements]
 
 
 def extra_pairs(
@@ -225,11 +257,13 @@ def extra_pairs(
 def project_to_one_ways(m: Measurement) -> list[Measurement]:
     """The 1-way marginals implied by a 2-way measurement, each with the noise of the cells summed."""
     values = np.asarray(m.noisy_values)
-    out = []
+    variance = np.broadcast_to(np.asarray(cell_variance(m), dtype=np.float64), values.shape)
+    out: list[Measurement] = []
     for axis, attr in enumerate(m.clique):
-        summed_cells = values.size // values.shape[axis]
         other = tuple(i for i in range(values.ndim) if i != axis)
-        out.append(Measurement((attr,), values.sum(axis=other), m.stddev * math.sqrt(summed_cells)))
+        summed = variance.sum(axis=other)
+        stddev = math.sqrt(float(summed.max()))
+        out.append(CellMeasurement((attr,), values.sum(axis=other), stddev, cell_variance=summed))
     return out
 
 
@@ -256,7 +290,8 @@ def pair_scores(
         a, b = m.clique
         expected = total * np.outer(probabilities[a], probabilities[b])
         distance = float(np.abs(np.asarray(m.noisy_values) - expected).sum())
-        scores[m.clique] = distance - m.noisy_values.size * m.stddev * math.sqrt(2 / math.pi)
+        noise = np.sum(np.sqrt(np.broadcast_to(cell_variance(m), m.noisy_values.shape)))
+        scores[m.clique] = distance - float(noise) * math.sqrt(2 / math.pi)
     return scores
 
 
