@@ -28,7 +28,7 @@ from cleanroom.errors import InvalidInput
 from cleanroom.schema import CATEGORICAL, NUMERICAL, Schema
 
 MIN_PARTY_ROWS = 20  # about 4 of them fall in the 20 % membership holdout (non-members) the attacks need
-DEFAULT_SYNTHESIZER = "adaptive"  # cleanroom.synth.planners.DEFAULT_SYNTHESIZER (not imported: synth is heavy)
+DEFAULT_SYNTHESIZER = "adaptive"  # as cleanroom.synth.planners (not imported here: synth is heavy)
 DEFAULT_EVALUATION_SHARE = 0.1  # cleanroom.plan.Plan.evaluation_share's default
 MIN_SYNTHETIC_ROWS = 100  # the model trains on 80 % of the synthetic rows and is scored on the other 20 %
 
@@ -161,7 +161,8 @@ def check_epsilon(
 def check_job(
     schema: Schema, *, target: str, task: str, epsilon: float, delta: float, n_min: int, n_parties: int,
     evaluation_share: float = DEFAULT_EVALUATION_SHARE, synthetic_rows: int = 0,
-    settings: Mapping[str, Any] | None = None, synthesizer: str = DEFAULT_SYNTHESIZER, fields: Fields = PLAN_FIELDS,
+    settings: Mapping[str, Any] | None = None, synthesizer: str = DEFAULT_SYNTHESIZER,
+    fields: Fields = PLAN_FIELDS,
 ) -> None:  # fmt: skip
     """Every check of a job that can be made from public inputs; raises InvalidInput naming `fields`."""
     if not (math.isfinite(epsilon) and epsilon > 0):

@@ -18,7 +18,7 @@ from governance_fixtures import write_plan
 
 from cleanroom.accounting import MIN_PARTY_SIGMA2, calibrate, cdp_rho
 from cleanroom.errors import InvalidInput, ProtocolAbort
-from cleanroom.feasibility import MIN_PARTY_ROWS, check_job, noise_floor
+from cleanroom.feasibility import MIN_PARTY_ROWS, check_job, job_planner, noise_floor
 from cleanroom.measurement import Measurement
 from cleanroom.sample_data import demo_dataset
 from cleanroom.schema import Schema
@@ -70,17 +70,18 @@ def test_the_epsilon_message_says_what_the_noise_floor_allows(
     assert main(["plan", "show", str(accepted.path)]) == 0
 
 
-def test_the_noise_floor_cap_is_where_calibration_reaches_sigma_2() -> None:
+@pytest.mark.parametrize("synthesizer", ["adaptive", "mst"])
+def test_the_noise_floor_cap_is_where_calibration_reaches_sigma_2(synthesizer: str) -> None:
     """At the cap every release's calibrated per-party variance (MST rounds as the planner calibrates them,
     statistics as the coordinator's evaluation does) is >= 4, the limiting one within 0.1 % of 4; 20 % above
     the cap the limiting release would need a variance below 4."""
     from cleanroom.evaluation import release
 
-    schema_dict, _, _, task = demo_dataset(10, seed=1)
+    schema_dict, _, target, task = demo_dataset(10, seed=1)
     schema = Schema.from_dict(schema_dict)
     n_min, n_parties, share = 2, 3, 0.25
-    floor = noise_floor(schema, task, n_min, n_parties, share)
-    planner = MSTPlanner(schema.domain, 1.0, n_min=n_min, n_parties=n_parties)
+    floor = noise_floor(schema, task, n_min, n_parties, share, None, synthesizer, target)
+    planner = job_planner(schema, synthesizer, target, n_min, n_parties, {})
     ideal, calibrated = {}, {}
     for name, tables, round_share in planner.round_sizes():
         rho = floor.max_rho * (1 - share) * round_share
@@ -125,12 +126,15 @@ def test_local_flags_name_what_to_change() -> None:
     common = {"task": task, "delta": 1e-9, "n_min": 2, "n_parties": 3, "fields": LOCAL_FIELDS}
     cap = r"at most epsilon 10\.8 at delta 1e-9; set --epsilon <= 10\.8$"  # the DCR statistic binds first
     with pytest.raises(InvalidInput, match=cap):
+        check_job(schema, target=target, epsilon=1000.0, evaluation_share=0.25, synthesizer="mst", **common)
+    adaptive_cap = r"adaptive synthesizer's refine-2-structure round reaches it first.*<= 4\.25$"
+    with pytest.raises(InvalidInput, match=adaptive_cap):  # single-table refinement rounds bind first
         check_job(schema, target=target, epsilon=1000.0, **common)
     with pytest.raises(InvalidInput, match="^--target customer_id: an identifier column"):
         check_job(schema, target="customer_id", epsilon=1.0, **common)
     with pytest.raises(InvalidInput, match=r"^--epsilon -1 must be a finite number > 0"):
         check_job(schema, target=target, epsilon=-1.0, **common)
-    assert cdp_rho(10.8, 1e-9) <= noise_floor(schema, task, 2, 3, 0.25).max_rho
+    assert cdp_rho(10.8, 1e-9) <= noise_floor(schema, task, 2, 3, 0.25, synthesizer="mst").max_rho
 
 
 # ---- item 1, deployed node: a party-local start-up minimum of rows (never sent anywhere)

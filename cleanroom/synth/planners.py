@@ -9,6 +9,8 @@ they are empty) and which columns are ordinal (numerical bins, merged only with 
 
 from __future__ import annotations
 
+import inspect
+
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -89,6 +91,7 @@ def make_planner(
         domain = schema.domain
     else:
         domain = schema
+    check_setting_names(synthesizer, settings)
     try:
         planner: Planner = PLANNERS[synthesizer](
             domain, rho_total, n_min=n_min, n_parties=n_parties, **settings
@@ -96,3 +99,16 @@ def make_planner(
     except TypeError as error:
         raise InvalidInput(f"synthesizer_settings for {synthesizer!r}: {error}") from None
     return planner
+
+
+def check_setting_names(synthesizer: str, settings: Mapping[str, Any]) -> None:
+    """Refuse keys the planner does not take, listing the ones it does (a typo must not pass silently)."""
+    parameters = inspect.signature(PLANNERS[synthesizer]).parameters
+    internal = {"domain", "rho_total", "n_min", "n_parties", "special_levels", "ordinal"}
+    known = sorted(set(parameters) - internal)
+    unknown = sorted(set(settings) - set(parameters))
+    if unknown:
+        raise InvalidInput(
+            f"synthesizer_settings: unknown keys {unknown} for synthesizer {synthesizer!r} "
+            f"(known: {', '.join(known)})"
+        )
