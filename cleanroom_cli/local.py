@@ -62,12 +62,32 @@ class LocalJob:
         default_factory=dict
     )  # tests: a party with another schema
     sources: dict[str, str] = field(default_factory=dict)  # party -> csv/parquet/postgresql (default csv)
+    profile_dir: Path | None = None  # benchmarks: run every process under cProfile, stats written here
     work: Path = field(init=False)
+    stats: dict[str, ProcessStats] = field(init=False, default_factory=dict)  # filled by run_local
+    times: dict[str, float] = field(init=False, default_factory=dict)  # filled by run_local
 
     def __post_init__(self) -> None:
         if len(self.parts) < 2:
             raise InvalidInput(f"a collaboration needs at least 2 parties, got {len(self.parts)}")
         self.work = self.out / "_work"
+
+
+@dataclass(frozen=True)
+class ProcessStats:
+    """One finished process: wall seconds it ran, CPU seconds (user + system) and peak resident memory."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: float
+
+
+def _reap(proc: subprocess.Popen[bytes], started: float) -> ProcessStats:
+    """Wait for `proc` with wait4, so its own rusage (CPU, peak RSS) is read, not the sum of all children."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    return ProcessStats(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def toml_value(value: Any) -> str:
@@ -226,13 +246,22 @@ def _env() -> dict[str, str]:
     return env
 
 
+def _command(job: LocalJob, name: str, *args: str) -> list[str]:
+    """`python -m cleanroom_cli.main ARGS`, under cProfile when the job is profiled."""
+    profile: list[str] = []
+    if job.profile_dir is not None:
+        job.profile_dir.mkdir(parents=True, exist_ok=True)
+        profile = ["-m", "cProfile", "-o", str(job.profile_dir / f"{name}.prof")]
+    return [sys.executable, *profile, "-m", "cleanroom_cli.main", *args]
+
+
 def start_parties(job: LocalJob, configs: dict[str, Path]) -> dict[str, subprocess.Popen[bytes]]:
     (job.work / "logs").mkdir(exist_ok=True)
     procs = {}
     for pid, config in configs.items():
         log = (job.work / "logs" / f"{pid}.log").open("wb")
         procs[pid] = subprocess.Popen(
-            [sys.executable, "-m", "cleanroom_cli.main", "-v", "party", "serve", "--config", str(config)],
+            _command(job, pid, "-v", "party", "serve", "--config", str(config)),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_env(),
@@ -272,15 +301,24 @@ def party_start_error(job: LocalJob, pid: str, status: int) -> Exception:
     return PreconditionFailed(f"party {pid} exited with status {status}:\n{log[-2000:]}")
 
 
-def stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
+def stop(procs: dict[str, subprocess.Popen[bytes]], started: float = math.nan) -> dict[str, ProcessStats]:
+    """SIGTERM every party process and reap it; returns the figures of each one that exited in time
+    (`started`: when the processes were launched, for their wall time)."""
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+    stats = {}
+    deadline = time.monotonic() + 15
+    for pid, proc in procs.items():
+        while proc.returncode is None and time.monotonic() < deadline:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                stats[pid] = _reap(proc, started)
+            else:
+                time.sleep(0.02)
+        if proc.returncode is None:
             proc.kill()
+            proc.wait()
+    return stats
 
 
 def run_local(job: LocalJob) -> int:
@@ -296,21 +334,23 @@ def run_local(job: LocalJob) -> int:
             f"[local] {len(procs)} party processes serving (setup {setup:.2f} s, ready at {ready:.2f} s)",
             flush=True,
         )
-        status = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "cleanroom_cli.main",
-                "coordinator",
-                "run",
-                "--config",
-                str(job.work / "collaboration.toml"),
-            ],
+        coordinator_start = time.perf_counter()
+        coordinator = subprocess.Popen(
+            _command(
+                job, "coordinator", "coordinator", "run", "--config", str(job.work / "collaboration.toml")
+            ),
             env=_env(),
             cwd=job.work,
-        ).returncode
+        )
+        job.stats["coordinator"] = _reap(coordinator, coordinator_start)
+        status = coordinator.returncode
+        job.times = {
+            "setup": setup,
+            "parties_ready": ready - setup,
+            "coordinator": job.stats["coordinator"].wall_s,
+        }
     finally:
-        stop(procs)
+        job.stats.update(stop(procs, start + setup))
     total = time.perf_counter() - start
     if status != 0:
         print(
