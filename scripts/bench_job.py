@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import io
 import json
+import math
 import os
 import pstats
 import shutil
@@ -125,6 +126,7 @@ def run_once(
     run: int,
     profile_dir: Path | None,
 ) -> dict[str, Any]:
+    args.out.mkdir(parents=True, exist_ok=True)
     out = (args.out / f"run{run}").resolve()
     shutil.rmtree(out, ignore_errors=True)
     job = local.LocalJob(
@@ -147,7 +149,8 @@ def run_once(
     sampler.done.set()
     sampler.join()
     if status != 0:
-        raise SystemExit(f"run {run} failed with status {status}; see {out.parent}/run{run}.log")
+        print(f"run {run} FAILED with status {status} (figures below are up to the failure); see "
+              f"{out.parent}/run{run}.log")  # fmt: skip
     coordinator_start = launched + job.times["setup"] + job.times["parties_ready"]
     windows = stage_windows(job, launched + job.times["setup"], coordinator_start)
     parties = [p for p in parts]
@@ -159,8 +162,11 @@ def run_once(
             "coordinator_cpu": sampler.cpu_between("coordinator", begin, end),
             "party_cpu_mean": float(np.mean(party_cpu)), "party_cpu_max": float(np.max(party_cpu)),
         })  # fmt: skip
-    record = json.loads((job.work / "coordinator" / "job.json").read_text())
-    delivered_at = next(e for n, b, e in windows if n == "deliver")
+    job_file = job.work / "coordinator" / "job.json"
+    record = (
+        json.loads(job_file.read_text()) if job_file.exists() else {"uploads": {}, "table_bytes_per_party": 0}
+    )
+    delivered_at = next((e for n, b, e in windows if n == "deliver"), math.nan)
     return {
         "stages": stages,
         "to_delivered": delivered_at - coordinator_start,
@@ -209,6 +215,8 @@ def print_runs(runs: list[dict[str, Any]], n_parties: int) -> None:
         rss = max(r["processes"][name]["peak_rss_mib"] for r in runs)
         print(f"{name:<14} {cpu:>15.2f} {rss:>19.1f}")
     table = runs[0]["table_bytes"]
+    if not table:
+        return
     ratios = [u["bytes_uploaded"] / table for u in runs[0]["uploads"].values()]
     print(
         f"\nupload per party / its int64 tables ({table:,} B): max {max(ratios):.3f}x, min {min(ratios):.3f}x"

@@ -62,11 +62,21 @@ class EstimationConfig:
 
 @dataclass(frozen=True)
 class _Attached:
+    """The measurements of one sub-clique, stacked: all are attached to junction-tree clique `node`.
+
+    Many measurements share a sub-clique (MST projects every unselected candidate pair to two 1-ways), so
+    the loss projects the clique marginal once per group instead of once per measurement.
+    """
+
     node: int
     axes: tuple[int, ...]
     shape: tuple[int, ...]
-    values: FloatArray
-    weight: float
+    values: FloatArray  # (k, cells of the sub-clique), one row per measurement
+    weights: FloatArray  # (k,): 1 / variance of each measurement
+
+    @property
+    def weight(self) -> float:
+        return float(self.weights.sum())
 
 
 def estimate_total(measurements: Sequence[Measurement]) -> float:
@@ -76,21 +86,31 @@ def estimate_total(measurements: Sequence[Measurement]) -> float:
 
 
 def _attach(domain: Domain, tree: JunctionTree, measurements: Sequence[Measurement]) -> list[_Attached]:
-    attached = []
+    groups: dict[tuple[int, tuple[int, ...]], list[Measurement]] = {}
+    shapes: dict[tuple[int, tuple[int, ...]], tuple[int, ...]] = {}
     for m in measurements:
         m.check_domain(domain)
         node = tree.containing(m.clique)
         clique = tree.cliques[node]
-        attached.append(
-            _Attached(
-                node,
-                sum_axes(clique, m.clique),
-                expand_shape(domain, clique, m.clique),
-                np.asarray(m.noisy_values),
-                1.0 / m.variance,
-            )
-        )
-    return attached
+        key = (node, sum_axes(clique, m.clique))
+        groups.setdefault(key, []).append(m)
+        shapes[key] = expand_shape(domain, clique, m.clique)
+    return [
+        _Attached(
+            node,
+            axes,
+            shapes[(node, axes)],
+            np.stack([np.asarray(m.noisy_values, dtype=np.float64).ravel() for m in group]),
+            np.array([1.0 / m.variance for m in group]),
+        )  # fmt: skip
+        for (node, axes), group in groups.items()
+    ]
+
+
+def _projected(a: _Attached, marginals: list[FloatArray]) -> FloatArray:
+    """The group's sub-clique marginal of the model, flattened."""
+    table = marginals[a.node].sum(axis=a.axes) if a.axes else marginals[a.node]
+    return np.asarray(table, dtype=np.float64).ravel()
 
 
 def _initial_theta(domain: Domain, tree: JunctionTree, attached: list[_Attached]) -> list[FloatArray]:
@@ -99,9 +119,8 @@ def _initial_theta(domain: Domain, tree: JunctionTree, attached: list[_Attached]
         exact = [a for a in attached if a.node == node and not a.axes]
         table = np.zeros(domain.project(clique).shape)
         if exact:
-            weights = sum(a.weight for a in exact)
-            mean = sum(a.weight * a.values for a in exact) / weights
-            table = np.log(np.maximum(mean, FLOOR_COUNT))
+            mean = (exact[0].weights @ exact[0].values) / exact[0].weight
+            table = np.log(np.maximum(mean, FLOOR_COUNT)).reshape(table.shape)
         theta.append(table)
     for node in tree.order[1:]:
         sep = tree.separator[node]
@@ -119,10 +138,9 @@ def _loss(attached: list[_Attached], marginals: list[FloatArray]) -> tuple[float
     loss = 0.0
     gradient = [np.zeros_like(m) for m in marginals]
     for a in attached:
-        projected = marginals[a.node].sum(axis=a.axes) if a.axes else marginals[a.node]
-        residual = projected - a.values
-        loss += 0.5 * a.weight * float(np.sum(residual * residual))
-        gradient[a.node] += (a.weight * residual).reshape(a.shape)
+        residual = _projected(a, marginals)[None, :] - a.values
+        loss += 0.5 * float(a.weights @ np.einsum("ij,ij->i", residual, residual))
+        gradient[a.node] += (a.weights @ residual).reshape(a.shape)
     return loss, gradient
 
 
@@ -152,9 +170,9 @@ def _ipf_direction(
     direction = [np.zeros_like(t) for t in model.theta]
     weight_sum = np.zeros(len(model.theta))
     for a in attached:
-        projected = marginals[a.node].sum(axis=a.axes) if a.axes else marginals[a.node]
-        ratio = (projected - a.values) / np.maximum(projected, 1e-300)
-        direction[a.node] -= (a.weight * np.clip(ratio, -20.0, 20.0)).reshape(a.shape)
+        projected = _projected(a, marginals)
+        ratio = (projected[None, :] - a.values) / np.maximum(projected, 1e-300)[None, :]
+        direction[a.node] -= (a.weights @ np.clip(ratio, -20.0, 20.0)).reshape(a.shape)
         weight_sum[a.node] += a.weight
     return [d / w if w > 0 else d for d, w in zip(direction, weight_sum, strict=True)]
 

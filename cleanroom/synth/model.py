@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -42,10 +44,37 @@ def expand_shape(domain: Domain, clique: Clique, sub: Sequence[str]) -> tuple[in
 def logsumexp(table: FloatArray, axes: tuple[int, ...]) -> FloatArray:
     if not axes:
         return table
-    peak = np.max(table, axis=axes, keepdims=True)
+    peak = table.max(axis=axes, keepdims=True)
     peak = np.where(np.isfinite(peak), peak, 0.0)
-    summed = np.log(np.sum(np.exp(table - peak), axis=axes, keepdims=True)) + peak
+    summed = np.log(np.exp(table - peak).sum(axis=axes, keepdims=True)) + peak
     return np.asarray(np.squeeze(summed, axis=axes), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class _Passes:
+    """Per tree node (None at the root): the axes summed out to its separator, and the shapes that broadcast
+    a separator table against the node and against its parent. Computed once per (domain, tree)."""
+
+    to_separator: tuple[tuple[int, ...] | None, ...]
+    parent_to_separator: tuple[tuple[int, ...] | None, ...]
+    in_node: tuple[tuple[int, ...] | None, ...]
+    in_parent: tuple[tuple[int, ...] | None, ...]
+
+
+@lru_cache(maxsize=16)
+def _passes(domain: Domain, tree: JunctionTree) -> _Passes:
+    cliques = tree.cliques
+    rows: list[tuple[Any, Any, Any, Any]] = []
+    for node, parent in enumerate(tree.parent):
+        if parent < 0:
+            rows.append((None, None, None, None))
+            continue
+        sep = tree.separator[node]
+        rows.append((
+            sum_axes(cliques[node], sep), sum_axes(cliques[parent], sep),
+            expand_shape(domain, cliques[node], sep), expand_shape(domain, cliques[parent], sep),
+        ))  # fmt: skip
+    return _Passes(*(tuple(column) for column in zip(*rows, strict=True)))
 
 
 @dataclass(frozen=True, eq=False)
@@ -73,21 +102,21 @@ class GraphicalModel:
 
     def log_beliefs(self) -> list[FloatArray]:
         """Normalised log-marginals of every clique (sum-product belief propagation)."""
-        tree, cliques = self.tree, self.tree.cliques
-        inbound = [t.copy() for t in self.theta]
+        tree = self.tree
+        passes = _passes(self.domain, tree)
+        inbound = list(self.theta)  # replaced, never modified in place
         upward: dict[int, FloatArray] = {}
         for node in reversed(tree.order):
             parent = tree.parent[node]
             if parent >= 0:
-                sep = tree.separator[node]
-                upward[node] = logsumexp(inbound[node], sum_axes(cliques[node], sep))
-                inbound[parent] = inbound[parent] + self._expand(upward[node], sep, cliques[parent])
+                upward[node] = logsumexp(inbound[node], passes.to_separator[node])  # type: ignore[arg-type]
+                inbound[parent] = inbound[parent] + upward[node].reshape(passes.in_parent[node])
         beliefs = list(inbound)
         for node in tree.order[1:]:
-            parent, sep = tree.parent[node], tree.separator[node]
-            outgoing = beliefs[parent] - self._expand(upward[node], sep, cliques[parent])
-            message = logsumexp(outgoing, sum_axes(cliques[parent], sep))
-            beliefs[node] = inbound[node] + self._expand(message, sep, cliques[node])
+            parent = tree.parent[node]
+            outgoing = beliefs[parent] - upward[node].reshape(passes.in_parent[node])
+            message = logsumexp(outgoing, passes.parent_to_separator[node])  # type: ignore[arg-type]
+            beliefs[node] = inbound[node] + message.reshape(passes.in_node[node])
         root = tree.order[0]
         log_z = float(logsumexp(beliefs[root], tuple(range(beliefs[root].ndim))))
         return [b - log_z for b in beliefs]
