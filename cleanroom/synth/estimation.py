@@ -119,7 +119,8 @@ def _initial_theta(domain: Domain, tree: JunctionTree, attached: list[_Attached]
         exact = [a for a in attached if a.node == node and not a.axes]
         table = np.zeros(domain.project(clique).shape)
         if exact:
-            mean = (exact[0].weights @ exact[0].values) / exact[0].weight
+            weighted = sum(a.weights @ a.values for a in exact)
+            mean = weighted / sum(a.weight for a in exact)
             table = np.log(np.maximum(mean, FLOOR_COUNT)).reshape(table.shape)
         theta.append(table)
     for node in tree.order[1:]:
