@@ -72,7 +72,9 @@ def build_results(
             training_rows, target, str(plan.task), schema, config.seed, config.train_threads
         )
         files[MODEL_FILE_NAME] = out / MODEL_FILE_NAME
-        files[MODEL_FILE_NAME].write_bytes(model_export.export_model(estimator, spec, x[:CHECK_ROWS]))
+        files[MODEL_FILE_NAME].write_bytes(
+            model_export.export_model(estimator, spec, x[:CHECK_ROWS], config.train_threads)
+        )
         record.timings["train"] = time.perf_counter() - start
     files["report.json"] = out / "report.json"
     files["report.json"].write_text(json.dumps(report(config, record, frame), indent=2))
