@@ -77,7 +77,10 @@ class CoordinatorEvaluation:
             files.pop("synthetic.csv", None)
         wf = self.workflow
         wf.last_errors = {}
-        calls = {pid: c.stage_for_evaluation(wf.record.job_id, files) for pid, c in wf.clients.items()}
+        from coordinator.client import file_metas
+
+        metas = await _to_thread(file_metas, files)  # hashed once for every party
+        calls = {pid: c.stage_for_evaluation(wf.record.job_id, files, metas) for pid, c in wf.clients.items()}
         staged = await wf.gather(
             calls, "stage evaluation", len(wf.clients) - int(self.plan.dropout_tolerance)
         )

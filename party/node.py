@@ -63,11 +63,11 @@ FILE_ABILITY = {
 }
 
 
-
 def release_rho(n_tables: int, sigma_party2: Fraction, n_min: int, n_parties: int, cells: int) -> float:
     """zCDP of one round: K tables of sensitivity 1 (L1 = K, L2 = sqrt K), n_min honest shares, with tau."""
     noise = DistributedGaussian(sigma_party2 * n_min, n_parties, n_min)
     return float(noise.rho(sensitivity_l1=n_tables, sensitivity_l2=n_tables**0.5, dim=max(1, cells)))
+
 
 @dataclass
 class RoundState:
@@ -335,9 +335,7 @@ class PartyNode:
         where = f"party {self.party_id}, round {request.round}"
         if self.job_id is None or request.job_id != self.job_id:
             raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
-        expected_sid = session_id(
-            self.plan.collaboration_id, request.round, self.plan_hash, request.digest()
-        )
+        expected_sid = session_id(self.plan.collaboration_id, request.round, self.plan_hash, request.digest())
         if sid != expected_sid:
             raise PermissionDenied(
                 f"{where}: session id does not match SHA256(collaboration | round | plan | request)"
@@ -482,7 +480,7 @@ class PartyNode:
         """Complete an upload; the staged model must pass its checks (party/evaluation.py), audited if not."""
         written = writer.finish()
         try:
-            self.evaluation.check_staged(job_id)
+            self.evaluation.check_staged(job_id, {name: writer.sha256(name) for name in written})
         except CleanroomError as error:
             self.record("stage_evaluation", "refused", job_id=job_id, detail=error.public_message())
             raise
@@ -526,13 +524,15 @@ class ResultWriter:
     offsets: dict[str, int] = field(default_factory=dict)
     digests: dict[str, Any] = field(default_factory=dict)  # name -> running hashlib.sha256
 
+    handles: dict[str, Any] = field(default_factory=dict)  # name -> open .part file (closed by finish)
+
     def __post_init__(self) -> None:
         total = sum(f.size for f in self.expected.values())
         if total > MAX_RESULT_BYTES:
             raise InvalidInput(f"DeliverResults: {total} bytes announced, over the limit {MAX_RESULT_BYTES}")
         self.directory.mkdir(parents=True, exist_ok=True)
         for name in self.expected:
-            self.part(name).write_bytes(b"")
+            self.handles[name] = self.part(name).open("wb")  # one open file per upload, not per chunk
             self.offsets[name] = 0
             self.digests[name] = hashlib.sha256()
 
@@ -546,13 +546,22 @@ class ResultWriter:
             raise InvalidInput(
                 f"DeliverResults: chunk of {name} at offset {offset} is out of order or too long"
             )
-        with self.part(name).open("ab") as handle:
-            handle.write(data)
+        self.handles[name].write(data)
         self.digests[name].update(data)
         self.offsets[name] += len(data)
         self.bytes_written += len(data)
 
+    def close(self) -> None:
+        """Close the .part files (an upload that failed leaves them to the next upload or cleanup)."""
+        for handle in self.handles.values():
+            handle.close()
+
+    def sha256(self, name: str) -> str:
+        """The digest of what was written of `name` (hashed as it arrived; the file is never re-read)."""
+        return str(self.digests[name].hexdigest())
+
     def finish(self) -> list[str]:
+        self.close()
         for name, meta in self.expected.items():
             digest = self.digests[name].hexdigest()
             if self.offsets[name] != meta.size or digest != meta.sha256:
