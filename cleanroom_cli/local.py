@@ -63,8 +63,11 @@ class LocalJob:
     )  # tests: a party with another schema
     sources: dict[str, str] = field(default_factory=dict)  # party -> csv/parquet/postgresql (default csv)
     profile_dir: Path | None = None  # benchmarks: run every process under cProfile, stats written here
+    hosts: dict[str, str] = field(default_factory=dict)  # benchmarks: party -> address to serve on
+    wrappers: dict[str, list[str]] = field(default_factory=dict)  # benchmarks: process -> command prefix
     work: Path = field(init=False)
     stats: dict[str, ProcessStats] = field(init=False, default_factory=dict)  # filled by run_local
+    pids: dict[str, int] = field(init=False, default_factory=dict)  # process ids, as run_local starts them
     times: dict[str, float] = field(init=False, default_factory=dict)  # filled by run_local
 
     def __post_init__(self) -> None:
@@ -80,6 +83,7 @@ class ProcessStats:
     wall_s: float
     cpu_s: float
     peak_rss_mib: float
+    pss_mib: float = math.nan  # proportional set size when the job ended (forked parties share pages)
 
 
 def _reap(proc: subprocess.Popen[bytes], started: float) -> ProcessStats:
@@ -135,7 +139,7 @@ def prepare(job: LocalJob) -> dict[str, Path]:
         members.append(
             {
                 "id": pid,
-                "address": f"127.0.0.1:{free_port()}",
+                "address": f"{job.hosts.get(pid, '127.0.0.1')}:{free_port()}",
                 "cert_sha256": files.cert_sha256,
                 "identity_key": files.identity_public_b64,
                 "abilities": abilities,
@@ -247,32 +251,40 @@ def _env() -> dict[str, str]:
 
 
 def _command(job: LocalJob, name: str, *args: str) -> list[str]:
-    """`python -m cleanroom_cli.main ARGS`, under cProfile when the job is profiled."""
+    """`python -m cleanroom_cli.main ARGS`, under cProfile when the job is profiled, after the process's
+    wrapper (e.g. `ip netns exec NS` in the WAN benchmark)."""
     profile: list[str] = []
     if job.profile_dir is not None:
         job.profile_dir.mkdir(parents=True, exist_ok=True)
         profile = ["-m", "cProfile", "-o", str(job.profile_dir / f"{name}.prof")]
-    return [sys.executable, *profile, "-m", "cleanroom_cli.main", *args]
+    return [*job.wrappers.get(name, []), sys.executable, *profile, "-m", "cleanroom_cli.main", *args]
 
 
-def start_parties(job: LocalJob, configs: dict[str, Path]) -> dict[str, subprocess.Popen[bytes]]:
+def forked_launch(job: LocalJob) -> bool:
+    """Fork parties from the preloaded forkserver (party_launcher), unless profiling or told to exec."""
+    exec_launch = job.profile_dir is not None or job.wrappers
+    return not exec_launch and os.environ.get("CLEANROOM_LOCAL_LAUNCH", "fork") != "exec"
+
+
+def start_parties(job: LocalJob, configs: dict[str, Path]) -> dict[str, Any]:
+    """One process per party: `subprocess.Popen` objects, or `party_launcher.ForkedParty` (same interface)."""
     (job.work / "logs").mkdir(exist_ok=True)
-    procs = {}
+    procs: dict[str, Any] = {}
     for pid, config in configs.items():
+        argv = ["-v", "party", "serve", "--config", str(config)]
+        if forked_launch(job):
+            from cleanroom_cli.party_launcher import ForkedParty
+
+            procs[pid] = ForkedParty(argv, job.work / "logs" / f"{pid}.log", job.work)
+            continue
         log = (job.work / "logs" / f"{pid}.log").open("wb")
         procs[pid] = subprocess.Popen(
-            _command(job, pid, "-v", "party", "serve", "--config", str(config)),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=_env(),
-            cwd=job.work,
+            _command(job, pid, *argv), stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=job.work
         )
     return procs
 
 
-async def _wait_all(
-    job: LocalJob, configs: dict[str, Path], procs: dict[str, subprocess.Popen[bytes]]
-) -> None:
+async def _wait_all(job: LocalJob, configs: dict[str, Path], procs: dict[str, Any]) -> None:
     import tomllib
 
     tls = TlsFiles(
@@ -301,15 +313,23 @@ def party_start_error(job: LocalJob, pid: str, status: int) -> Exception:
     return PreconditionFailed(f"party {pid} exited with status {status}:\n{log[-2000:]}")
 
 
-def stop(procs: dict[str, subprocess.Popen[bytes]], started: float = math.nan) -> dict[str, ProcessStats]:
+def stop(procs: dict[str, Any], started: float = math.nan) -> dict[str, ProcessStats]:
     """SIGTERM every party process and reap it; returns the figures of each one that exited in time
-    (`started`: when the processes were launched, for their wall time)."""
+    (`started`: when the processes were launched, for their wall time). A forked party's figures are read
+    from /proc just before the signal (it is not this process's child, so wait4 cannot report them)."""
+    sampled = {pid: proc.usage() for pid, proc in procs.items() if hasattr(proc, "usage")}
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
     stats = {}
-    deadline = time.monotonic() + 15
+    deadline = time.monotonic() + 15 + 0.2 * len(procs)
     for pid, proc in procs.items():
+        if pid in sampled:
+            _wait_forked(proc, deadline)
+            if sampled[pid] is not None and proc.returncode is not None:
+                cpu, peak, pss = sampled[pid]
+                stats[pid] = ProcessStats(time.perf_counter() - started, cpu, peak, pss)
+            continue
         while proc.returncode is None and time.monotonic() < deadline:
             if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
                 stats[pid] = _reap(proc, started)
@@ -321,12 +341,25 @@ def stop(procs: dict[str, subprocess.Popen[bytes]], started: float = math.nan) -
     return stats
 
 
+def _wait_forked(proc: Any, deadline: float) -> None:
+    try:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_local(job: LocalJob) -> int:
     """Run the collaboration; returns the coordinator's exit status (0 = results delivered)."""
     start = time.perf_counter()
+    if forked_launch(job):
+        from cleanroom_cli.party_launcher import forkserver
+
+        forkserver()  # its imports run while the certificates and data are written
     configs = prepare(job)
     setup = time.perf_counter() - start
     procs = start_parties(job, configs)
+    job.pids.update({pid: proc.pid for pid, proc in procs.items()})
     try:
         asyncio.run(_wait_all(job, configs, procs))
         ready = time.perf_counter() - start
@@ -342,6 +375,7 @@ def run_local(job: LocalJob) -> int:
             env=_env(),
             cwd=job.work,
         )
+        job.pids["coordinator"] = coordinator.pid
         job.stats["coordinator"] = _reap(coordinator, coordinator_start)
         status = coordinator.returncode
         job.times = {

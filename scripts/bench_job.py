@@ -43,38 +43,19 @@ TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class CpuSampler(threading.Thread):
-    """Polls utime + stime of the job's processes (found by their config paths in /proc/*/cmdline)."""
+    """Polls utime + stime of the job's processes (`LocalJob.pids`, filled as run_local starts them)."""
 
-    def __init__(self, work: Path, period_s: float = 0.02) -> None:
+    def __init__(self, job: local.LocalJob, period_s: float = 0.02) -> None:
         super().__init__(daemon=True)
-        self.work = str(work)
+        self.job = job
         self.period_s = period_s
-        self.pids: dict[int, str] = {}
         self.samples: dict[str, list[tuple[float, float]]] = {}
         self.done = threading.Event()
 
-    def discover(self) -> None:
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit() or int(entry.name) in self.pids:
-                continue
-            try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            for arg in argv:
-                text = arg.decode(errors="replace")
-                if text.startswith(self.work) and text.endswith(".toml"):
-                    name = Path(text).stem
-                    self.pids[int(entry.name)] = "coordinator" if name == "collaboration" else name
-
     def run(self) -> None:
-        last_scan = 0.0
         while not self.done.is_set():
             now = time.time()
-            if now - last_scan > 0.2:
-                self.discover()
-                last_scan = now
-            for pid, name in list(self.pids.items()):
+            for name, pid in list(self.job.pids.items()):
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:
@@ -133,7 +114,11 @@ def run_once(
         out, schema, parts, args.target, args.task, args.epsilon, 1e-9, synthetic_rows=args.synthetic_rows,
         seed=1, profile_dir=profile_dir,
     )  # fmt: skip
-    sampler = CpuSampler(job.work)
+    if args.netns_prefix:  # scripts/bench_wan.sh: party i serves on 10.99.i.1 in namespace PREFIX_p<i>
+        for i, pid in enumerate(parts, start=1):
+            job.hosts[pid] = f"10.99.{i}.1"
+            job.wrappers[pid] = ["ip", "netns", "exec", f"{args.netns_prefix}_p{i}"]
+    sampler = CpuSampler(job)
     sampler.start()
     launched = time.time()
     with open(out.parent / f"run{run}.log", "w") as log, contextlib.redirect_stdout(log):
@@ -201,19 +186,26 @@ def print_runs(runs: list[dict[str, Any]], n_parties: int) -> None:
         f"{statistics.median(r['parties_ready'] for r in runs):.2f} s; coordinator process "
         f"{statistics.median(r['coordinator_wall'] for r in runs):.2f} s"
     )
-    print(f"\n{'process':<14} {'CPU s (median)':>15} {'peak RSS MiB (max)':>19}")
+    print(f"\n{'process':<14} {'CPU s (median)':>15} {'peak RSS MiB (max)':>19} {'PSS MiB at end (max)':>21}")
     names = list(runs[0]["processes"])
     shown = names if n_parties <= 5 else ["coordinator", *names[1:3], "..."]
     for name in shown:
         if name == "...":
             parties = [n for n in names if n != "coordinator"]
-            rss = [r["processes"][p]["peak_rss_mib"] for r in runs for p in parties]
-            cpu = [r["processes"][p]["cpu_s"] for r in runs for p in parties]
-            print(f"{'all parties':<14} {statistics.median(cpu):>15.2f} {max(rss):>19.1f}  (max RSS)")
+            rows = [r["processes"][p] for r in runs for p in parties if p in r["processes"]]
+            if not rows:
+                print(f"{'all parties':<14} (no figures: the processes did not exit in time)")
+                continue
+            cpu, rss = statistics.median(x["cpu_s"] for x in rows), max(x["peak_rss_mib"] for x in rows)
+            pss = max(x["pss_mib"] for x in rows)
+            print(f"{'all parties':<14} {cpu:>15.2f} {rss:>19.1f} {pss:>21.1f}  ({len(rows)} processes)")
             continue
-        cpu = statistics.median(r["processes"][name]["cpu_s"] for r in runs)
-        rss = max(r["processes"][name]["peak_rss_mib"] for r in runs)
-        print(f"{name:<14} {cpu:>15.2f} {rss:>19.1f}")
+        rows = [r["processes"][name] for r in runs if name in r["processes"]]
+        if not rows:
+            print(f"{name:<14} (no figures)")
+            continue
+        cpu, rss = statistics.median(x["cpu_s"] for x in rows), max(x["peak_rss_mib"] for x in rows)
+        print(f"{name:<14} {cpu:>15.2f} {rss:>19.1f} {max(x['pss_mib'] for x in rows):>21.1f}")
     table = runs[0]["table_bytes"]
     if not table:
         return
@@ -268,6 +260,10 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="one more run under cProfile")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument(
+        "--netns-prefix", help="run each party in network namespace PREFIX_p<i> (bench_wan.sh)"
+    )
+    parser.add_argument("--json", type=Path, help="also write the runs' figures here")
     args = parser.parse_args()
     if not args.demo and not (args.data / "train.csv").exists():
         raise SystemExit(f"{args.data} not found (pass --data, or --demo)")
@@ -276,6 +272,8 @@ def main() -> None:
     print(f"== {len(parts)} party processes, {what}, epsilon {args.epsilon}, {args.repeat} runs ==")
     runs = [run_once(args, parts, schema, r, None) for r in range(args.repeat)]
     print_runs(runs, len(parts))
+    if args.json:
+        args.json.write_text(json.dumps(runs, indent=1))
     if args.profile:
         directory = (args.out / "profile").resolve()
         shutil.rmtree(directory, ignore_errors=True)
