@@ -67,9 +67,12 @@ async def start_server(
     register(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
-    port = server.add_secure_port(address, tls.server_credentials())
+    try:
+        port = server.add_secure_port(address, tls.server_credentials())
+    except RuntimeError:  # grpc's "Failed to bind": e.g. the port is taken (no SO_REUSEPORT sharing)
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {address}")
+        raise OSError(f"could not bind {address} (address in use or not available)")
     await server.start()
     for name in ("", *service_names):
         await health.set(name, health_pb2.HealthCheckResponse.SERVING)
