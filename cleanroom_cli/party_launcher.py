@@ -48,6 +48,7 @@ PRELOAD = (
     "party.governance",
     "party.sources.duck",
     "cleanroom_cli.main",
+    "cleanroom_cli._freeze",  # last: gc.freeze() of everything above
 )
 _context: Any = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 from datetime import UTC, datetime
@@ -122,6 +123,7 @@ def prune_delivered(config: PartyConfig, plan: Plan, audit: AuditLog | None) -> 
 async def serve(config: PartyConfig, ready: asyncio.Event | None = None) -> NodeServer:
     node, authorizer = build_node(config)
     prune_delivered(config, node.plan, node.audit)  # retention also runs at every start
+    gc.freeze()  # modules and the node live as long as the process: collections need not scan them
     servicer = PartyServicer(node, authorizer)
     server = await start_server(
         config.listen,
