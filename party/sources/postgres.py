@@ -1,9 +1,12 @@
-"""A PostgreSQL table or view, aggregated on the server (psycopg 3).
+"""A PostgreSQL table or view, read in one scan (psycopg 3).
 
-Only aggregates travel back: the server computes each column's code with the same SQL as the DuckDB source
-and counts one packed cell key per requested table per row (`unnest` + GROUP BY, one scan). The session is
-read-only (`default_transaction_read_only`; transactions are begun READ ONLY, REPEATABLE READ) and has a
-`statement_timeout`. PostgreSQL tables have no row order, so a rejected value is located by its `ctid`.
+The server computes each column's code with the same SQL as the DuckDB source and streams each row's
+codes, packed into BIGINT words, by binary COPY; the party counts every table from them (`columnar`).
+Counting brings codes, not raw values, into the party process, and no GROUP BY runs on the server
+(`_grouped_counts`). The previous server-side aggregation (`unnest` + GROUP BY) is kept as
+`_grouped_counts_on_server` for tests. The session is read-only (`default_transaction_read_only`;
+transactions are begun READ ONLY, REPEATABLE READ) and has a `statement_timeout`. PostgreSQL tables have no
+row order, so a rejected value is located by its `ctid`.
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ def sub_grouped(covered: dict[tuple[int, ...], Grouped], group: tuple[int, ...])
 
 
 class PostgresSource(SqlSource):
-    """A table or view in PostgreSQL, queried read-only with server-side aggregation."""
+    """A table or view in PostgreSQL, queried read-only; its codes are streamed and counted in the party."""
 
     dialect = sql.Dialect("postgresql")
 
