@@ -61,8 +61,8 @@ def _check_rounds_answered(work: Path, pid: str) -> None:
     assert log is not None and verify(log).ok
     entries = read_entries(log)
     measured = [e for e in entries if e["event"] == "measure" and e["outcome"] == "answered"]
-    # MST's one-way, candidates and tree rounds, then utility, fidelity and two attack-score rounds
-    assert sorted(e["round"] for e in measured) == list(range(7))
+    # MST's one-way, candidates and tree rounds, then the utility, fidelity and DCR evaluation rounds
+    assert sorted(e["round"] for e in measured) == list(range(6))
     assert all(float(e["rho_charged"]) > 0 for e in measured)
     assert any(e["event"] == "receive_results" and e["outcome"] == "answered" for e in entries)
     assert not [e for e in entries if e["outcome"] == "refused"]
