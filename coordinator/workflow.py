@@ -38,7 +38,7 @@ T = TypeVar("T")
 SOFTWARE_VERSION = "cleanroom/0.1 transport.v1"
 # What the job needs only after the rounds (pandas, scikit-learn, ONNX): imported by a background thread
 # while the handshake and the rounds wait on the parties, so the coordinator starts talking at once.
-LATER_MODULES = ("coordinator.results", "coordinator.evaluation", "sklearn.ensemble", "onnxruntime")
+LATER_MODULES = ("coordinator.results", "coordinator.evaluation", "onnxruntime")
 
 
 def prefetch(modules: tuple[str, ...] = LATER_MODULES) -> threading.Thread:
@@ -88,6 +88,7 @@ class Workflow:
         self.job: Any = None  # a JobRun, opened by run()
         self.first_round = 0  # round numbers (and so session ids) continue across jobs under one plan
         self.absent: dict[str, str] = {}  # parties that missed a round of this job: they get no results
+        self.trainer: Any = None  # coordinator.trainer.Trainer while a job runs
 
     async def run(self) -> JobRecord:
         self.job = JobLog(self.config.job_log_path).start(
@@ -97,6 +98,7 @@ class Workflow:
             if self.config.require_approvals:
                 PlanApprovals.collect(self.plan, self.config.path).require_all()
             later = prefetch()
+            self.trainer = self.start_trainer()
             await self.timed("handshake", self.handshake())
             measurements = await self.measure()
             assert self.planner is not None
@@ -107,7 +109,9 @@ class Workflow:
 
             results = await self.timed(
                 "results",
-                asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
+                asyncio.to_thread(
+                    build_results, self.config, model, measurements, self.record, self.rng, self.trainer
+                ),
             )
             results = await evaluate(self, results)  # issue 6: stage, evaluation rounds, gate
             await self.timed("deliver", self.deliver(results))
@@ -119,10 +123,21 @@ class Workflow:
             self.finish_log(f"error: {type(error).__name__}: {error}")
             raise
         finally:
+            if self.trainer is not None:
+                self.trainer.close()
             for client in self.clients.values():
                 await client.close()
         self.finish_log("ok")
         return self.record
+
+    def start_trainer(self) -> Any:
+        """The model's worker process (coordinator/trainer.py), importing while the rounds run; None when
+        the plan trains no model."""
+        if not getattr(self.plan, "target", None):
+            return None
+        from coordinator.trainer import Trainer
+
+        return Trainer()
 
     def finish_log(self, outcome: str) -> None:
         for pid, client in self.clients.items():

@@ -50,18 +50,43 @@ class CpuSampler(threading.Thread):
         self.job = job
         self.period_s = period_s
         self.samples: dict[str, list[tuple[float, float]]] = {}
+        self.worker_peaks: dict[str, float] = {}
         self.done = threading.Event()
 
+    def workers(self) -> dict[str, int]:
+        """Child processes of the coordinator (its model worker), found by their parent pid."""
+        coordinator = self.job.pids.get("coordinator")
+        found: dict[str, int] = {}
+        if coordinator is None:
+            return found
+        for entry in Path("/proc").iterdir():
+            try:
+                fields = (
+                    (entry / "stat").read_text().rsplit(")", 1)[1].split() if entry.name.isdigit() else []
+                )
+            except OSError:
+                continue
+            if fields and int(fields[1]) == coordinator:
+                found[f"coordinator worker {len(found) + 1}"] = int(entry.name)
+        return found
+
     def run(self) -> None:
+        workers: dict[str, int] = {}
+        last_scan = 0.0
         while not self.done.is_set():
             now = time.time()
-            for name, pid in list(self.job.pids.items()):
+            if now - last_scan > 0.2:
+                workers.update({k: v for k, v in self.workers().items() if v not in workers.values()})
+                last_scan = now
+            for name, pid in [*self.job.pids.items(), *workers.items()]:
                 try:
                     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 except OSError:
                     continue
                 cpu = (int(fields[11]) + int(fields[12])) / TICKS
                 self.samples.setdefault(name, []).append((now, cpu))
+                if name.startswith("coordinator worker"):
+                    self.worker_peaks[name] = peak_rss_mib(pid, self.worker_peaks.get(name, 0.0))
             time.sleep(self.period_s)
 
     def cpu_between(self, name: str, start: float, end: float) -> float:
@@ -71,6 +96,15 @@ class CpuSampler(threading.Thread):
         times = np.array([p[0] for p in points])
         cpu = np.array([p[1] for p in points])
         return float(np.interp(end, times, cpu) - np.interp(start, times, cpu))
+
+
+def peak_rss_mib(pid: int, previous: float) -> float:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return previous
+    line = next((x for x in status.splitlines() if x.startswith("VmHWM:")), "VmHWM: 0 kB")
+    return max(previous, int(line.split()[1]) / 1024)
 
 
 def parse_time(text: str) -> float:
@@ -142,9 +176,10 @@ def run_once(
     stages = []
     for name, begin, end in windows:
         party_cpu = [sampler.cpu_between(p, begin, end) for p in parties]
+        worker_cpu = sum(sampler.cpu_between(w, begin, end) for w in sampler.worker_peaks)
         stages.append({
             "stage": name, "wall": end - begin,
-            "coordinator_cpu": sampler.cpu_between("coordinator", begin, end),
+            "coordinator_cpu": sampler.cpu_between("coordinator", begin, end) + worker_cpu,
             "party_cpu_mean": float(np.mean(party_cpu)), "party_cpu_max": float(np.max(party_cpu)),
         })  # fmt: skip
     job_file = job.work / "coordinator" / "job.json"
@@ -157,7 +192,18 @@ def run_once(
         "to_delivered": delivered_at - coordinator_start,
         "coordinator_wall": job.stats["coordinator"].wall_s,
         "parties_ready": job.times["parties_ready"],
-        "processes": {name: vars(s) for name, s in job.stats.items()},
+        "processes": {
+            **{name: vars(s) for name, s in job.stats.items()},
+            **{
+                name: {
+                    "cpu_s": sampler.samples[name][-1][1],
+                    "peak_rss_mib": peak,
+                    "pss_mib": math.nan,
+                    "wall_s": math.nan,
+                }
+                for name, peak in sampler.worker_peaks.items()
+            },
+        },  # fmt: skip
         "uploads": record["uploads"],
         "table_bytes": record["table_bytes_per_party"],
     }
@@ -186,26 +232,27 @@ def print_runs(runs: list[dict[str, Any]], n_parties: int) -> None:
         f"{statistics.median(r['parties_ready'] for r in runs):.2f} s; coordinator process "
         f"{statistics.median(r['coordinator_wall'] for r in runs):.2f} s"
     )
-    print(f"\n{'process':<14} {'CPU s (median)':>15} {'peak RSS MiB (max)':>19} {'PSS MiB at end (max)':>21}")
+    print(f"\n{'process':<20} {'CPU s (median)':>15} {'peak RSS MiB (max)':>19} {'PSS MiB at end (max)':>21}")
     names = list(runs[0]["processes"])
-    shown = names if n_parties <= 5 else ["coordinator", *names[1:3], "..."]
+    coordinators = [n for n in names if n.startswith("coordinator")]
+    parties = [n for n in names if not n.startswith("coordinator")]
+    shown = coordinators + (parties if n_parties <= 5 else [*parties[:2], "..."])
     for name in shown:
         if name == "...":
-            parties = [n for n in names if n != "coordinator"]
             rows = [r["processes"][p] for r in runs for p in parties if p in r["processes"]]
             if not rows:
-                print(f"{'all parties':<14} (no figures: the processes did not exit in time)")
+                print(f"{'all parties':<20} (no figures: the processes did not exit in time)")
                 continue
             cpu, rss = statistics.median(x["cpu_s"] for x in rows), max(x["peak_rss_mib"] for x in rows)
             pss = max(x["pss_mib"] for x in rows)
-            print(f"{'all parties':<14} {cpu:>15.2f} {rss:>19.1f} {pss:>21.1f}  ({len(rows)} processes)")
+            print(f"{'all parties':<20} {cpu:>15.2f} {rss:>19.1f} {pss:>21.1f}  ({len(rows)} processes)")
             continue
         rows = [r["processes"][name] for r in runs if name in r["processes"]]
         if not rows:
-            print(f"{name:<14} (no figures)")
+            print(f"{name:<20} (no figures)")
             continue
         cpu, rss = statistics.median(x["cpu_s"] for x in rows), max(x["peak_rss_mib"] for x in rows)
-        print(f"{name:<14} {cpu:>15.2f} {rss:>19.1f} {max(x['pss_mib'] for x in rows):>21.1f}")
+        print(f"{name:<20} {cpu:>15.2f} {rss:>19.1f} {max(x['pss_mib'] for x in rows):>21.1f}")
     table = runs[0]["table_bytes"]
     if not table:
         return

@@ -203,3 +203,11 @@ def export_model(estimator: Any, spec: ModelSpec, check_rows: np.ndarray, thread
 
 def _scale(values: Any) -> float:
     return max(1.0, float(np.max(np.abs(np.asarray(values, dtype=np.float64)))))
+
+
+def train_and_export(
+    x: np.ndarray, y: pd.Series, spec: ModelSpec, seed: int | None, threads: int, check_rows: np.ndarray
+) -> tuple[bytes, ModelSpec]:
+    """Train on (x, y) and return the checked ONNX bytes with the spec (class labels filled in)."""
+    estimator, spec = train_model(x, y, spec, seed, threads)
+    return export_model(estimator, spec, check_rows, threads), spec
