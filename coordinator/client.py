@@ -97,9 +97,15 @@ class PartyClient:
         return serde.budget_from_pb(await self._call("Budget", pb.BudgetRequest()))
 
     async def deliver(
-        self, job_id: str, files: dict[str, Path], metas: dict[str, wire.ResultFile] | None = None
+        self,
+        job_id: str,
+        files: dict[str, Path],
+        metas: dict[str, wire.ResultFile] | None = None,
+        held: frozenset[str] = frozenset(),
     ) -> list[str]:
-        return await self._send_files("DeliverResults", job_id, files, metas)
+        """Send the results; files in `held` are announced but not sent: the party holds them staged (same
+        digest) and copies its own copy (party.node.PartyNode.adopt_staged)."""
+        return await self._send_files("DeliverResults", job_id, files, metas, held)
 
     async def stage_for_evaluation(
         self, job_id: str, files: dict[str, Path], metas: dict[str, wire.ResultFile] | None = None
@@ -108,7 +114,12 @@ class PartyClient:
         return await self._send_files("StageEvaluation", job_id, files, metas)
 
     async def _send_files(
-        self, method: str, job_id: str, files: dict[str, Path], known: dict[str, wire.ResultFile] | None
+        self,
+        method: str,
+        job_id: str,
+        files: dict[str, Path],
+        known: dict[str, wire.ResultFile] | None,
+        held: frozenset[str] = frozenset(),
     ) -> list[str]:
         """Stream `files` in CHUNK_BYTES chunks read from disk as they are sent (one chunk in memory per
         call, whatever the number of parties). `known`: the files' metadata, computed once for all parties
@@ -117,20 +128,22 @@ class PartyClient:
         metas = [known[name] for name in files]
         try:
             response = await getattr(self.stub, method)(
-                result_stream(job_id, files, metas), timeout=self.deadline_s
+                result_stream(job_id, files, metas, held), timeout=self.deadline_s
             )
         except grpc.RpcError as error:
             raise_for_rpc_error(error, f"party {self.party_id} ({self.address})", method)
-        self.bytes_sent += sum(m.size for m in metas)
+        self.bytes_sent += sum(m.size for m in metas if m.name not in held)
         return list(response.written)
 
 
 async def result_stream(
-    job_id: str, files: dict[str, Path], metas: list[wire.ResultFile]
+    job_id: str, files: dict[str, Path], metas: list[wire.ResultFile], held: frozenset[str] = frozenset()
 ) -> AsyncIterator[pb.ResultChunk]:
-    """The header, then each file in CHUNK_BYTES chunks read as they are sent."""
+    """The header (every file), then each file not `held` by the party in CHUNK_BYTES chunks."""
     yield serde.result_header_to_pb(job_id, metas)
     for name, path in files.items():
+        if name in held:
+            continue
         with path.open("rb") as handle:
             offset = 0
             while chunk := handle.read(CHUNK_BYTES):

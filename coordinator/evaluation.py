@@ -86,6 +86,7 @@ class CoordinatorEvaluation:
         )
         size = sum(p.stat().st_size for p in files.values())
         progress(f"staged {', '.join(files)} ({size:,} B, not released) at {len(staged)} parties")
+        wf.staged = {pid: {name: metas[name].sha256 for name in files} for pid in staged}
 
     async def round(self, statistic: str, index: int) -> tuple[np.ndarray, float]:
         """One secure-aggregation round of `statistic`; returns the noisy sum and its per-cell noise sd."""

@@ -89,6 +89,7 @@ class Workflow:
         self.first_round = 0  # round numbers (and so session ids) continue across jobs under one plan
         self.absent: dict[str, str] = {}  # parties that missed a round of this job: they get no results
         self.trainer: Any = None  # coordinator.trainer.Trainer while a job runs
+        self.staged: dict[str, dict[str, str]] = {}  # party -> file staged there this job -> its SHA-256
 
     async def run(self) -> JobRecord:
         self.job = JobLog(self.config.job_log_path).start(
@@ -301,7 +302,7 @@ class Workflow:
                 progress(f"no results for {pid}: it {self.absent[pid]}")
             elif "receive_results" in abilities:
                 files = {name: path for name, path in results.items() if _entitled(name, abilities)}
-                calls[pid] = self.clients[pid].deliver(self.record.job_id, files, metas)
+                calls[pid] = self.deliver_to(pid, files, metas)
         self.last_errors = {}
         delivered = await self.gather(calls, "deliver", required=0)
         for pid, written in delivered.items():
@@ -311,6 +312,22 @@ class Workflow:
         for pid, reason in self.absent.items():
             if "receive_results" in set(getattr(self.members[pid], "abilities", ())):
                 self.record.undelivered[pid] = f"not sent: it {reason}"
+
+    async def deliver_to(
+        self, pid: str, files: dict[str, Path], metas: dict[str, wire.ResultFile]
+    ) -> list[str]:
+        """Deliver without resending what the party holds staged (same digest); should it refuse that (its
+        staged copy is gone), send everything once more."""
+        staged = self.staged.get(pid, {})
+        held = frozenset(n for n in files if staged.get(n) == metas[n].sha256)
+        client = self.clients[pid]
+        if not held:
+            return await client.deliver(self.record.job_id, files, metas)
+        try:
+            return await client.deliver(self.record.job_id, files, metas, held)
+        except CleanroomError as error:
+            log.warning("deliver: %s could not use its staged copy (%s); sending every file", pid, error)
+            return await client.deliver(self.record.job_id, files, metas)
 
     def write_record(self) -> None:
         out = self.config.out

@@ -274,6 +274,14 @@ class PartyEvaluation:
 
     # ---- delivery ------------------------------------------------------------------------------------
 
+    def staged_copy(self, job_id: str, meta: wire.ResultFile) -> Path | None:
+        """The staged file `meta` names, if it is the one released (same digest as recorded at staging)."""
+        staged = self.staged_dir(job_id) / meta.name
+        digest = self._digests.get(job_id, {}).get(meta.name)
+        if meta.name in STAGED_NAMES and digest == meta.sha256 and staged.is_file():
+            return staged
+        return None
+
     def check_delivery(self, job_id: str, files: list[wire.ResultFile]) -> None:
         """The synthetic data or model released must be exactly what this party evaluated."""
         for meta in files:

@@ -460,8 +460,26 @@ class PartyNode:
         except CleanroomError as error:
             self.record("receive_results", "refused", job_id=job_id, detail=error.public_message())
             raise
-        self.record("receive_results", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
-        return ResultWriter(self.output_dir, {f.name: f for f in files}, job_id, self.plan_hash)
+        writer = ResultWriter(self.output_dir, {f.name: f for f in files}, job_id, self.plan_hash)
+        adopted = self.adopt_staged(job_id, files, writer)
+        self.record(
+            "receive_results", "answered", job_id=job_id,
+            detail={"files": [f.name for f in files], **({"from_staged_copy": adopted} if adopted else {})},
+        )  # fmt: skip
+        return writer
+
+    def adopt_staged(self, job_id: str, files: list[wire.ResultFile], writer: ResultWriter) -> list[str]:
+        """Released files this party already holds as its staged (evaluated) copy, with the same digest, are
+        copied from it: the coordinator does not send them again (coordinator.workflow.deliver)."""
+        if self.evaluation is None:
+            return []
+        adopted = []
+        for meta in files:
+            source = self.evaluation.staged_copy(job_id, meta)
+            if source is not None:
+                writer.adopt(meta.name, source)
+                adopted.append(meta.name)
+        return adopted
 
     # ---- evaluation hooks (party/evaluation.py) -------------------------------------------------------
 
@@ -550,6 +568,13 @@ class ResultWriter:
         self.digests[name].update(data)
         self.offsets[name] += len(data)
         self.bytes_written += len(data)
+
+    def adopt(self, name: str, source: Path) -> None:
+        """Fill `name` from a local copy (the file staged for evaluation) instead of received chunks; hashed
+        as it is copied, so `finish` checks it against the announced size and digest like any upload."""
+        with source.open("rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                self.write(name, self.offsets[name], chunk)
 
     def close(self) -> None:
         """Close the .part files (an upload that failed leaves them to the next upload or cleanup)."""

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from cleanroom.errors import PermissionDenied
+from cleanroom.errors import InvalidInput, PermissionDenied
 from coordinator.client import file_metas, result_stream
 from party import evaluation as party_evaluation
 from party.evaluation import PartyEvaluation
@@ -95,3 +95,55 @@ def test_delivery_is_checked_against_the_digests_recorded_at_staging(
     staged.unlink()
     with pytest.raises(PermissionDenied, match="differs from the copy staged"):
         evaluation.check_delivery("job", [meta])  # the staged copy is gone: nothing to compare with
+
+
+def test_a_writer_adopts_a_local_copy_and_checks_it_like_an_upload(tmp_path: Path) -> None:
+    data = _big_file(tmp_path / "staged.csv", chunks=2)
+    meta = wire.ResultFile("synthetic.csv", len(data), hashlib.sha256(data).hexdigest())
+    writer = ResultWriter(tmp_path / "out", {"synthetic.csv": meta})
+    writer.adopt("synthetic.csv", tmp_path / "staged.csv")
+    assert writer.finish() == ["synthetic.csv"]
+    assert (tmp_path / "out" / "synthetic.csv").read_bytes() == data
+    (tmp_path / "other.csv").write_bytes(data[:-1] + b"!")  # same size, other bytes
+    wrong = ResultWriter(tmp_path / "out2", {"synthetic.csv": meta})
+    wrong.adopt("synthetic.csv", tmp_path / "other.csv")
+    with pytest.raises(InvalidInput, match="incomplete or corrupted"):
+        wrong.finish()
+
+
+def test_only_the_evaluated_copy_is_offered_for_adoption(tmp_path: Path) -> None:
+    evaluation = PartyEvaluation("p1", SimpleNamespace(target=None), None, None, tmp_path / "staged", b"")
+    staged = evaluation.staged_dir("job") / "synthetic.csv"
+    staged.parent.mkdir(parents=True)
+    staged.write_bytes(b"a,b\n1,2\n")
+    meta = wire.ResultFile("synthetic.csv", 8, hashlib.sha256(b"a,b\n1,2\n").hexdigest())
+    assert evaluation.staged_copy("job", meta) is None  # no digest recorded at staging: nothing adopted
+    evaluation.check_staged("job", {"synthetic.csv": meta.sha256})
+    assert evaluation.staged_copy("job", meta) == staged
+    assert evaluation.staged_copy("job", wire.ResultFile("synthetic.csv", 8, "00" * 32)) is None
+    assert evaluation.staged_copy("other-job", meta) is None
+
+
+def test_delivery_falls_back_to_sending_every_file(tmp_path: Path) -> None:
+    """If a party refuses a delivery that relied on its staged copy (the copy is gone), everything is sent."""
+    from cleanroom.errors import InvalidInput as Refused
+    from coordinator.workflow import JobRecord, Workflow
+
+    calls: list[frozenset[str]] = []
+
+    class Client:
+        async def deliver(
+            self, job_id: str, files: object, metas: object, held: frozenset[str] = frozenset()
+        ):  # type: ignore[no-untyped-def]
+            calls.append(held)
+            if held:
+                raise Refused("DeliverResults: synthetic.csv arrived incomplete or corrupted")
+            return ["synthetic.csv"]
+
+    workflow = Workflow.__new__(Workflow)
+    workflow.clients = {"p1": Client()}  # type: ignore[dict-item]
+    workflow.record = JobRecord("job")
+    workflow.staged = {"p1": {"synthetic.csv": "ab" * 32}}
+    metas = {"synthetic.csv": wire.ResultFile("synthetic.csv", 3, "ab" * 32)}
+    written = asyncio.run(workflow.deliver_to("p1", {"synthetic.csv": tmp_path / "s.csv"}, metas))
+    assert written == ["synthetic.csv"] and calls == [frozenset({"synthetic.csv"}), frozenset()]

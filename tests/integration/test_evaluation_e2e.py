@@ -131,3 +131,25 @@ def test_reports_have_every_section_decodable_plots_and_budget(released: local.L
         assert report["local_detail"]["real_rows"] == ROWS_PER_PARTY
         fidelity = report["fidelity_combined"]["summary"]
         assert 0 <= fidelity["mean_one_way_tvd"] <= 1
+
+
+def test_released_files_are_the_evaluated_copies_and_are_not_sent_twice(released: local.LocalJob) -> None:
+    """Each party copies the synthetic data and model it evaluated (same digest) instead of receiving them
+    again: the delivered bytes equal the coordinator's, and the coordinator sent them once (at staging)."""
+    from cleanroom.audit import read_entries
+    from party.config import PartyConfig
+
+    results = released.work / "coordinator" / "results"
+    names = ("synthetic.csv", "model.onnx")
+    staged_bytes = sum((results / name).stat().st_size for name in names)
+    log = (released.work / "coordinator" / "job-log.jsonl").read_text().splitlines()
+    finished = [json.loads(line) for line in log if '"job_finished"' in line][-1]
+    for pid in PARTIES:
+        for name in names:
+            assert (_folder(released, pid) / name).read_bytes() == (results / name).read_bytes()
+        assert staged_bytes < finished["bytes_sent"][pid] < 1.5 * staged_bytes  # twice without adoption
+        audit = PartyConfig.load(released.work / f"{pid}.toml").audit_log
+        assert audit is not None
+        received = [e for e in read_entries(audit) if e["event"] == "receive_results"]
+        assert received[-1]["outcome"] == "answered"
+        assert sorted(received[-1]["detail"]["from_staged_copy"]) == sorted(names)
