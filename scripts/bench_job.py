@@ -9,7 +9,8 @@ wait4). CPU is sampled from /proc every 20 ms and split at the stage boundaries 
 The machine may be shared: the CPU columns are the figures to compare; wall times are medians.
 
 `--profile` adds one run with every process under cProfile and prints each process's top functions by
-cumulative time (the profiler slows the run down; its wall times are not comparable).
+cumulative time (the profiler slows the run down; its wall times are not comparable; cProfile sees each
+process's main thread only, so work in worker threads shows in the CPU columns, not in these lists).
 
 Usage: nice .venv/bin/python scripts/bench_job.py [--repeat 3] [--profile] [--demo --parties 50 --rows 2000]
 """
