@@ -66,8 +66,11 @@ def forkserver() -> Any:
     return _context
 
 
-def _serve(argv: list[str], log_path: str, work: str) -> None:
-    """In the forked child: output to the party's log, then `cleanroom party serve` (its exit status)."""
+def _serve(argv: list[str], log_path: str, work: str, environment: dict[str, str]) -> None:
+    """In the forked child: the launcher's environment as of now (not the forkserver's, from its start),
+    output to the party's log, then `cleanroom party serve` (its exit status)."""
+    os.environ.clear()
+    os.environ.update(environment)
     log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -86,9 +89,8 @@ class ForkedParty:
     """A forked party process with the part of `subprocess.Popen`'s interface the local runner uses."""
 
     def __init__(self, argv: list[str], log_path: Path, work: Path) -> None:
-        self._process = forkserver().Process(
-            target=_serve, args=(argv, str(log_path), str(work)), daemon=False
-        )
+        arguments = (argv, str(log_path), str(work), dict(os.environ))
+        self._process = forkserver().Process(target=_serve, args=arguments, daemon=False)
         self._process.start()
 
     @property
