@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from cleanroom.errors import InvalidInput
 
@@ -196,8 +197,12 @@ def cdp_eps(rho: Number, delta: Number) -> float:
     return hi
 
 
+@lru_cache(maxsize=256)
 def cdp_rho(eps: Number, delta: Number) -> float:
-    """Largest rho (rounded down) such that rho-zCDP implies (eps, delta)-DP."""
+    """Largest rho (rounded down) such that rho-zCDP implies (eps, delta)-DP.
+
+    Cached: a party node converts its plan's limits at every round (a bisection of ~50 `cdp_delta` calls).
+    """
     e, d = _positive("eps", eps), _check_delta(delta)
     lo, hi = 0.0, e + 1.0  # cdp_delta(e + 1, e) > delta for any delta < 1 worth asking for
     for _ in range(_BISECTION_STEPS):

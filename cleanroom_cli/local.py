@@ -72,7 +72,13 @@ class LocalJob:
     progress_every_s: float = 2.0  # least time between two "started 20/60 parties" lines
     plan_fields: dict[str, Any] = field(default_factory=dict)  # extra top-level plan keys (vertical plans)
     plan_tables: str = ""  # extra plan tables, TOML text (e.g. [vertical])
+    profile_dir: Path | None = None  # benchmarks: run every process under cProfile, stats written here
+    hosts: dict[str, str] = field(default_factory=dict)  # benchmarks: party -> address to serve on
+    wrappers: dict[str, list[str]] = field(default_factory=dict)  # benchmarks: process -> command prefix
     work: Path = field(init=False)
+    stats: dict[str, ProcessStats] = field(init=False, default_factory=dict)  # filled by run_local
+    pids: dict[str, int] = field(init=False, default_factory=dict)  # process ids, as run_local starts them
+    times: dict[str, float] = field(init=False, default_factory=dict)  # filled by run_local
 
     def __post_init__(self) -> None:
         if len(self.parts) < 2:
@@ -86,6 +92,24 @@ class LocalJob:
     @property
     def n_min(self) -> int:
         return len(self.parts) - self.dropout_tolerance  # no colluders in a local run
+
+
+@dataclass(frozen=True)
+class ProcessStats:
+    """One finished process: wall seconds it ran, CPU seconds (user + system) and peak resident memory."""
+
+    wall_s: float
+    cpu_s: float
+    peak_rss_mib: float
+    pss_mib: float = math.nan  # proportional set size when the job ended (forked parties share pages)
+
+
+def _reap(proc: subprocess.Popen[bytes], started: float) -> ProcessStats:
+    """Wait for `proc` with wait4, so its own rusage (CPU, peak RSS) is read, not the sum of all children."""
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.perf_counter() - started
+    return ProcessStats(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024)
 
 
 def toml_value(value: Any) -> str:
@@ -185,7 +209,7 @@ def prepare(job: LocalJob) -> dict[str, Path]:
         members.append(
             {
                 "id": pid,
-                "address": f"127.0.0.1:{free_port()}",
+                "address": f"{job.hosts.get(pid, '127.0.0.1')}:{free_port()}",
                 "cert_sha256": files.cert_sha256,
                 "identity_key": files.identity_public_b64,
                 "abilities": abilities,
@@ -297,21 +321,42 @@ def _env() -> dict[str, str]:
     return env
 
 
-def start_party(job: LocalJob, pid: str, config: Path) -> subprocess.Popen[bytes]:
-    """`cleanroom party serve` in its own session: a Ctrl-C reaches only this command, which stops it."""
+def _command(job: LocalJob, name: str, *args: str) -> list[str]:
+    """`python -m cleanroom_cli.main ARGS`, under cProfile when the job is profiled, after the process's
+    wrapper (e.g. `ip netns exec NS` in the WAN benchmark)."""
+    profile: list[str] = []
+    if job.profile_dir is not None:
+        job.profile_dir.mkdir(parents=True, exist_ok=True)
+        profile = ["-m", "cProfile", "-o", str(job.profile_dir / f"{name}.prof")]
+    return [*job.wrappers.get(name, []), sys.executable, *profile, "-m", "cleanroom_cli.main", *args]
+
+
+def forked_launch(job: LocalJob) -> bool:
+    """Fork parties from the preloaded forkserver (party_launcher), unless profiling or told to exec."""
+    exec_launch = job.profile_dir is not None or job.wrappers
+    return not exec_launch and os.environ.get("CLEANROOM_LOCAL_LAUNCH", "fork") != "exec"
+
+
+def start_party(job: LocalJob, pid: str, config: Path) -> Any:
+    """`cleanroom party serve` in its own session (a Ctrl-C reaches only this command, which stops it):
+    a `subprocess.Popen`, or a `party_launcher.ForkedParty` (same interface) forked from the forkserver."""
     (job.work / "logs").mkdir(exist_ok=True)
-    log = (job.work / "logs" / f"{pid}.log").open("wb")
-    return subprocess.Popen(
-        [sys.executable, "-m", "cleanroom_cli.main", "-v", "party", "serve", "--config", str(config)],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=_env(),
-        cwd=job.work,
-        start_new_session=True,
-    )
+    argv = ["-v", "party", "serve", "--config", str(config)]
+    if forked_launch(job):
+        from cleanroom_cli.party_launcher import ForkedParty
+
+        party: Any = ForkedParty(argv, job.work / "logs" / f"{pid}.log", job.work)
+    else:
+        log = (job.work / "logs" / f"{pid}.log").open("wb")
+        party = subprocess.Popen(
+            _command(job, pid, *argv), stdout=log, stderr=subprocess.STDOUT, env=_env(), cwd=job.work,
+            start_new_session=True,
+        )  # fmt: skip
+    job.pids[pid] = party.pid
+    return party
 
 
-def start_parties(job: LocalJob, configs: dict[str, Path]) -> dict[str, subprocess.Popen[bytes]]:
+def start_parties(job: LocalJob, configs: dict[str, Path]) -> dict[str, Any]:
     """Start every party node at once."""
     return {pid: start_party(job, pid, config) for pid, config in configs.items()}
 
@@ -327,9 +372,7 @@ def listen_address(config: Path) -> str:
     return str(tomllib.loads(config.read_text())["listen"])
 
 
-async def party_healthy(
-    job: LocalJob, pid: str, address: str, proc: subprocess.Popen[bytes], tls: TlsFiles
-) -> None:
+async def party_healthy(job: LocalJob, pid: str, address: str, proc: Any, tls: TlsFiles) -> None:
     """Return once the party answers SERVING; its one-line refusal (or crash log) if it exits first."""
     for _ in range(300):
         if proc.poll() is not None:
@@ -342,9 +385,7 @@ async def party_healthy(
     raise PreconditionFailed(f"party {pid} at {address} never became healthy")
 
 
-async def _wait_all(
-    job: LocalJob, configs: dict[str, Path], procs: dict[str, subprocess.Popen[bytes]]
-) -> None:
+async def _wait_all(job: LocalJob, configs: dict[str, Path], procs: dict[str, Any]) -> None:
     tls = coordinator_tls(job)
     for pid, config in configs.items():
         await party_healthy(job, pid, listen_address(config), procs[pid], tls)
@@ -371,7 +412,7 @@ class StartProgress:
 
 
 async def start_and_wait(
-    job: LocalJob, configs: dict[str, Path], procs: dict[str, subprocess.Popen[bytes]]
+    job: LocalJob, configs: dict[str, Path], procs: dict[str, Any]
 ) -> None:
     """Start the party nodes in waves (at most `window` starting at once, so their imports do not fight
     over the CPUs) into `procs`, and wait until every one is SERVING; big runs print progress."""
@@ -411,10 +452,12 @@ def party_start_error(job: LocalJob, pid: str, status: int) -> Exception:
 
 
 def stop(
-    procs: dict[str, subprocess.Popen[bytes]], coordinator: subprocess.Popen[bytes] | None = None
-) -> None:
-    """Stop the coordinator (SIGINT: it records the interruption in its job log) and every party node
-    (SIGTERM: a graceful shutdown); anything still running after its grace period is killed."""
+    procs: dict[str, Any], coordinator: Any = None, started: float = math.nan
+) -> dict[str, ProcessStats]:
+    """Stop the coordinator (SIGINT: it records the interruption in its job log), then SIGTERM every party
+    process (a graceful shutdown) and reap it; anything still running after its grace period is killed.
+    Returns the figures of each party that exited in time (`started`: when they were launched). A forked
+    party's figures are read from /proc just before the signal (wait4 cannot report a non-child)."""
     if coordinator is not None and coordinator.poll() is None:
         coordinator.send_signal(signal.SIGINT)
         try:
@@ -422,25 +465,44 @@ def stop(
         except subprocess.TimeoutExpired:
             coordinator.kill()
             coordinator.wait()
+    sampled = {pid: proc.usage() for pid, proc in procs.items() if hasattr(proc, "usage")}
     for proc in procs.values():
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    for proc in procs.values():
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
+    stats = {}
+    deadline = time.monotonic() + 15 + 0.2 * len(procs)
+    for pid, proc in procs.items():
+        if pid in sampled:
+            _wait_forked(proc, deadline)
+            if sampled[pid] is not None and proc.returncode is not None:
+                cpu, peak, pss = sampled[pid]
+                stats[pid] = ProcessStats(time.perf_counter() - started, cpu, peak, pss)
+            continue
+        while proc.returncode is None and time.monotonic() < deadline:
+            if os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                stats[pid] = _reap(proc, started)
+            else:
+                time.sleep(0.02)
+        if proc.returncode is None:
             proc.kill()
             proc.wait()
+    return stats
+
+
+def _wait_forked(proc: Any, deadline: float) -> None:
+    try:
+        proc.wait(max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def start_coordinator(job: LocalJob) -> subprocess.Popen[bytes]:
-    command = ["coordinator", "run", "--config", str(job.work / "collaboration.toml")]
-    return subprocess.Popen(
-        [sys.executable, "-m", "cleanroom_cli.main", *command],
-        env=_env(),
-        cwd=job.work,
-        start_new_session=True,
-    )
+    plan = str(job.work / "collaboration.toml")
+    command = _command(job, "coordinator", "coordinator", "run", "--config", plan)
+    coordinator = subprocess.Popen(command, env=_env(), cwd=job.work, start_new_session=True)
+    job.pids["coordinator"] = coordinator.pid
+    return coordinator
 
 
 def run_local(job: LocalJob) -> int:
@@ -448,8 +510,13 @@ def run_local(job: LocalJob) -> int:
     check_before_start(job)
     print(describe_sources(job.sources), flush=True)
     start = time.perf_counter()
-    procs: dict[str, subprocess.Popen[bytes]] = {}
+    procs: dict[str, Any] = {}
     coordinator: subprocess.Popen[bytes] | None = None
+    setup = 0.0
+    if forked_launch(job):
+        from cleanroom_cli.party_launcher import forkserver
+
+        forkserver()  # its imports run while the certificates and data are written
     try:
         configs = prepare(job)
         setup = time.perf_counter() - start
@@ -459,14 +526,21 @@ def run_local(job: LocalJob) -> int:
             f"[local] {len(procs)} party processes serving (setup {setup:.2f} s, ready at {ready:.2f} s)",
             flush=True,
         )
+        coordinator_start = time.perf_counter()
         coordinator = start_coordinator(job)
-        status = coordinator.wait()
+        job.stats["coordinator"] = _reap(coordinator, coordinator_start)
+        status = coordinator.returncode
+        job.times = {
+            "setup": setup,
+            "parties_ready": ready - setup,
+            "coordinator": job.stats["coordinator"].wall_s,
+        }
     except KeyboardInterrupt:
         stop(procs, coordinator)
         print_interrupted(job)
         return 130
     finally:
-        stop(procs, coordinator)
+        job.stats.update(stop(procs, coordinator, start + setup))
     total = time.perf_counter() - start
     if status != 0:
         print(

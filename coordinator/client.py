@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -95,32 +96,69 @@ class PartyClient:
     async def budget(self) -> wire.BudgetStatus:
         return serde.budget_from_pb(await self._call("Budget", pb.BudgetRequest()))
 
-    async def deliver(self, job_id: str, files: dict[str, Path]) -> list[str]:
-        return await self._send_files("DeliverResults", job_id, files)
+    async def deliver(
+        self,
+        job_id: str,
+        files: dict[str, Path],
+        metas: dict[str, wire.ResultFile] | None = None,
+        held: frozenset[str] = frozenset(),
+    ) -> list[str]:
+        """Send the results; files in `held` are announced but not sent: the party holds them staged (same
+        digest) and copies its own copy (party.node.PartyNode.adopt_staged)."""
+        return await self._send_files("DeliverResults", job_id, files, metas, held)
 
-    async def stage_for_evaluation(self, job_id: str, files: dict[str, Path]) -> list[str]:
+    async def stage_for_evaluation(
+        self, job_id: str, files: dict[str, Path], metas: dict[str, wire.ResultFile] | None = None
+    ) -> list[str]:
         """Upload the model and synthetic data for the party's evaluation only (not a release)."""
-        return await self._send_files("StageEvaluation", job_id, files)
+        return await self._send_files("StageEvaluation", job_id, files, metas)
 
-    async def _send_files(self, method: str, job_id: str, files: dict[str, Path]) -> list[str]:
-        metas = [wire.ResultFile(name, p.stat().st_size, _sha256(p)) for name, p in files.items()]
-
-        async def stream() -> AsyncIterator[pb.ResultChunk]:
-            yield serde.result_header_to_pb(job_id, metas)
-            for name, path in files.items():
-                data = path.read_bytes()
-                for offset in range(0, len(data), CHUNK_BYTES):
-                    yield serde.chunk_to_pb(name, offset, data[offset : offset + CHUNK_BYTES])
-
+    async def _send_files(
+        self,
+        method: str,
+        job_id: str,
+        files: dict[str, Path],
+        known: dict[str, wire.ResultFile] | None,
+        held: frozenset[str] = frozenset(),
+    ) -> list[str]:
+        """Stream `files` in CHUNK_BYTES chunks read from disk as they are sent (one chunk in memory per
+        call, whatever the number of parties). `known`: the files' metadata, computed once for all parties
+        (`file_metas`); a file changed since fails the party's size or digest check."""
+        known = known or file_metas(files)
+        metas = [known[name] for name in files]
         try:
-            response = await getattr(self.stub, method)(stream(), timeout=self.deadline_s)
+            response = await getattr(self.stub, method)(
+                result_stream(job_id, files, metas, held), timeout=self.deadline_s
+            )
         except grpc.RpcError as error:
             raise_for_rpc_error(error, f"party {self.party_id} ({self.address})", method)
-        self.bytes_sent += sum(m.size for m in metas)
+        self.bytes_sent += sum(m.size for m in metas if m.name not in held)
         return list(response.written)
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
+async def result_stream(
+    job_id: str, files: dict[str, Path], metas: list[wire.ResultFile], held: frozenset[str] = frozenset()
+) -> AsyncIterator[pb.ResultChunk]:
+    """The header (every file), then each file not `held` by the party in CHUNK_BYTES chunks."""
+    yield serde.result_header_to_pb(job_id, metas)
+    for name, path in files.items():
+        if name in held:
+            continue
+        with path.open("rb") as handle:
+            offset = 0
+            while chunk := handle.read(CHUNK_BYTES):
+                yield serde.chunk_to_pb(name, offset, chunk)
+                offset += len(chunk)
 
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+def file_metas(files: dict[str, Path]) -> dict[str, wire.ResultFile]:
+    """Name, size and SHA-256 of each file, read in chunks (hash once, send to every party)."""
+    metas = {}
+    for name, path in files.items():
+        digest, size = hashlib.sha256(), 0
+        with path.open("rb") as handle:
+            while chunk := handle.read(CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+        metas[name] = wire.ResultFile(name, size, digest.hexdigest())
+    return metas

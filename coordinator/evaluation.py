@@ -77,12 +77,16 @@ class CoordinatorEvaluation:
             files.pop("synthetic.csv", None)
         wf = self.workflow
         wf.last_errors = {}
-        calls = {pid: c.stage_for_evaluation(wf.record.job_id, files) for pid, c in wf.clients.items()}
+        from coordinator.client import file_metas
+
+        metas = await _to_thread(file_metas, files)  # hashed once for every party
+        calls = {pid: c.stage_for_evaluation(wf.record.job_id, files, metas) for pid, c in wf.clients.items()}
         staged = await wf.gather(
             calls, "stage evaluation", len(wf.clients) - int(self.plan.dropout_tolerance)
         )
         size = sum(p.stat().st_size for p in files.values())
         progress(f"staged {', '.join(files)} ({size:,} B, not released) at {len(staged)} parties")
+        wf.staged = {pid: {name: metas[name].sha256 for name in files} for pid in staged}
 
     async def round(self, statistic: str, index: int) -> tuple[np.ndarray, float]:
         """One secure-aggregation round of `statistic`; returns the noisy sum and its per-cell noise sd."""

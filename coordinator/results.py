@@ -33,19 +33,41 @@ def synthetic_rows(config: Any, measurements: list[Any]) -> int:
     return max(1, int(round(float(np.median(estimates))))) if estimates else 1000
 
 
+def training_data(
+    frame: pd.DataFrame, target: str, task: str, schema: Any
+) -> tuple[np.ndarray, pd.Series, ModelSpec]:
+    """The encoded training matrix, labels and spec (rows with a known target)."""
+    spec = ModelSpec.for_schema(schema, target, task)
+    _, y = model_inputs(frame, target, task, schema.column_kinds())
+    return feature_matrix(frame.loc[y.index], spec), y, spec
+
+
 def train_model(
     frame: pd.DataFrame, target: str, task: str, schema: Any, seed: int | None, threads: int = 1
 ) -> tuple[Any, ModelSpec, np.ndarray]:
     """The fitted model, its spec (with class labels) and its encoded training matrix."""
-    spec = ModelSpec.for_schema(schema, target, task)
-    _, y = model_inputs(frame, target, task, schema.column_kinds())  # rows with a known target
-    x = feature_matrix(frame.loc[y.index], spec)
+    x, y, spec = training_data(frame, target, task, schema)
     estimator, spec = model_export.train_model(x, y, spec, seed, threads)
     return estimator, spec, x
 
 
+def model_bytes(frame: pd.DataFrame, config: Any, trainer: Any = None) -> bytes:
+    """model.onnx of the training rows: trained in `trainer`'s worker process if given, else here (the
+    same `model_export.train_and_export`, so the same bytes)."""
+    plan = config.plan
+    x, y, spec = training_data(frame, str(plan.target), str(plan.task), config.schema)
+    arguments = (x, y, spec, config.seed, config.train_threads, x[:CHECK_ROWS])
+    data, _ = trainer.train(*arguments) if trainer is not None else model_export.train_and_export(*arguments)
+    return bytes(data)
+
+
 def build_results(
-    config: Any, model: Any, measurements: list[Any], record: Any, rng: np.random.Generator
+    config: Any,
+    model: Any,
+    measurements: list[Any],
+    record: Any,
+    rng: np.random.Generator,
+    trainer: Any = None,
 ) -> dict[str, Path]:
     start = time.perf_counter()
     plan, schema = config.plan, config.schema
@@ -68,11 +90,8 @@ def build_results(
         start = time.perf_counter()
         # rows [0, start) train the model; the rest are the synthetic holdout
         training_rows = frame.iloc[: synthetic_holdout_start(len(frame))].reset_index(drop=True)
-        estimator, spec, x = train_model(
-            training_rows, target, str(plan.task), schema, config.seed, config.train_threads
-        )
         files[MODEL_FILE_NAME] = out / MODEL_FILE_NAME
-        files[MODEL_FILE_NAME].write_bytes(model_export.export_model(estimator, spec, x[:CHECK_ROWS]))
+        files[MODEL_FILE_NAME].write_bytes(model_bytes(training_rows, config, trainer))
         record.timings["train"] = time.perf_counter() - start
     files["report.json"] = out / "report.json"
     files["report.json"].write_text(json.dumps(report(config, record, frame), indent=2))

@@ -5,9 +5,11 @@ sample -> train -> deliver. It sees only noisy sums of all parties' tables, neve
 from __future__ import annotations
 
 import asyncio
+import importlib
 import json
 import logging
 import math
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Mapping
@@ -20,7 +22,6 @@ import numpy as np
 
 from cleanroom.accounting import cdp_rho
 from cleanroom.errors import BudgetExceeded, CleanroomError, PreconditionFailed, ProtocolAbort
-from cleanroom.evaluation.release import synthesis_rho
 from cleanroom.identity import PlanApprovals
 from cleanroom.joblog import JobLog
 from cleanroom.marginals import split_vector
@@ -28,15 +29,32 @@ from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.secagg.manifest import session_id
 from cleanroom.secagg.server import SecAggServer
 from cleanroom.synth import Planner, make_planner
-from coordinator.client import PartyClient
+from coordinator.client import PartyClient, file_metas
 from coordinator.config import CoordinatorConfig
-from coordinator.evaluation import evaluate
-from coordinator.results import build_results
 from transport import wire
 
 log = logging.getLogger("cleanroom.coordinator")
 T = TypeVar("T")
 SOFTWARE_VERSION = "cleanroom/0.1 transport.v1"
+# What the job needs only after the rounds (pandas, scikit-learn, ONNX): imported by a background thread
+# while the handshake and the rounds wait on the parties, so the coordinator starts talking at once.
+LATER_MODULES = ("coordinator.results", "coordinator.evaluation", "onnxruntime")
+
+
+def prefetch(modules: tuple[str, ...] = LATER_MODULES) -> threading.Thread:
+    """Start importing `modules` in a daemon thread; join it before using them (a failure to import is left
+    for the real import to report)."""
+
+    def run() -> None:
+        for name in modules:
+            try:
+                importlib.import_module(name)
+            except Exception:  # noqa: BLE001, S112 - the import where the module is used reports it
+                continue
+
+    thread = threading.Thread(target=run, name="prefetch-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 @dataclass
@@ -70,6 +88,8 @@ class Workflow:
         self.job: Any = None  # a JobRun, opened by run()
         self.first_round = 0  # round numbers (and so session ids) continue across jobs under one plan
         self.absent: dict[str, str] = {}  # parties that missed a round of this job: they get no results
+        self.trainer: Any = None  # coordinator.trainer.Trainer while a job runs
+        self.staged: dict[str, dict[str, str]] = {}  # party -> file staged there this job -> its SHA-256
 
     async def run(self) -> JobRecord:
         self.job = JobLog(self.config.job_log_path).start(
@@ -78,13 +98,21 @@ class Workflow:
         try:
             if self.config.require_approvals:
                 PlanApprovals.collect(self.plan, self.config.path).require_all()
+            later = prefetch()
+            self.trainer = self.start_trainer()
             await self.timed("handshake", self.handshake())
             measurements = await self.measure()
             assert self.planner is not None
             model = await self.timed("fit", asyncio.to_thread(self.planner.estimate, measurements))
+            await asyncio.to_thread(later.join)
+            from coordinator.evaluation import evaluate
+            from coordinator.results import build_results
+
             results = await self.timed(
                 "results",
-                asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
+                asyncio.to_thread(
+                    build_results, self.config, model, measurements, self.record, self.rng, self.trainer
+                ),
             )
             results = await evaluate(self, results)  # issue 6: stage, evaluation rounds, gate
             await self.timed("deliver", self.deliver(results))
@@ -96,10 +124,21 @@ class Workflow:
             self.finish_log(f"error: {type(error).__name__}: {error}")
             raise
         finally:
+            if self.trainer is not None:
+                self.trainer.close()
             for client in self.clients.values():
                 await client.close()
         self.finish_log("ok")
         return self.record
+
+    def start_trainer(self) -> Any:
+        """The model's worker process (coordinator/trainer.py), importing while the rounds run; None when
+        the plan trains no model."""
+        if not getattr(self.plan, "target", None):
+            return None
+        from coordinator.trainer import Trainer
+
+        return Trainer()
 
     def finish_log(self, outcome: str) -> None:
         for pid, client in self.clients.items():
@@ -181,6 +220,8 @@ class Workflow:
         return int(self.plan.n_min)
 
     async def measure(self) -> list[Measurement]:
+        from cleanroom.evaluation.release import synthesis_rho
+
         rho_total = synthesis_rho(self.job_rho(), float(self.plan.evaluation_share))
         self.planner = planner = make_planner(
             self.plan.synthesizer, self.config.schema, rho_total, n_min=self.n_min(),
@@ -223,9 +264,7 @@ class Workflow:
             f"round {index} ({getattr(spec, 'name', '')}): {len(cliques)} marginals, {length} cells, "
             f"{len(survivors)} parties"
         )
-        return [
-            Measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)
-        ]
+        return [Measurement(c, t.astype(float), stddev) for c, t in zip(cliques, tables, strict=True)]
 
     def session_id(self, spec: wire.RoundRequest) -> bytes:
         """The round's sid: bound to the collaboration, round number, plan and the whole request."""
@@ -257,13 +296,14 @@ class Workflow:
     async def deliver(self, results: dict[str, Path]) -> None:
         """Send each entitled party the files its abilities allow; one failure does not stop the others."""
         calls = {}
+        metas = await asyncio.to_thread(file_metas, results)  # hashed once for every party
         for pid, member in self.members.items():
             abilities = set(getattr(member, "abilities", ()))
             if pid in self.absent and "receive_results" in abilities:
                 progress(f"no results for {pid}: it {self.absent[pid]}")
             elif "receive_results" in abilities:
                 files = {name: path for name, path in results.items() if _entitled(name, abilities)}
-                calls[pid] = self.clients[pid].deliver(self.record.job_id, files)
+                calls[pid] = self.deliver_to(pid, files, metas)
         self.last_errors = {}
         delivered = await self.gather(calls, "deliver", required=0)
         for pid, written in delivered.items():
@@ -273,6 +313,22 @@ class Workflow:
         for pid, reason in self.absent.items():
             if "receive_results" in set(getattr(self.members[pid], "abilities", ())):
                 self.record.undelivered[pid] = f"not sent: it {reason}"
+
+    async def deliver_to(
+        self, pid: str, files: dict[str, Path], metas: dict[str, wire.ResultFile]
+    ) -> list[str]:
+        """Deliver without resending what the party holds staged (same digest); should it refuse that (its
+        staged copy is gone), send everything once more."""
+        staged = self.staged.get(pid, {})
+        held = frozenset(n for n in files if staged.get(n) == metas[n].sha256)
+        client = self.clients[pid]
+        if not held:
+            return await client.deliver(self.record.job_id, files, metas)
+        try:
+            return await client.deliver(self.record.job_id, files, metas, held)
+        except CleanroomError as error:
+            log.warning("deliver: %s could not use its staged copy (%s); sending every file", pid, error)
+            return await client.deliver(self.record.job_id, files, metas)
 
     def write_record(self) -> None:
         out = self.config.out

@@ -92,6 +92,7 @@ class PartyEvaluation:
     _synthetic: dict[str, np.ndarray] = field(default_factory=dict)
     _attacks: dict[str, Any] = field(default_factory=dict)
     _models: dict[str, ModelFile] = field(default_factory=dict)
+    _digests: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> staged file -> SHA-256
 
     # ---- the party's rows --------------------------------------------------------------------------
 
@@ -135,6 +136,7 @@ class PartyEvaluation:
             self._synthetic.pop(job_id, None)
             self._attacks.pop(job_id, None)
             self._models.pop(job_id, None)
+            self._digests.pop(job_id, None)
         if removed:
             log.info("deleted %d stale staged evaluation folders under %s", len(removed), self.staging_root)
         return removed
@@ -150,10 +152,16 @@ class PartyEvaluation:
             raise InvalidInput(f"party {self.party_id}: cannot stage {names} (expected {STAGED_NAMES})")
         directory = self.staged_dir(job_id)
         shutil.rmtree(directory, ignore_errors=True)
+        self._digests.pop(job_id, None)
         return ResultWriter(directory, {f.name: f for f in files})
 
-    def check_staged(self, job_id: str) -> None:
-        """After the upload: the staged model loads and runs on probe rows, or all staged files go."""
+    def check_staged(self, job_id: str, digests: dict[str, str] | None = None) -> None:
+        """After the upload: the staged model loads and runs on probe rows, or all staged files go.
+
+        `digests`: the SHA-256 of every staged file as it was written; `check_delivery` compares a release
+        with them instead of reading the staged files again.
+        """
+        self._digests[job_id] = dict(digests or {})
         if not (self.staged_dir(job_id) / MODEL_FILE_NAME).is_file():
             return
         self._models.pop(job_id, None)
@@ -266,13 +274,24 @@ class PartyEvaluation:
 
     # ---- delivery ------------------------------------------------------------------------------------
 
+    def staged_copy(self, job_id: str, meta: wire.ResultFile) -> Path | None:
+        """The staged file `meta` names, if it is the one released (same digest as recorded at staging)."""
+        staged = self.staged_dir(job_id) / meta.name
+        digest = self._digests.get(job_id, {}).get(meta.name)
+        if meta.name in STAGED_NAMES and digest == meta.sha256 and staged.is_file():
+            return staged
+        return None
+
     def check_delivery(self, job_id: str, files: list[wire.ResultFile]) -> None:
         """The synthetic data or model released must be exactly what this party evaluated."""
         for meta in files:
             if meta.name not in STAGED_NAMES:
                 continue
             staged = self.staged_dir(job_id) / meta.name
-            if not staged.is_file() or _sha256(staged) != meta.sha256:
+            digest = self._digests.get(job_id, {}).get(meta.name)
+            if digest is None and staged.is_file():
+                digest = _sha256(staged)  # staged without a recorded digest (tests, older callers)
+            if not staged.is_file() or digest != meta.sha256:
                 raise PermissionDenied(
                     f"party {self.party_id}: {meta.name} differs from the copy staged for evaluation"
                 )
@@ -296,6 +315,7 @@ class PartyEvaluation:
             self._synthetic.pop(job_id, None)
             self._attacks.pop(job_id, None)
             self._models.pop(job_id, None)
+            self._digests.pop(job_id, None)
 
     def write_report(self, job_id: str, combined: dict[str, Any], released: bool, output_dir: Path) -> None:
         from cleanroom.evaluation.report import report_json, write_report

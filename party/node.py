@@ -63,11 +63,11 @@ FILE_ABILITY = {
 }
 
 
-
 def release_rho(n_tables: int, sigma_party2: Fraction, n_min: int, n_parties: int, cells: int) -> float:
     """zCDP of one round: K tables of sensitivity 1 (L1 = K, L2 = sqrt K), n_min honest shares, with tau."""
     noise = DistributedGaussian(sigma_party2 * n_min, n_parties, n_min)
     return float(noise.rho(sensitivity_l1=n_tables, sensitivity_l2=n_tables**0.5, dim=max(1, cells)))
+
 
 @dataclass
 class RoundState:
@@ -335,9 +335,7 @@ class PartyNode:
         where = f"party {self.party_id}, round {request.round}"
         if self.job_id is None or request.job_id != self.job_id:
             raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
-        expected_sid = session_id(
-            self.plan.collaboration_id, request.round, self.plan_hash, request.digest()
-        )
+        expected_sid = session_id(self.plan.collaboration_id, request.round, self.plan_hash, request.digest())
         if sid != expected_sid:
             raise PermissionDenied(
                 f"{where}: session id does not match SHA256(collaboration | round | plan | request)"
@@ -462,8 +460,26 @@ class PartyNode:
         except CleanroomError as error:
             self.record("receive_results", "refused", job_id=job_id, detail=error.public_message())
             raise
-        self.record("receive_results", "answered", job_id=job_id, detail={"files": [f.name for f in files]})
-        return ResultWriter(self.output_dir, {f.name: f for f in files}, job_id, self.plan_hash)
+        writer = ResultWriter(self.output_dir, {f.name: f for f in files}, job_id, self.plan_hash)
+        adopted = self.adopt_staged(job_id, files, writer)
+        self.record(
+            "receive_results", "answered", job_id=job_id,
+            detail={"files": [f.name for f in files], **({"from_staged_copy": adopted} if adopted else {})},
+        )  # fmt: skip
+        return writer
+
+    def adopt_staged(self, job_id: str, files: list[wire.ResultFile], writer: ResultWriter) -> list[str]:
+        """Released files this party already holds as its staged (evaluated) copy, with the same digest, are
+        copied from it: the coordinator does not send them again (coordinator.workflow.deliver)."""
+        if self.evaluation is None:
+            return []
+        adopted = []
+        for meta in files:
+            source = self.evaluation.staged_copy(job_id, meta)
+            if source is not None:
+                writer.adopt(meta.name, source)
+                adopted.append(meta.name)
+        return adopted
 
     # ---- evaluation hooks (party/evaluation.py) -------------------------------------------------------
 
@@ -482,7 +498,7 @@ class PartyNode:
         """Complete an upload; the staged model must pass its checks (party/evaluation.py), audited if not."""
         written = writer.finish()
         try:
-            self.evaluation.check_staged(job_id)
+            self.evaluation.check_staged(job_id, {name: writer.sha256(name) for name in written})
         except CleanroomError as error:
             self.record("stage_evaluation", "refused", job_id=job_id, detail=error.public_message())
             raise
@@ -526,13 +542,15 @@ class ResultWriter:
     offsets: dict[str, int] = field(default_factory=dict)
     digests: dict[str, Any] = field(default_factory=dict)  # name -> running hashlib.sha256
 
+    handles: dict[str, Any] = field(default_factory=dict)  # name -> open .part file (closed by finish)
+
     def __post_init__(self) -> None:
         total = sum(f.size for f in self.expected.values())
         if total > MAX_RESULT_BYTES:
             raise InvalidInput(f"DeliverResults: {total} bytes announced, over the limit {MAX_RESULT_BYTES}")
         self.directory.mkdir(parents=True, exist_ok=True)
         for name in self.expected:
-            self.part(name).write_bytes(b"")
+            self.handles[name] = self.part(name).open("wb")  # one open file per upload, not per chunk
             self.offsets[name] = 0
             self.digests[name] = hashlib.sha256()
 
@@ -546,13 +564,29 @@ class ResultWriter:
             raise InvalidInput(
                 f"DeliverResults: chunk of {name} at offset {offset} is out of order or too long"
             )
-        with self.part(name).open("ab") as handle:
-            handle.write(data)
+        self.handles[name].write(data)
         self.digests[name].update(data)
         self.offsets[name] += len(data)
         self.bytes_written += len(data)
 
+    def adopt(self, name: str, source: Path) -> None:
+        """Fill `name` from a local copy (the file staged for evaluation) instead of received chunks; hashed
+        as it is copied, so `finish` checks it against the announced size and digest like any upload."""
+        with source.open("rb") as handle:
+            while chunk := handle.read(1024 * 1024):
+                self.write(name, self.offsets[name], chunk)
+
+    def close(self) -> None:
+        """Close the .part files (an upload that failed leaves them to the next upload or cleanup)."""
+        for handle in self.handles.values():
+            handle.close()
+
+    def sha256(self, name: str) -> str:
+        """The digest of what was written of `name` (hashed as it arrived; the file is never re-read)."""
+        return str(self.digests[name].hexdigest())
+
     def finish(self) -> list[str]:
+        self.close()
         for name, meta in self.expected.items():
             digest = self.digests[name].hexdigest()
             if self.offsets[name] != meta.size or digest != meta.sha256:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import logging
 from datetime import UTC, datetime
@@ -140,6 +141,7 @@ async def serve(config: PartyConfig, ready: asyncio.Event | None = None) -> Node
     from party.vertical_run import registration
 
     registrar, names = registration(node, authorizer)
+    gc.freeze()  # modules and the node live as long as the process: collections need not scan them
     server = await start_server(
         config.listen, config.tls, registrar, names, max_receive_bytes=PARTY_MAX_RECEIVE_BYTES
     )

@@ -79,12 +79,17 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
     ) -> pb.DeliverResultsResponse:
         self.authorizer.authorize(context, what="DeliverResults")
         writer, job_id = None, ""
-        async for message in request_iterator:
-            if writer is None:
-                job_id, files = serde.result_header_from_pb(message)
-                writer = await self.serial(self.node.begin_results, job_id, files)
-            else:
-                writer.write(*serde.chunk_from_pb(message))
+        try:
+            async for message in request_iterator:
+                if writer is None:
+                    job_id, files = serde.result_header_from_pb(message)
+                    writer = await self.serial(self.node.begin_results, job_id, files)
+                else:
+                    writer.write(*serde.chunk_from_pb(message))
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
         if writer is None:
             return pb.DeliverResultsResponse()
         written = await asyncio.to_thread(self.node.finish_results, job_id, writer)
@@ -96,12 +101,17 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
         """The model and synthetic data, for evaluation only: kept outside the output folder."""
         self.authorizer.authorize(context, what="StageEvaluation")
         writer, job_id = None, ""
-        async for message in request_iterator:
-            if writer is None:
-                job_id, files = serde.result_header_from_pb(message)
-                writer = await self.serial(self.node.begin_staging, job_id, files)
-            else:
-                writer.write(*serde.chunk_from_pb(message))
+        try:
+            async for message in request_iterator:
+                if writer is None:
+                    job_id, files = serde.result_header_from_pb(message)
+                    writer = await self.serial(self.node.begin_staging, job_id, files)
+                else:
+                    writer.write(*serde.chunk_from_pb(message))
+        except BaseException:
+            if writer is not None:
+                writer.close()
+            raise
         if writer is None:
             return pb.DeliverResultsResponse()
         written = await asyncio.to_thread(self.node.finish_staging, job_id, writer)

@@ -103,9 +103,9 @@ def main() -> None:
         local_scores = [
             a["local_score"]
             for pid in PARTIES
-            for a in (
-                json.loads((job.out / pid / "report.json").read_text()).get("local_detail") or {}
-            ).get("attacks", [])
+            for a in (json.loads((job.out / pid / "report.json").read_text()).get("local_detail") or {}).get(
+                "attacks", []
+            )
             if a["attack"] == name
         ]
         exact = ", ".join(f"{s:.3f}" for s in local_scores)

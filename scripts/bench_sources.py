@@ -3,9 +3,10 @@
 Generates N rows (default 10 million; 7 numerical and 8 categorical columns with NaN, out-of-range values and
 unknown categories) as Parquet and CSV, loads them into PostgreSQL when CLEANROOM_PG_DSN is set, then measures
 each source in a fresh subprocess (the "party process") and prints: seconds to compute all 120 tables, rows
-per second, and the process's peak RSS. Usage:
+per second, the process's peak RSS and CPU seconds, and the PostgreSQL server's CPU seconds (summed over its
+processes, when it runs on this machine). Usage:
     python scripts/bench_sources.py [--rows 10000000] [--dir /tmp/cleanroom-bench] \
-        [--sources parquet,csv,postgresql]
+        [--sources parquet,csv,postgresql] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import os
 import resource
 import subprocess
@@ -136,11 +138,31 @@ def measure(kind: str, directory: Path, table: str) -> dict[str, float]:
     cliques = [(a,) for a in attrs] + list(itertools.combinations(attrs, 2))
     with open_source(spec, schema) as source:
         source.check_schema()
-        start = time.perf_counter()
+        server = server_cpu_s() if kind == "postgresql" else math.nan
+        start, cpu = time.perf_counter(), time.process_time()
         tables = source.count_tables(cliques)
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        server = server_cpu_s() - server if kind == "postgresql" else math.nan
     rows = int(tables[0].sum())
-    return {"tables": len(tables), "rows": rows, "seconds": seconds, "peak_rss_mib": peak_rss_kib() / 1024}
+    return {
+        "tables": len(tables), "rows": rows, "seconds": seconds, "cpu_s": cpu, "server_cpu_s": server,
+        "peak_rss_mib": peak_rss_kib() / 1024,
+    }  # fmt: skip
+
+
+def server_cpu_s() -> float:
+    """CPU seconds of every PostgreSQL process on this machine, reaped parallel workers included (NaN if the
+    server runs elsewhere or as another user we cannot see); the difference around a query is its cost."""
+    ticks, total, seen = os.sysconf("SC_CLK_TCK"), 0, False
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:
+            continue
+        if stat and stat[stat.index("(") + 1 : stat.rindex(")")].startswith(("postgres", "postmaster")):
+            seen = True
+            total += sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:15])  # utime stime cutime cstime
+    return total / ticks if seen else math.nan
 
 
 def peak_rss_kib() -> int:
@@ -166,6 +188,7 @@ def main() -> None:
     parser.add_argument("--sources", default="parquet,csv,postgresql")
     parser.add_argument("--table", default="cleanroom_bench")
     parser.add_argument("--reuse-table", action="store_true", help="skip loading PostgreSQL (already loaded)")
+    parser.add_argument("--repeat", type=int, default=1, help="measurements per source")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
@@ -190,13 +213,19 @@ def main() -> None:
             started = time.perf_counter()
             load_postgres(dsn, args.dir, args.table)
             print(f"loaded into PostgreSQL table {args.table} in {time.perf_counter() - started:.1f} s")
-    print(f"{'source':<11} {'tables':>6} {'rows':>12} {'seconds':>8} {'rows/s':>12} {'peak RSS':>10}")
+    print(
+        f"{'source':<11} {'tables':>6} {'rows':>12} {'seconds':>8} {'rows/s':>12} {'peak RSS':>10} "
+        f"{'party CPU s':>12} {'server CPU s':>13}"
+    )
     for kind in kinds:
-        result = run_measurement(kind, args.dir, args.table)
-        print(
-            f"{kind:<11} {result['tables']:>6.0f} {result['rows']:>12,.0f} {result['seconds']:>8.1f} "
-            f"{result['rows'] / result['seconds']:>12,.0f} {result['peak_rss_mib']:>7.0f} MiB"
-        )
+        for _ in range(args.repeat):
+            result = run_measurement(kind, args.dir, args.table)
+            print(
+                f"{kind:<11} {result['tables']:>6.0f} {result['rows']:>12,.0f} {result['seconds']:>8.1f} "
+                f"{result['rows'] / result['seconds']:>12,.0f} {result['peak_rss_mib']:>7.0f} MiB "
+                f"{result['cpu_s']:>12.1f} {result['server_cpu_s']:>13.1f}",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

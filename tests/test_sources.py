@@ -93,6 +93,50 @@ def test_postgresql_source_matches_the_encoder(data: pd.DataFrame) -> None:
         assert len(source.read_frame()) == len(data)
 
 
+@pytest.mark.parametrize("relation", ["table", "view"])
+def test_postgresql_streamed_counts_equal_server_aggregation(
+    relation: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The party-side count of the binary COPY stream equals what the server's GROUP BY counts: a table read
+    by many one-page block ranges (arrays), and a view (one message per row)."""
+    import psycopg
+    from test_sources_support import pg_dsn
+
+    from party.sources import postgres
+    from party.sources.postgres import PostgresSource
+
+    monkeypatch.setattr(postgres, "BLOCKS_PER_RANGE", 1)
+    data = frame(3000)
+    with pg_table(data) as table, psycopg.connect(pg_dsn(), autocommit=True) as admin:
+        name = table
+        if relation == "view":
+            name = f"{table}_view"
+            admin.execute(f"CREATE VIEW {name} AS SELECT * FROM {table}")
+        else:
+            assert admin.execute(f"SELECT pg_relation_size('{table}') > 3 * 8192").fetchone() == (True,)
+        source = open_source(SourceSpec(kind="postgresql", dsn=pg_dsn(), table=name), schema())
+        assert isinstance(source, PostgresSource)
+        with source.transaction_cursor() as cursor:
+            assert (source._block_count(cursor) is None) == (relation == "view")
+        check_source(source, data)
+        n = len(source.domain)
+        sets = (
+            [(j,) for j in range(n)] + list(itertools.combinations(range(n), 2)) + [tuple(range(min(n, 3)))]
+        )
+        streamed, on_server = source._grouped_counts(sets), source._grouped_counts_on_server(sets)
+        for group in sets:
+            for result in (streamed, on_server):
+                codes, counts = result[group]
+                order = np.lexsort(codes.T[::-1]) if codes.size else np.arange(len(counts))
+                result[group] = (codes[order], counts[order])
+            np.testing.assert_array_equal(streamed[group][0], on_server[group][0])
+            np.testing.assert_array_equal(streamed[group][1], on_server[group][1])
+            assert int(streamed[group][1].sum()) == len(data)
+        source.close()
+        if relation == "view":
+            admin.execute(f"DROP VIEW {name}")
+
+
 def test_postgresql_text_columns_match(data: pd.DataFrame) -> None:
     """Numbers stored as text (with blanks) and float-typed categories give the same tables."""
     texts = data.assign(

@@ -139,7 +139,8 @@ def test_validation_and_the_factory() -> None:
         make_planner("gan", TREE_DOMAIN, 1.0)
     with pytest.raises(InvalidInput, match="may not set"):
         make_planner("mst", TREE_DOMAIN, 1.0, settings={"n_min": 3})
-    with pytest.raises(InvalidInput, match=r"unknown keys \['screen_share'\] for synthesizer 'mst' \(known: "):
+    unknown = r"unknown keys \['screen_share'\] for synthesizer 'mst' \(known: "
+    with pytest.raises(InvalidInput, match=unknown):
         make_planner("mst", TREE_DOMAIN, 1.0, settings={"screen_share": 0.2})
     mst = make_planner("mst", TREE_DOMAIN, 1.0, n_min=2, n_parties=3, settings={"split": [0.2, 0.3, 0.5]})
     assert isinstance(mst, MSTPlanner) and mst.split == (0.2, 0.3, 0.5) and mst.n_min == 2

@@ -17,6 +17,9 @@ DEFAULT_DEADLINE_S = 60.0  # per call; rounds on big data may raise it via confi
 HEALTH_DEADLINE_S = 5.0
 
 SERVER_OPTIONS: list[tuple[str, int]] = [
+    # gRPC sets SO_REUSEPORT by default: a second server on the same port (another process on a shared
+    # machine) would silently take half the connections. Binding an occupied port must fail instead.
+    ("grpc.so_reuseport", 0),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.keepalive_time_ms", 60_000),

@@ -69,7 +69,7 @@ async def start_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     try:
         port = server.add_secure_port(address, tls.server_credentials())
-    except RuntimeError:  # grpc's "Failed to bind": a configuration mistake, not a crash
+    except RuntimeError:  # grpc's "Failed to bind" (no SO_REUSEPORT sharing): a configuration mistake
         port = 0
     if port == 0:
         raise OSError(

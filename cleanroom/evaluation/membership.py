@@ -33,7 +33,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from numpy.typing import ArrayLike, NDArray
 
 from cleanroom.errors import InvalidInput
@@ -174,6 +173,8 @@ def capped_hamming_distances(
         return np.full(queries.shape[0], cap, dtype=np.int64)
     # each query on its own (even a hash collision cannot tie one record's cell to another's); the fixed
     # synthetic rows are deduplicated
+    import pandas as pd  # a hash-table membership test (Series.isin); imported where it is used
+
     hashed_queries, hashed_synthetic = _HashedRows.of(queries, shape), _HashedRows.of(rows, shape, True)
     distances = np.full(queries.shape[0], cap, dtype=np.int64)
     open_rows = np.arange(queries.shape[0])

@@ -175,18 +175,25 @@ def to_onnx(estimator: Any, spec: ModelSpec) -> bytes:
     return bytes(model.SerializeToString())
 
 
-def export_model(estimator: Any, spec: ModelSpec, check_rows: np.ndarray) -> bytes:
-    """ONNX bytes whose outputs equal scikit-learn's on `check_rows` within `FAITHFUL_TOLERANCE`."""
+def export_model(estimator: Any, spec: ModelSpec, check_rows: np.ndarray, threads: int = 1) -> bytes:
+    """ONNX bytes whose outputs equal scikit-learn's on `check_rows` within `FAITHFUL_TOLERANCE`.
+
+    scikit-learn predicts with `threads` OpenMP threads, as in training (its default, every core, spins
+    and oversubscribes a shared machine: 2.6 s instead of 0.1 s for 5,000 rows on a loaded 2-core machine).
+    """
+    from threadpoolctl import threadpool_limits
+
     if spec.task == CLASSIFICATION and spec.classes != tuple(str(c) for c in estimator.classes_):
         raise ExportError(f"spec classes {list(spec.classes)} are not the model's {list(estimator.classes_)}")
     data = to_onnx(estimator, spec)
     loaded = mf.load_model(data)
     if len(check_rows):
-        expected = (
-            estimator.predict_proba(check_rows)
-            if spec.task == CLASSIFICATION
-            else estimator.predict(check_rows)
-        )
+        with threadpool_limits(limits=threads):
+            expected = (
+                estimator.predict_proba(check_rows)
+                if spec.task == CLASSIFICATION
+                else estimator.predict(check_rows)
+            )
         got = loaded.run(np.asarray(check_rows, dtype=np.float64))
         difference = float(np.max(np.abs(got - np.asarray(expected, dtype=np.float64).reshape(got.shape))))
         if not difference <= FAITHFUL_TOLERANCE * (1.0 if spec.task == CLASSIFICATION else _scale(expected)):
@@ -196,3 +203,11 @@ def export_model(estimator: Any, spec: ModelSpec, check_rows: np.ndarray) -> byt
 
 def _scale(values: Any) -> float:
     return max(1.0, float(np.max(np.abs(np.asarray(values, dtype=np.float64)))))
+
+
+def train_and_export(
+    x: np.ndarray, y: pd.Series, spec: ModelSpec, seed: int | None, threads: int, check_rows: np.ndarray
+) -> tuple[bytes, ModelSpec]:
+    """Train on (x, y) and return the checked ONNX bytes with the spec (class labels filled in)."""
+    estimator, spec = train_model(x, y, spec, seed, threads)
+    return export_model(estimator, spec, check_rows, threads), spec

@@ -17,9 +17,9 @@ both derive every number from the plan and the schema alone:
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
@@ -38,6 +38,9 @@ from cleanroom.evaluation.utility import (
     regression_sensitivity_l2,
 )
 from cleanroom.schema import Schema
+
+if TYPE_CHECKING:  # pandas only where frames are used: the coordinator's rounds need no pandas
+    import pandas as pd
 
 UTILITY = "utility"
 FIDELITY = "fidelity"
@@ -120,6 +123,8 @@ def model_inputs(
     frame: pd.DataFrame, target: str, task: str, kinds: dict[str, str]
 ) -> tuple[pd.DataFrame, pd.Series]:
     """Feature frame and target of the rows whose target is known, prepared as the model expects."""
+    import pandas as pd
+
     features = [c for c, k in kinds.items() if c != target and k != "identifier"]
     if task == "classification":
         y = frame[target].astype(object)

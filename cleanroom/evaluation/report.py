@@ -6,15 +6,13 @@ figures), ``membership-inference`` (combined attack scores, the threshold, what 
 ``local-detail`` (this party's exact fidelity and attack scores, per-column real-vs-synthetic distribution
 plots and the association-difference heatmap, all computed from the party's own rows and never sent anywhere).
 
-The HTML has inline CSS, no scripts and no external references; plots are PNGs rendered with matplotlib's
-Agg canvas (no global backend switch) and embedded as base64 data URIs, so it opens offline in any browser.
+The HTML has inline CSS, no scripts and no external references; plots are inline SVG written by
+`svg_charts` (no image files, no matplotlib), so it opens offline in any browser.
 """
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -22,14 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 from numpy.typing import NDArray
 
 from cleanroom.domain import Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.evaluation.fidelity import FidelityReport
 from cleanroom.evaluation.membership import AttackOutcome, GateDecision
+from cleanroom.evaluation.svg_charts import distribution_svg, heatmap_svg
 from cleanroom.schema import Schema
 
 SECTIONS = ("release", "privacy-spent", "utility", "fidelity", "membership-inference", "local-detail")
@@ -146,50 +143,22 @@ def report_json(report: PartyReport) -> dict[str, object]:
     return cleaned
 
 
-def _png(figure: Figure) -> str:
-    """Base64 PNG of a figure drawn on an Agg canvas."""
-    FigureCanvasAgg(figure)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80, bbox_inches="tight")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-
-def distribution_png(local: LocalData, attr: str) -> str:
-    """Grouped bars of one attribute's level shares, real (this party) vs synthetic."""
+def distribution_chart(local: LocalData, attr: str) -> str:
+    """Inline SVG of one attribute's level shares, real (this party) vs synthetic."""
     levels = local.domain.size(attr)
     column = local.domain.index(attr)
     real = np.bincount(local.real_codes[:, column], minlength=levels) / max(len(local.real_codes), 1)
     synthetic = np.bincount(local.synthetic_codes[:, column], minlength=levels) / max(
         len(local.synthetic_codes), 1
     )
-    names = list(local.level_names.get(attr, [str(i) for i in range(levels)]))
-    figure = Figure(figsize=(max(4.0, 0.28 * levels + 1.5), 2.6))
-    axes = figure.add_subplot()
-    positions = np.arange(levels)
-    axes.bar(positions - 0.2, real, width=0.4, label="real (this party)", color="#4c72b0")
-    axes.bar(positions + 0.2, synthetic, width=0.4, label="synthetic", color="#dd8452")
-    axes.set_xticks(
-        positions, names, rotation=60 if levels > 6 else 0, ha="right" if levels > 6 else "center", fontsize=7
-    )
-    axes.set_ylabel("share of rows")
-    axes.set_title(attr, fontsize=10)
-    axes.legend(fontsize=7)
-    return _png(figure)
+    names = [str(n) for n in local.level_names.get(attr, [str(i) for i in range(levels)])]
+    return distribution_svg(attr, names, real, synthetic)
 
 
-def association_heatmap_png(fidelity: FidelityReport) -> str:
-    """Heatmap of |Cramér's V real - Cramér's V synthetic| over attribute pairs."""
-    size = len(fidelity.attrs)
-    figure = Figure(figsize=(max(4.0, 0.4 * size + 2.0), max(3.5, 0.4 * size + 1.5)))
-    axes = figure.add_subplot()
-    image = axes.imshow(
-        np.nan_to_num(fidelity.association_difference, nan=0.0), vmin=0.0, vmax=1.0, cmap="Reds"
-    )
-    axes.set_xticks(range(size), fidelity.attrs, rotation=90, fontsize=7)
-    axes.set_yticks(range(size), fidelity.attrs, fontsize=7)
-    axes.set_title("association difference |V_real - V_synthetic|", fontsize=10)
-    figure.colorbar(image, ax=axes, fraction=0.046)
-    return _png(figure)
+def association_heatmap(fidelity: FidelityReport) -> str:
+    """Inline SVG heatmap of |Cramér's V real - Cramér's V synthetic| over attribute pairs."""
+    values = np.nan_to_num(fidelity.association_difference, nan=0.0)
+    return heatmap_svg("association difference |V_real - V_synthetic|", fidelity.attrs, values)
 
 
 # ---- what a human reads: labels instead of keys, numbers as people write them, n/a with its reason
@@ -308,10 +277,6 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], reasons: Sequen
     return f'<div class="table"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def _img(png_base64: str, alt: str) -> str:
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{png_base64}">'
-
-
 def _section(section_id: str, title: str, body: str) -> str:
     return f'<section id="{section_id}"><h2>{html.escape(title)}</h2>{body}</section>'
 
@@ -323,7 +288,7 @@ _CSS = (
     "td,th{border:1px solid #bbb;padding:.2em .6em;text-align:left;vertical-align:top}"
     "th{background:#eee}.num{white-space:nowrap}.why{color:#555;white-space:normal}"
     ".ok{background:#e3f4e3;padding:.6em}.blocked{background:#fbe3e3;padding:.6em}"
-    ".local{border-left:4px solid #4c72b0;padding-left:1em}img{max-width:100%;height:auto;margin:.3em}"
+    ".local{border-left:4px solid #4c72b0;padding-left:1em}svg{max-width:100%;height:auto;margin:.3em}"
 )
 
 
@@ -463,11 +428,9 @@ def _local_section(local: LocalData | None) -> str:
         header = ["attack", "score on this party's records", "members", "non-members"]
         parts.append(_table(header, rows, [ATTACK_NA] * len(rows)))
     parts.append("<h3>Real vs synthetic distributions</h3>")
-    parts.extend(
-        _img(distribution_png(local, attr), f"distribution of {attr}") for attr in local.domain.attrs
-    )
+    parts.extend(distribution_chart(local, attr) for attr in local.domain.attrs)
     parts.append("<h3>Association difference</h3>")
-    parts.append(_img(association_heatmap_png(local.fidelity), "association difference heatmap"))
+    parts.append(association_heatmap(local.fidelity))
     return _section("local-detail", "This party's own detail", "".join(parts) + "</div>")
 
 

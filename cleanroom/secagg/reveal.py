@@ -12,6 +12,7 @@ from __future__ import annotations
 import enum
 import sqlite3
 import threading
+import weakref
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Protocol
@@ -71,27 +72,35 @@ class SqliteRevealRecord:
         private_file(path)  # 0600 before SQLite opens it; its -wal and -shm files inherit the mode
         for suffix in ("-wal", "-shm"):
             restrict(f"{path}{suffix}")
-        db = self._connect()
-        try:
-            db.execute(
+        self._db: sqlite3.Connection | None = None
+        with self._lock:
+            self._connect().execute(
                 "CREATE TABLE IF NOT EXISTS secagg_reveals ("
                 " sid BLOB NOT NULL, subject TEXT NOT NULL, kind TEXT NOT NULL,"
                 " PRIMARY KEY (sid, subject))"
             )
-        finally:
-            db.close()
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self._path, isolation_level=None, timeout=30.0)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
-        return db
+        """The record's one connection (callers hold the lock); kept open so closing never checkpoints."""
+        if self._db is None:
+            db = sqlite3.connect(self._path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+            self._db = db
+            weakref.finalize(self, db.close)  # deterministic close when the record goes (see Ledger)
+        return self._db
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
 
     def claim(self, sid: bytes, kinds: Mapping[str, ShareKind]) -> dict[str, ShareKind]:
         with self._lock:
             db = self._connect()
+            db.execute("BEGIN IMMEDIATE")
             try:
-                db.execute("BEGIN IMMEDIATE")
                 rows = db.execute("SELECT subject, kind FROM secagg_reveals WHERE sid = ?", (sid,)).fetchall()
                 earlier = {subject: ShareKind(kind) for subject, kind in rows}
                 conflicts = {s: earlier[s] for s, k in kinds.items() if earlier.get(s, k) is not k}
@@ -102,15 +111,17 @@ class SqliteRevealRecord:
                     "INSERT OR IGNORE INTO secagg_reveals (sid, subject, kind) VALUES (?, ?, ?)",
                     [(sid, subject, kind.value) for subject, kind in kinds.items()],
                 )
-                db.execute("COMMIT")
-                return {}
-            finally:
-                db.close()
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            return {}
 
     def kinds(self, sid: bytes) -> dict[str, ShareKind]:
-        db = self._connect()
-        try:
-            rows = db.execute("SELECT subject, kind FROM secagg_reveals WHERE sid = ?", (sid,)).fetchall()
-        finally:
-            db.close()
+        with self._lock:
+            rows = (
+                self._connect()
+                .execute("SELECT subject, kind FROM secagg_reveals WHERE sid = ?", (sid,))
+                .fetchall()
+            )
         return {subject: ShareKind(kind) for subject, kind in rows}

@@ -10,7 +10,6 @@ they are empty) and which columns are ordinal (numerical bins, merged only with 
 from __future__ import annotations
 
 import inspect
-
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 

@@ -255,11 +255,14 @@ def code_type(columns: Sequence[ColumnSql]) -> str:
     return "SMALLINT" if largest < 2**15 else "INTEGER"
 
 
-def prepared(relation: str, columns: Sequence[ColumnSql]) -> tuple[str, list[dict[str, str]]]:
+def prepared(
+    relation: str, columns: Sequence[ColumnSql], fence: bool = True
+) -> tuple[str, list[dict[str, str]]]:
     """An inner projection computing every column's pieces once (p<j>_<piece>), and their names per column.
 
     Without it, engines re-evaluate e.g. a text column's cast in every WHEN branch that uses it. The OFFSET 0
-    keeps PostgreSQL from inlining the projection back into the outer expressions.
+    (`fence`) keeps PostgreSQL from inlining the projection back into the outer expressions; it also keeps
+    the expressions out of parallel workers, so the streamed scan (`fence=False`) goes without it.
     """
     items, names = [], []
     for j, column in enumerate(columns):
@@ -268,13 +271,14 @@ def prepared(relation: str, columns: Sequence[ColumnSql]) -> tuple[str, list[dic
             mine[piece] = f"p{j}_{piece}"
             items.append(f"{expr} AS p{j}_{piece}")
         names.append(mine)
-    return f"(SELECT {', '.join(items) or '1 AS p'} FROM {relation} OFFSET 0) AS prepared", names
+    offset = " OFFSET 0" if fence else ""
+    return f"(SELECT {', '.join(items) or '1 AS p'} FROM {relation}{offset}) AS prepared", names
 
 
-def encode_query(relation: str, columns: Sequence[ColumnSql]) -> str:
+def encode_query(relation: str, columns: Sequence[ColumnSql], fence: bool = True) -> str:
     """The codes of every measured column, as columns c0, c1, ... (one row per data row)."""
     kind = code_type(columns)
-    inner, names = prepared(relation, columns)
+    inner, names = prepared(relation, columns, fence)
     projected = ", ".join(f"CAST({col.code(names[j])} AS {kind}) AS c{j}" for j, col in enumerate(columns))
     return f"SELECT {projected} FROM {inner}"
 
