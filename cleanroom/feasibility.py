@@ -103,6 +103,14 @@ def job_planner(
     )
 
 
+def fixed_rounds(planner: Any) -> list[tuple[str, int, float]]:
+    """The rounds whose number of tables the schema fixes. An adaptive refinement round holds 1 to all
+    candidate pairs, chosen from the data; if it holds so few that its share would need sigma < 2, the
+    calibration keeps sigma at 2 and the parties charge the smaller realised rho (nothing is wasted), so it
+    does not cap the job's epsilon."""
+    return [entry for entry in planner.round_sizes() if not entry[0].startswith("refine-")]
+
+
 def noise_floor(
     schema: Schema, task: str, n_min: int, n_parties: int, evaluation_share: float,
     settings: Mapping[str, Any] | None = None, synthesizer: str = DEFAULT_SYNTHESIZER, target: str = "",
@@ -116,7 +124,7 @@ def noise_floor(
     synthesis = 1.0 - evaluation_share
     caps = {
         name: tables / (2 * floor * share * synthesis * n_min)
-        for name, tables, share in planner.round_sizes()
+        for name, tables, share in fixed_rounds(planner)
     }
     words = {name: f"the {synthesizer} synthesizer's {name} round" for name in caps}
     for statistic in release.STATISTICS:
