@@ -47,7 +47,7 @@ def test_category_text_survives_sources_staging_evaluation_and_delivery(tmp_path
         frame.iloc[i::3].to_csv(path, index=False)
         parts[pid] = path
     job = local.LocalJob(
-        tmp_path / "run", SCHEMA, parts, "flag", "classification", 8.0, 1e-9, synthetic_rows=1200,
+        tmp_path / "run", SCHEMA, parts, "flag", "classification", 5.0, 1e-9, synthetic_rows=1200,
         seed=2, max_membership_inference_score=1.0,
     )  # fmt: skip
     assert local.run_local(job) == 0
