@@ -26,7 +26,7 @@ from cleanroom.identity import PlanApprovals
 from cleanroom.joblog import JobLog
 from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.secagg.manifest import session_id
-from cleanroom.synth import MSTPlanner
+from cleanroom.synth import make_planner
 from cleanroom.vertical import coordinator as vc
 from cleanroom.vertical.layout import RoundLayout
 from cleanroom.vertical.messages import (
@@ -216,9 +216,9 @@ class VerticalWorkflow(Workflow):
     async def measure(self) -> list[Measurement]:
         settings = dict(self.plan.synthesizer_settings)
         rho_total = self.job_rho() * (1 - JOB_RHO_RESERVE)  # no evaluation rounds: the job's whole budget
-        self.planner = planner = MSTPlanner(
-            self.config.schema.domain, rho_total, **{**settings, "n_min": 1, "n_parties": 1}
-        )
+        self.planner = planner = make_planner(
+            "mst", self.config.schema, rho_total, n_min=1, n_parties=1, settings=settings
+        )  # the schema's reserved levels and ordinal columns guide the domain compression
         measurements: list[Measurement] = []
         spec = planner.first_round()
         index = 0

@@ -204,7 +204,9 @@ def test_jobs_under_one_plan_use_fresh_sessions_until_the_plan_budget_is_spent(t
     assert [r.returncode for r in runs] == [0, 0, 0, 3], runs[-1].stderr
     assert "nothing was spent" in runs[-1].stderr
     rounds = [[r["round"] for r in record["rounds"]] for record in records]
-    assert rounds == [[0, 1, 2], [6, 7, 8], [12, 13, 14]]  # each job: 3 MST + 3 evaluation rounds
+    per_job = len(rounds[0]) + 3  # each job: the synthesizer's rounds, then 3 evaluation rounds
+    assert len(rounds[0]) >= 3
+    assert rounds == [list(range(j * per_job, j * per_job + len(rounds[0]))) for j in range(3)]
     plan_rho = cdp_rho(2.0, 1e-9)
     spent = _spent(job, "party1")
     assert spent == pytest.approx(sum(r["rho_spent"] for r in records)) and spent <= plan_rho
