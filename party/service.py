@@ -78,34 +78,25 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
         self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext
     ) -> pb.DeliverResultsResponse:
         self.authorizer.authorize(context, what="DeliverResults")
-        writer, job_id = None, ""
-        try:
-            async for message in request_iterator:
-                if writer is None:
-                    job_id, files = serde.result_header_from_pb(message)
-                    writer = await self.serial(self.node.begin_results, job_id, files)
-                else:
-                    writer.write(*serde.chunk_from_pb(message))
-        except BaseException:
-            if writer is not None:
-                writer.close()
-            raise
-        if writer is None:
-            return pb.DeliverResultsResponse()
-        written = await asyncio.to_thread(self.node.finish_results, job_id, writer)
-        return pb.DeliverResultsResponse(written=written, bytes_written=writer.bytes_written)
+        return await self._receive(request_iterator, self.node.begin_results, self.node.finish_results)
 
     async def StageEvaluation(
         self, request_iterator: AsyncIterator[pb.ResultChunk], context: grpc.aio.ServicerContext
     ) -> pb.DeliverResultsResponse:
         """The model and synthetic data, for evaluation only: kept outside the output folder."""
         self.authorizer.authorize(context, what="StageEvaluation")
+        return await self._receive(request_iterator, self.node.begin_staging, self.node.finish_staging)
+
+    async def _receive(
+        self, request_iterator: AsyncIterator[pb.ResultChunk], begin: Any, finish: Any
+    ) -> pb.DeliverResultsResponse:
+        """A header chunk (job, files) opens the node's writer; data chunks follow; `finish` checks them."""
         writer, job_id = None, ""
         try:
             async for message in request_iterator:
                 if writer is None:
                     job_id, files = serde.result_header_from_pb(message)
-                    writer = await self.serial(self.node.begin_staging, job_id, files)
+                    writer = await self.serial(begin, job_id, files)
                 else:
                     writer.write(*serde.chunk_from_pb(message))
         except BaseException:
@@ -114,7 +105,7 @@ class PartyServicer(pb_grpc.PartyServiceServicer):
             raise
         if writer is None:
             return pb.DeliverResultsResponse()
-        written = await asyncio.to_thread(self.node.finish_staging, job_id, writer)
+        written = await asyncio.to_thread(finish, job_id, writer)
         return pb.DeliverResultsResponse(written=written, bytes_written=writer.bytes_written)
 
     async def Budget(self, request: pb.BudgetRequest, context: grpc.aio.ServicerContext) -> pb.BudgetResponse:

@@ -234,14 +234,17 @@ class BinaryArrayCopyReader(BinaryCopyReader):
         raise DataError("a code array in the binary COPY stream is malformed; the stream is corrupt")
 
 
-def cover_sets(sets: Sequence[tuple[int, ...]], radices: Sequence[int], budget: int) -> list[tuple[int, ...]]:
-    """Greedily merge sets into supersets of at most `budget` cells, each covering as many as it can."""
+def cover_sets(
+    sets: Sequence[tuple[int, ...]], radices: Sequence[int], budget: int, min_sets: int = 1
+) -> list[tuple[int, ...]]:
+    """Greedily merge sets into supersets of at most `budget` cells, each covering as many as it can; a
+    column joins a cover only if the cover then holds at least `min_sets` more of the sets."""
     remaining = [frozenset(s) for s in dict.fromkeys(sets)]
     covers: list[tuple[int, ...]] = []
     while remaining:
         cover = set(remaining[0])
         while True:
-            best, gain = None, 0
+            best, gain = None, min_sets - 1
             for column in range(len(radices)):
                 trial = cover | {column}
                 if column in cover or math.prod(radices[j] for j in trial) > budget:

@@ -67,25 +67,8 @@ def cover_sets(sets: Sequence[tuple[int, ...]], shape: Sequence[int]) -> list[tu
 
     E.g. the 105 pairs of 15 benchmark columns become 37 triples and quadruples: 37 keys per row, not 105.
     """
-    remaining = [frozenset(s) for s in dict.fromkeys(sets)]
-    covers: list[tuple[int, ...]] = []
-    while remaining:
-        cover = set(remaining[0])
-        while True:
-            best, gain = None, 1
-            for column in range(len(shape)):
-                trial = cover | {column}
-                if column in cover or np.prod([shape[j] + 1 for j in trial]) > COVER_CELL_BUDGET:
-                    continue
-                newly = sum(1 for s in remaining if s <= trial and not s <= cover)
-                if newly > gain:
-                    best, gain = column, newly
-            if best is None:
-                break
-            cover.add(best)
-        covers.append(tuple(sorted(cover)))
-        remaining = [s for s in remaining if not s <= cover]
-    return covers
+    radices = [size + 1 for size in shape]  # + 1: the REJECT code
+    return columnar.cover_sets(sets, radices, COVER_CELL_BUDGET, min_sets=2)
 
 
 def sub_grouped(covered: dict[tuple[int, ...], Grouped], group: tuple[int, ...]) -> Grouped:
