@@ -25,6 +25,7 @@ from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
 from cleanroom.schema import Schema
 from cleanroom.secagg.manifest import (
     SecAggManifest,
+    required_degree,
     required_neighbour_threshold,
     required_threshold,
     sparse_degree,
@@ -236,9 +237,10 @@ class Plan:
         missing, c = n - self.secagg_quorum, self.colluders
         if not sparse_feasible(k, missing, c):
             raise self._fail(
-                f"masking_neighbours ({k}) must be even, >= {max(2, missing + c + 1)} (missing parties "
-                f"{missing} + colluders {c} + 1) and leave floor((k + 1 + {c})/2) + 1 <= k + 1 - {missing} "
-                f"shareholders; or >= {n - 1} for the complete graph"
+                f"masking_neighbours ({k}) must be even, >= {max(2, required_degree(missing, c))} (colluders "
+                f"{c} + max(2 x missing parties {missing}, {missing} + 1)) and leave "
+                f"floor((k + 1 + {c})/2) + 1 <= k + 1 - {missing} shareholders; or >= {n - 1} for the "
+                "complete graph"
             )
 
     def _check_outputs(self) -> None:
@@ -279,8 +281,8 @@ class Plan:
     def n_min(self) -> int:
         """Honest survivors the noise is calibrated for: data parties - dropout_tolerance - colluders.
 
-        Holds for the sparse masking graph too: its degree k >= (n - quorum) + colluders + 1 keeps the honest
-        survivors connected, so the coordinator still learns only their total (docs/secagg.md).
+        Holds for the sparse masking graph too: its degree k >= colluders + max(2m, m + 1), m = n - quorum,
+        keeps the coordinator to the total of the honest survivors (docs/secagg.md).
         """
         return len(self.data_parties) - self.dropout_tolerance - self.colluders
 

@@ -117,9 +117,13 @@ def test_manifest_validates_the_sparse_parameters() -> None:
         make_test_collaboration(12, neighbours=4, neighbour_threshold=2)
     with pytest.raises(InvalidInput, match="neighbour_threshold is only for a sparse graph"):
         make_test_collaboration(12, neighbour_threshold=3)
+    with pytest.raises(InvalidInput, match=r"neighbours \(4\) must be >= 10 when n - quorum = 5 parties"):
+        make_test_collaboration(12, neighbours=4)  # quorum t = 7: 5 parties may be lost
     manifest, _ = _sparse()
     assert (manifest.share_threshold, manifest.quorum, manifest.neighbour_quorum) == (3, 10, 3)
-    assert manifest.max_colluders == 1  # min(2t - n - 1 = 1, t_k - 1 = 2, k - 1 - missing = 1)
+    assert manifest.max_colluders == 0  # min(2t - n - 1 = 1, t_k - 1 = 2, k - 2 x missing = 0)
+    wider, _ = _sparse(n=14, k=6, missing=1)
+    assert wider.max_colluders == 1  # min(2t - n - 1 = 1, t_k - 1 = 3, k - 2 x missing = 4)
 
 
 def test_default_degree_is_sparse_from_nine_parties_and_grows_with_the_tolerances() -> None:
@@ -137,6 +141,7 @@ def test_default_degree_keeps_the_plans_tolerances(n: int) -> None:
         if not k:
             continue
         assert sparse_feasible(k, dropouts, colluders) and 2 * k <= n - 1
+        assert k >= colluders + max(2 * dropouts, dropouts + 1)  # no party can be isolated (docs/secagg.md)
         ids = tuple(f"q{i}" for i in range(n))
         manifest = dataclasses.replace(
             make_test_collaboration(n)[0],
@@ -214,17 +219,23 @@ def test_three_dropouts_beyond_tolerance_abort_without_output() -> None:
     assert all(Stage.UNMASK not in sent for sent in local.responses.values())
 
 
-def test_a_neighbourhood_thinned_beyond_tolerance_is_refused_by_the_party() -> None:
-    # globally 5 parties may be lost, but p00 keeps fewer than t_k = 3 of its closed neighbourhood
-    manifest, keys = make_test_collaboration(12, neighbours=4)
+@pytest.mark.adversary
+def test_withholding_neighbours_shares_beyond_tolerance_is_refused_by_the_party() -> None:
+    manifest, keys = _sparse()  # p00 needs 3 of its closed neighbourhood (5) in its U2
     local = LocalRound(manifest, keys)
-    drops = {p: Stage.SHARE_KEYS for p in _neighbours_of(manifest, local, "p00")[:3]}
+    withheld = set(_neighbours_of(manifest, local, "p00")[:3])
+
+    def withhold(request: MaskedInputRequest) -> MaskedInputRequest:
+        return dataclasses.replace(
+            request, shares=tuple(i for i in request.shares if i.sender not in withheld)
+        )
+
     with pytest.raises(
         ProtocolAbort,
-        match=r"ConsistencyCheck: party p00 aborts .*only 2 survivors of this party's neighbourhood",
+        match=r"MaskedInput: party p00 aborts .*only 2 parties shared keys of this party's neighbourhood",
     ):
-        local.run(_inputs(manifest.parties), drop_after=drops)
-    assert all(Stage.UNMASK not in sent for sent in local.responses.values())
+        local.run(_inputs(manifest.parties), tamper=_tamper(MaskedInputRequest, "p00", withhold))
+    assert Stage.MASKED_INPUT not in local.responses["p00"]
 
 
 def test_sparse_bytes_per_party_do_not_grow_with_n() -> None:
@@ -385,9 +396,7 @@ def test_plan_picks_the_sparse_graph_and_checks_explicit_degrees(tmp_path: Path)
     assert plan(5, masking_neighbours="2").masking_degree == 2
     assert plan(12, masking_neighbours="11").masking_degree == 0
     assert plan(12, colluders="2", threshold="0").masking_degree == 4
-    with pytest.raises(
-        InvalidInput, match=r"masking_neighbours \(2\) must be even, >= 3 \(missing parties 1"
-    ):
+    with pytest.raises(InvalidInput, match=r"masking_neighbours \(2\) must be even, >= 3 \(colluders 1"):
         plan(12, colluders="1", masking_neighbours="2")
     with pytest.raises(InvalidInput, match=r"masking_neighbours \(3\) must be even"):
         plan(12, masking_neighbours="3")

@@ -65,14 +65,21 @@ def required_neighbour_threshold(degree: int, colluders: int) -> int:
     return required_threshold(degree + 1, colluders)
 
 
-def sparse_feasible(degree: int, dropouts: int, colluders: int) -> bool:
-    """Whether an even degree k >= 2 keeps every guarantee for `dropouts` missing and `colluders` parties.
+def required_degree(dropouts: int, colluders: int) -> int:
+    """Smallest k for which a coordinator with c = `colluders` parties, free to lose m = `dropouts` parties,
+    learns only the total of the honest survivors: c + max(2m, m + 1) (docs/secagg.md, sparse graph).
 
-    Privacy: the honest survivors stay connected after removing any dropouts + colluders parties, i.e.
-    k >= dropouts + colluders + 1 (H(k, n) has vertex connectivity k). Secrecy and liveness: c < t_k and
-    t_k <= k + 1 - dropouts (every secret keeps t_k live holders).
+    m + c + 1 keeps the honest signers connected (H(k, n) has vertex connectivity k); 2m + c stops the
+    isolation of one party u whose up to m honest neighbours' shares are withheld (u then does not sign, so
+    at most m - 1 others may be missing) while its other neighbours are colluders or dropped.
     """
-    if degree < 2 or degree % 2 or degree < dropouts + colluders + 1:
+    return colluders + max(2 * dropouts, dropouts + 1)
+
+
+def sparse_feasible(degree: int, dropouts: int, colluders: int) -> bool:
+    """Whether an even degree k >= 2 keeps every guarantee for `dropouts` missing and `colluders` parties:
+    k >= `required_degree`, c < t_k and t_k <= k + 1 - dropouts (every secret keeps t_k live holders)."""
+    if degree < 2 or degree % 2 or degree < required_degree(dropouts, colluders):
         return False
     return required_neighbour_threshold(degree, colluders) <= degree + 1 - dropouts
 
@@ -148,6 +155,11 @@ class SecAggManifest:
             raise InvalidInput(
                 f"neighbour_threshold ({t_k}) must be in ((k + 1)/2, k + 1] = ({(k + 1) / 2}, {k + 1}]"
             )
+        if k < required_degree(self.missing_allowed, 0):
+            raise InvalidInput(
+                f"neighbours ({k}) must be >= {required_degree(self.missing_allowed, 0)} when n - quorum = "
+                f"{self.missing_allowed} parties may be lost, or one party's input could be unmasked alone"
+            )
 
     @property
     def n(self) -> int:
@@ -188,11 +200,12 @@ class SecAggManifest:
         """Largest c with 2t > n + c and t > c (parties that may collude with a lying coordinator).
 
         A sparse graph also needs c < t_k (colluding neighbours cannot reconstruct a secret) and
-        c <= k - 1 - (n - quorum) (the honest survivors stay connected, so only their total is revealed).
+        k >= `required_degree(n - quorum, c)` (only the honest survivors' total is revealed).
         """
         bound = min(2 * self.threshold - self.n - 1, self.threshold - 1)
         if self.sparse:
-            bound = min(bound, self.neighbour_threshold - 1, self.neighbours - 1 - self.missing_allowed)
+            m = self.missing_allowed
+            bound = min(bound, self.neighbour_threshold - 1, self.neighbours - required_degree(m, 0))
         return max(0, bound)
 
     def masking_graph(self, sid: bytes) -> MaskingGraph:
