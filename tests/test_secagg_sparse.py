@@ -396,6 +396,10 @@ def test_plan_picks_the_sparse_graph_and_checks_explicit_degrees(tmp_path: Path)
     assert plan(5, masking_neighbours="2").masking_degree == 2
     assert plan(12, masking_neighbours="11").masking_degree == 0
     assert plan(12, colluders="2", threshold="0").masking_degree == 4
+    # tolerances the sparse graph cannot meet at this size fall back to the complete graph
+    assert plan(12, dropout_tolerance="3", colluders="3").masking_degree == 0
+    wide = plan(24, dropout_tolerance="3", colluders="3")
+    assert wide.masking_degree == 10 and wide.secagg_manifest(wide.schema_hash).max_colluders >= 3
     with pytest.raises(InvalidInput, match=r"masking_neighbours \(2\) must be even, >= 3 \(colluders 1"):
         plan(12, colluders="1", masking_neighbours="2")
     with pytest.raises(InvalidInput, match=r"masking_neighbours \(3\) must be even"):
