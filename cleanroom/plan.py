@@ -24,7 +24,14 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
 from cleanroom.feasibility import Fields, check_job
 from cleanroom.schema import Schema
-from cleanroom.secagg.manifest import SecAggManifest, required_threshold
+from cleanroom.secagg.manifest import (
+    SecAggManifest,
+    required_degree,
+    required_neighbour_threshold,
+    required_threshold,
+    sparse_degree,
+    sparse_feasible,
+)
 
 RUN_JOBS = "run_jobs"
 RECEIVE_RESULTS = "receive_results"
@@ -125,6 +132,7 @@ class Plan:
     dropout_tolerance: int = 0
     colluders: int = 0
     threshold: int = 0
+    masking_neighbours: int = 0  # degree k of the secure-aggregation masking graph; 0 = automatic
     max_membership_inference_score: float = 0.8
     evaluation_share: float = 0.1  # share of each job's budget for utility, fidelity and attack statistics
     result_formats: tuple[str, ...] = ("csv",)
@@ -204,7 +212,7 @@ class Plan:
                 f"coordinator {self.coordinator!r} {state}; add a [[members]] entry with id = "
                 f"{self.coordinator!r} and abilities = [\"run_jobs\"] (parties refuse any other caller)"
             )
-        for name in ("min_parties", "dropout_tolerance", "colluders", "threshold"):
+        for name in ("min_parties", "dropout_tolerance", "colluders", "threshold", "masking_neighbours"):
             if getattr(self, name) < 0:
                 raise self._fail(f"{name} ({getattr(self, name)}) must be >= 0")
         if self.min_parties < 1:
@@ -230,6 +238,21 @@ class Plan:
             raise self._fail(
                 f"threshold ({self.effective_threshold}) must be <= data parties - dropout_tolerance "
                 f"= {n - self.dropout_tolerance}, or tolerated dropouts could not be unmasked"
+            )
+        self._check_masking_graph(n)
+
+    def _check_masking_graph(self, n: int) -> None:
+        """An explicit sparse degree must keep the plan's dropout and collusion promises (docs/secagg.md)."""
+        k = self.masking_neighbours
+        if k == 0 or k >= n - 1:
+            return
+        missing, c = n - self.secagg_quorum, self.colluders
+        if not sparse_feasible(k, missing, c):
+            raise self._fail(
+                f"masking_neighbours ({k}) must be even, >= {max(2, required_degree(missing, c))} (colluders "
+                f"{c} + max(2 x missing parties {missing}, {missing} + 1)) and leave "
+                f"floor((k + 1 + {c})/2) + 1 <= k + 1 - {missing} shareholders; or >= {n - 1} for the "
+                "complete graph"
             )
 
     def _check_outputs(self) -> None:
@@ -268,8 +291,31 @@ class Plan:
 
     @property
     def n_min(self) -> int:
-        """Honest survivors the noise is calibrated for: data parties - dropout_tolerance - colluders."""
+        """Honest survivors the noise is calibrated for: data parties - dropout_tolerance - colluders.
+
+        Holds for the sparse masking graph too: its degree k >= colluders + max(2m, m + 1), m = n - quorum,
+        keeps the coordinator to the total of the honest survivors (docs/secagg.md).
+        """
         return len(self.data_parties) - self.dropout_tolerance - self.colluders
+
+    @property
+    def secagg_quorum(self) -> int:
+        """Fewest parties a secure-aggregation stage may end with: max(threshold, min_survivors)."""
+        return max(self.effective_threshold, self.min_survivors)
+
+    @property
+    def masking_degree(self) -> int:
+        """Degree k of the masking graph, 0 for the complete graph.
+
+        `masking_neighbours` 0 (default): `sparse_degree(n, n - quorum, colluders)`, sparse only where k <=
+        (n - 1)/2 and the plan's dropouts and colluders are met; an explicit value >= n - 1: complete.
+        """
+        n = len(self.data_parties)
+        if n < 2:
+            return 0
+        if self.masking_neighbours == 0:
+            return sparse_degree(n, n - self.secagg_quorum, self.colluders)
+        return 0 if self.masking_neighbours >= n - 1 else self.masking_neighbours
 
     def secagg_manifest(self, schema_hash: str) -> SecAggManifest:
         """The secure-aggregation manifest: the data parties in plan order with their identity keys."""
@@ -282,7 +328,13 @@ class Plan:
             schema_hash=schema_hash,
             threshold=self.effective_threshold,
             coordinator_id=self.coordinator,
+            neighbours=self.masking_degree,
+            neighbour_threshold=self._neighbour_threshold(),
         )
+
+    def _neighbour_threshold(self) -> int:
+        k = self.masking_degree
+        return required_neighbour_threshold(k, self.colluders) if k else 0
 
     def member(self, member_id: str) -> Member:
         for m in self.members:
@@ -330,7 +382,7 @@ class Plan:
             f"  privacy epsilon {self.epsilon} delta {self.delta} (per job <= {self.max_epsilon_per_job})",
             f"  parties {len(self.data_parties)}, min {self.min_parties}, dropout tolerance "
             f"{self.dropout_tolerance}, colluders {self.colluders}, threshold {self.effective_threshold}, "
-            f"n_min {self.n_min}",
+            f"n_min {self.n_min}", f"  masking graph {self._graph_summary()}",
             f"  coordinator {self.coordinator!r}; retention {self.retention_days} days; tables <= "
             f"{self.max_table_cells} cells",
         ]  # fmt: skip
@@ -338,6 +390,12 @@ class Plan:
             where = m.address or "(no node)"
             lines.append(f"  member {m.id} at {where}: {', '.join(sorted(m.abilities)) or 'no abilities'}")
         return "\n".join(lines) + "\n"
+
+    def _graph_summary(self) -> str:
+        k = self.masking_degree
+        if not k:
+            return "complete"
+        return f"sparse: {k} neighbours per party, neighbourhood threshold {self._neighbour_threshold()}"
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -409,8 +467,8 @@ _TOP_KEYS = {
     "synthesizer": str, "synthetic_rows": int, "max_jobs": int, "max_table_cells": int, "epsilon": float,
     "delta": float,
     "max_epsilon_per_job": float, "min_parties": int, "dropout_tolerance": int, "colluders": int,
-    "threshold": int, "max_membership_inference_score": float, "model_format": str, "retention_days": int,
-    "evaluation_share": float, "partitioning": str,
+    "threshold": int, "masking_neighbours": int, "max_membership_inference_score": float, "model_format": str,
+    "retention_days": int, "evaluation_share": float, "partitioning": str,
 }  # fmt: skip
 _REQUIRED = ("collaboration_id", "schema", "schema_hash", "target", "task", "epsilon", "delta", "coordinator")
 

@@ -63,6 +63,7 @@ class LocalJob:
     receivers: list[str] | None = None  # None = every party receives results
     jobs: int = 1  # the plan's total budget allows this many jobs of `epsilon` each
     max_membership_inference_score: float = 0.8  # the release gate (issue 6)
+    masking_neighbours: int = 0  # the plan's secure-aggregation graph degree; 0 = automatic
     party_schemas: dict[str, dict[str, Any]] = field(
         default_factory=dict
     )  # tests: a party with another schema
@@ -255,6 +256,8 @@ def write_plan(job: LocalJob, schema_hash: str, members: list[dict[str, Any]]) -
         "retention_days": 30,
         **job.plan_fields,
     }
+    if job.masking_neighbours:
+        head["masking_neighbours"] = job.masking_neighbours
     text = toml_table(head)
     for member in members:
         text += "\n[[members]]\n" + toml_table(member)

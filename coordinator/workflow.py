@@ -347,6 +347,11 @@ class Workflow:
             "undelivered": self.record.undelivered,
             "uploads": uploads,
             "table_bytes_per_party": table_bytes,
+            "masking_graph": {  # complete, or sparse with this many neighbours per party (docs/secagg.md)
+                "neighbours": self.manifest.neighbours or self.manifest.n - 1,
+                "share_threshold": self.manifest.share_threshold,
+                "sparse": self.manifest.sparse,
+            },
         }
         (out / "job.json").write_text(json.dumps(data, indent=2))
 

@@ -147,7 +147,7 @@ def run_once(
     shutil.rmtree(out, ignore_errors=True)
     job = local.LocalJob(
         out, schema, parts, args.target, args.task, args.epsilon, 1e-9, synthetic_rows=args.synthetic_rows,
-        seed=1, profile_dir=profile_dir,
+        seed=1, profile_dir=profile_dir, masking_neighbours=args.masking_neighbours,
     )  # fmt: skip
     if args.netns_prefix:  # scripts/bench_wan.sh: party i serves on 10.99.i.1 in namespace PREFIX_p<i>
         for i, pid in enumerate(parts, start=1):
@@ -207,6 +207,7 @@ def run_once(
         },  # fmt: skip
         "uploads": record["uploads"],
         "table_bytes": record["table_bytes_per_party"],
+        "masking_graph": record.get("masking_graph", {}),
     }
 
 
@@ -261,6 +262,10 @@ def print_runs(runs: list[dict[str, Any]], n_parties: int) -> None:
     print(
         f"\nupload per party / its int64 tables ({table:,} B): max {max(ratios):.3f}x, min {min(ratios):.3f}x"
     )
+    graph = runs[0].get("masking_graph") or {}
+    if graph:
+        kind = "sparse" if graph["sparse"] else "complete"
+        print(f"masking graph: {kind}, {graph['neighbours']} neighbours, t {graph['share_threshold']}")
 
 
 def print_profile(directory: Path, top: int) -> None:
@@ -312,6 +317,10 @@ def main() -> None:
         "--netns-prefix", help="run each party in network namespace PREFIX_p<i> (bench_wan.sh)"
     )
     parser.add_argument("--json", type=Path, help="also write the runs' figures here")
+    parser.add_argument(
+        "--masking-neighbours", type=int, default=0,
+        help="plan masking_neighbours: 0 = automatic (sparse from 9 parties), >= parties - 1 = complete",
+    )  # fmt: skip
     args = parser.parse_args()
     if not args.demo and not (args.data / "train.csv").exists():
         raise SystemExit(f"{args.data} not found (pass --data, or --demo)")

@@ -72,11 +72,15 @@ class Collaboration:
 
 
 def build_collaboration(
-    root: Path, frames: dict[str, pd.DataFrame] | None = None, overrides: dict[str, str] | None = None
+    root: Path,
+    frames: dict[str, pd.DataFrame] | None = None,
+    overrides: dict[str, str] | None = None,
+    n_parties: int = 3,
 ) -> Collaboration:
-    """Three data parties p0, p1, p2 (dropout_tolerance 1 unless overridden) with their own state files."""
+    """Data parties p0, p1, ... (three unless told; dropout_tolerance 1 unless overridden) with their own
+    state files."""
     root.mkdir(parents=True, exist_ok=True)
-    files = write_plan(root, 3, overrides)
+    files = write_plan(root, n_parties, overrides)
     plan = Plan.load(files.path)
     schema = Schema.load(root / "schema.json")
     nodes = {}

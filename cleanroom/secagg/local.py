@@ -170,9 +170,16 @@ def run_local_round(
 
 
 def make_test_collaboration(
-    n_parties: int, *, threshold: int = 0, min_parties: int = 2, collaboration_id: str = "local"
+    n_parties: int,
+    *,
+    threshold: int = 0,
+    min_parties: int = 2,
+    collaboration_id: str = "local",
+    neighbours: int = 0,
+    neighbour_threshold: int = 0,
 ) -> tuple[SecAggManifest, dict[str, Ed25519PrivateKey]]:
-    """A manifest with fresh identity keys for parties p00, p01, ... (tests and benchmarks)."""
+    """A manifest with fresh identity keys for parties p00, p01, ... (tests and benchmarks); `neighbours` > 0
+    gives a sparse masking graph of that degree."""
     ids = tuple(f"p{i:02d}" for i in range(n_parties))
     keys = {p: Ed25519PrivateKey.generate() for p in ids}
     manifest = SecAggManifest(
@@ -182,5 +189,7 @@ def make_test_collaboration(
         min_parties=min_parties,
         schema_hash="0" * 64,
         threshold=threshold,
+        neighbours=neighbours,
+        neighbour_threshold=neighbour_threshold,
     )
     return manifest, keys

@@ -5,6 +5,11 @@ A `SecAggParty` lives for one session (sid). Each stage method checks the transi
 requests); any violation raises `ProtocolAbort` naming the stage and the party at fault and leaves the party
 ABORTED, after which it answers nothing. A stage out of order raises `PreconditionFailed`. Repeating the
 most recent request verbatim returns the identical response (idempotent retries, no fresh randomness).
+
+With a sparse masking graph (manifest `neighbours` > 0) the party computes its closed neighbourhood itself
+from the sid and the roster, refuses any advert or share from outside it, refuses a neighbourhood the
+coordinator thins below `neighbour_quorum`, shares its secrets only within it and reveals shares only of its
+neighbours.
 """
 
 from __future__ import annotations
@@ -105,8 +110,10 @@ class SecAggParty:
         self._adverts: dict[str, AdvertiseKeys] = {}
         self._enc_keys: dict[str, bytes] = {}  # peer -> AEAD key for the shares exchanged with it
         self._held: dict[str, tuple[sm.Share, sm.Share]] = {}  # subject -> (seed share, key share)
-        self._u2: tuple[str, ...] = ()
+        self._u2: tuple[str, ...] = ()  # closed-neighbourhood members whose shares this party holds
         self._u3: tuple[str, ...] = ()
+        self._graph = manifest.masking_graph(sid)
+        self._circle = self._graph.closed(party_id)
 
     @property
     def state(self) -> PartyState:
@@ -204,6 +211,8 @@ class SecAggParty:
         stage, who = Stage.SHARE_KEYS, advert.sender
         if not self.manifest.is_member(who):
             raise self._abort(stage, f"advert from non-member {who!r}")
+        if who not in self._circle:
+            raise self._abort(stage, f"advert from party {who}, not a neighbour in this session's graph")
         if who in self._adverts:
             raise self._abort(stage, f"two adverts for party {who}")
         if advert.sid != self.sid or advert.stage != Stage.ADVERTISE_KEYS.value:
@@ -230,7 +239,7 @@ class SecAggParty:
         self._seed = secrets.token_bytes(sm.SECRET_BYTES)
         u1 = self._order(list(self._adverts))
         points = [self.manifest.share_point(v) for v in u1]
-        threshold = self.manifest.threshold
+        threshold = self.manifest.share_threshold
         seed_shares = sm.split_secret(self._seed, threshold, points)
         key_shares = sm.split_secret(sm.x25519_private_bytes(self._mask_key), threshold, points)
         sealed = []
@@ -250,6 +259,13 @@ class SecAggParty:
         return self._enc_keys[peer]
 
     def _require_quorum(self, stage: Stage, count: int, what: str) -> None:
+        """At least the neighbourhood quorum (the quorum itself for a complete graph) of `what`."""
+        needed = self.manifest.neighbour_quorum
+        if count < needed:
+            where = " of this party's neighbourhood" if self.manifest.sparse else ""
+            raise self._abort(stage, f"only {count} {what}{where}; at least {needed} required")
+
+    def _require_global_quorum(self, stage: Stage, count: int, what: str) -> None:
         if count < self.manifest.quorum:
             raise self._abort(stage, f"only {count} {what}; at least {self.manifest.quorum} required")
 
@@ -279,7 +295,7 @@ class SecAggParty:
         self._u2 = self._order(list(self._held))
         self._require_quorum(Stage.MASKED_INPUT, len(self._u2), "parties shared keys")
         sm.add_prg(values, sm.self_mask_key(self._seed, self.sid, self.party_id), +1)
-        for peer in self._u2:
+        for peer in self._u2:  # the neighbours whose shares arrived
             if peer != self.party_id:
                 peer_public = self._adverts[peer].mask_public
                 shared = sm.x25519_shared(self._mask_key, peer_public, what=f"party {peer}")
@@ -289,17 +305,25 @@ class SecAggParty:
 
     # ------------------------------------------------------------ ConsistencyCheck and Unmask
 
+    def _transcript(self, survivors: tuple[str, ...]) -> bytes:
+        digest = self._graph.digest if self.manifest.sparse else b""
+        return survivors_transcript(self.sid, survivors, digest)
+
     def _sign(self, request: ConsistencyCheckRequest) -> ConsistencySignature:
         stage, survivors = Stage.CONSISTENCY_CHECK, request.survivors
-        if len(set(survivors)) != len(survivors) or not set(survivors) <= set(self._u2):
+        if len(set(survivors)) != len(survivors) or not all(map(self.manifest.is_member, survivors)):
+            raise self._abort(stage, f"survivor list {survivors} repeats a party or names a non-member")
+        near = set(survivors) & self._circle  # the survivors this party can check: its neighbourhood
+        if not near <= set(self._u2):
             raise self._abort(stage, f"survivor list {survivors} is not a subset of U2 {self._u2}")
         if survivors != self._order(survivors):
             raise self._abort(stage, "survivor list is not in manifest order")
         if self.party_id not in survivors:
             raise self._abort(stage, "survivor list omits this party although it sent its masked input")
-        self._require_quorum(stage, len(survivors), "survivors")
+        self._require_global_quorum(stage, len(survivors), "survivors")
+        self._require_quorum(stage, len(near), "survivors")
         self._u3 = survivors
-        signature = self._identity.sign(survivors_transcript(self.sid, survivors))
+        signature = self._identity.sign(self._transcript(survivors))
         return ConsistencySignature(self.sid, stage.value, self.party_id, signature)
 
     def _check_unmask_request(self, request: UnmaskRequest) -> None:
@@ -309,15 +333,17 @@ class SecAggParty:
             raise self._abort(stage, f"coordinator asks for both share kinds of party {sorted(both)[0]}")
         if request.survivors != self._u3:
             raise self._abort(stage, "survivor list differs from the one this party signed")
-        if sorted(request.reveal_seed_for) != sorted(self._u3):
+        survived, dropped = self._reveal_subjects()
+        if sorted(request.reveal_seed_for) != sorted(survived):
             raise self._abort(
-                stage, f"seed shares asked for {request.reveal_seed_for}, survivors are {self._u3}"
+                stage, f"seed shares asked for {request.reveal_seed_for}, survivors are {survived}"
             )
-        dropped = sorted(set(self._u2) - set(self._u3))
-        if sorted(request.reveal_key_for) != dropped:
-            raise self._abort(stage, f"key shares asked for {request.reveal_key_for}, dropped are {dropped}")
+        if sorted(request.reveal_key_for) != sorted(dropped):
+            raise self._abort(
+                stage, f"key shares asked for {request.reveal_key_for}, dropped are {list(dropped)}"
+            )
         signers: set[str] = set()
-        transcript = survivors_transcript(self.sid, self._u3)
+        transcript = self._transcript(self._u3)
         for item in request.signatures:
             who = item.sender
             if who not in self._u3 or who in signers:
@@ -328,17 +354,22 @@ class SecAggParty:
             ):
                 raise self._abort(stage, f"signature of party {who} on the survivor list does not verify")
             signers.add(who)
-        self._require_quorum(stage, len(signers), "valid signatures on the survivor list")
+        self._require_global_quorum(stage, len(signers), "valid signatures on the survivor list")
+
+    def _reveal_subjects(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Whose shares this party holds, split into survivors (seed shares) and dropped (key shares)."""
+        held = set(self._u2)
+        return self._order(held & set(self._u3)), self._order(held - set(self._u3))
 
     def _unmask(self, request: UnmaskRequest) -> UnmaskResponse:
         self._check_unmask_request(request)
-        dropped = self._order(set(self._u2) - set(self._u3))
-        claims = {u: ShareKind.SEED for u in self._u3} | {u: ShareKind.KEY for u in dropped}
+        survived, dropped = self._reveal_subjects()
+        claims = {u: ShareKind.SEED for u in survived} | {u: ShareKind.KEY for u in dropped}
         conflicts = self._record.claim(self.sid, claims)
         if conflicts:
             who, kind = sorted(conflicts.items())[0]
             raise self._abort(Stage.UNMASK, f"already revealed the {kind.value} share of party {who}")
-        seed_shares = tuple(RevealedShare(u, sm.encode_share(self._held[u][0])) for u in self._u3)
+        seed_shares = tuple(RevealedShare(u, sm.encode_share(self._held[u][0])) for u in survived)
         key_shares = tuple(RevealedShare(u, sm.encode_share(self._held[u][1])) for u in dropped)
         return UnmaskResponse(self.sid, Stage.UNMASK.value, self.party_id, seed_shares, key_shares)
 

@@ -8,6 +8,9 @@ wrong header, a vector of the wrong length, misaddressed or malformed shares) co
 out at that stage (`rejected` names it and why), so one bad party cannot abort a round for everyone; any
 stage ending with fewer than `manifest.quorum` parties aborts the round with `ProtocolAbort`; an aborted
 server yields no output. The coordinator only ever holds the running sum of masked vectors.
+
+With a sparse masking graph each party is sent only its neighbours' adverts and shares, is asked only for
+shares of its neighbours, and each secret is rebuilt from its subject's neighbours' shares (t_k of them).
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ class SecAggServer:
         self._signatures: dict[str, ConsistencySignature] = {}
         self._result: NDArray[np.int64] | None = None
         self._recovered_mask_keys: dict[str, bytes] = {}
+        self._graph = manifest.masking_graph(sid)
         self.rejected: dict[str, str] = {}  # party -> why its response was treated as a dropout
 
     # ------------------------------------------------------------ state
@@ -197,18 +201,22 @@ class SecAggServer:
         cached = self._begin(stage)
         if cached is not None:
             return dict(cached)
-        roster = tuple(self._adverts.values())
         header = (self.sid, stage.value, self.manifest.coordinator_id)
-        return self._stage_requests({p: ShareKeysRequest(*header, roster) for p in self._adverts})
+
+        def roster(party: str) -> tuple[AdvertiseKeys, ...]:
+            circle = self._graph.closed(party)
+            return tuple(a for p, a in self._adverts.items() if p in circle)
+
+        return self._stage_requests({p: ShareKeysRequest(*header, roster(p)) for p in self._adverts})
 
     def collect_share_keys(self, responses: Mapping[str, ShareKeys]) -> None:
         stage = Stage.SHARE_KEYS
 
         def check(party: str, message: ShareKeys) -> str | None:
             recipients = [item.recipient for item in message.shares]
-            expected = [p for p in self._adverts if p != party]
+            expected = [p for p in self._adverts if self._graph.adjacent(party, p)]
             if sorted(recipients) != sorted(expected) or any(i.sender != party for i in message.shares):
-                return "shares are not addressed to exactly the other advertisers"
+                return "shares are not addressed to exactly the neighbours that advertised"
             return None
 
         self._shares = self._collecting(stage, responses, ShareKeys, check)
@@ -259,7 +267,8 @@ class SecAggServer:
 
     def collect_consistency_check(self, responses: Mapping[str, ConsistencySignature]) -> None:
         stage = Stage.CONSISTENCY_CHECK
-        transcript = survivors_transcript(self.sid, self._u3)
+        digest = self._graph.digest if self.manifest.sparse else b""
+        transcript = survivors_transcript(self.sid, self._u3, digest)
 
         def check(party: str, message: ConsistencySignature) -> str | None:
             if not signature_valid(self.manifest.identity_key(party), message.signature, transcript):
@@ -278,34 +287,43 @@ class SecAggServer:
             return dict(cached)
         signatures = tuple(self._signatures.values())
 
-        def request() -> UnmaskRequest:
+        def request(party: str) -> UnmaskRequest:
             header = (self.sid, stage.value, self.manifest.coordinator_id)
-            return UnmaskRequest(*header, self._u3, signatures, self._u3, self.dropped)
+            seeds, keys = self._held_by(party)
+            return UnmaskRequest(*header, self._u3, signatures, seeds, keys)
 
-        return self._stage_requests({p: request() for p in self._signatures})
+        return self._stage_requests({p: request(p) for p in self._signatures})
+
+    def _held_by(self, party: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Whose shares `party` holds (U2 within its closed neighbourhood): survivors, then dropped."""
+        circle = self._graph.closed(party)
+        return tuple(u for u in self._u3 if u in circle), tuple(d for d in self.dropped if d in circle)
 
     def collect_unmask(self, responses: Mapping[str, UnmaskResponse]) -> None:
         stage = Stage.UNMASK
         decoded: dict[str, tuple[dict[str, sm.Share], dict[str, sm.Share]]] = {}
 
         def check(party: str, response: UnmaskResponse) -> str | None:
+            seed_subjects, key_subjects = self._held_by(party)
             try:
-                seeds = self._decode_shares(party, response.seed_shares, self._u3, "seed")
-                keys = self._decode_shares(party, response.key_shares, self.dropped, "key")
+                seeds = self._decode_shares(party, response.seed_shares, seed_subjects, "seed")
+                keys = self._decode_shares(party, response.key_shares, key_subjects, "key")
             except InvalidInput as exc:
                 return str(exc)
             decoded[party] = (seeds, keys)
             return None
 
         accepted = self._collecting(stage, responses, UnmaskResponse, check)
-        if len(accepted) < self.manifest.threshold:
+        if len(accepted) < self.manifest.share_threshold:
             raise self._fail(stage, "(several)", f"only {len(accepted)} parties revealed valid shares")
         total = self._sum.copy()
         for u in self._u3:
-            seed = self._combine(u, [decoded[p][0][u] for p in accepted], "self-mask seed")
+            seed = self._combine(
+                u, [decoded[p][0][u] for p in accepted if u in decoded[p][0]], "self-mask seed"
+            )
             sm.add_prg(total, sm.self_mask_key(seed, self.sid, u), -1)
         for d in self.dropped:
-            key = self._combine(d, [decoded[p][1][d] for p in accepted], "masking key")
+            key = self._combine(d, [decoded[p][1][d] for p in accepted if d in decoded[p][1]], "masking key")
             self._remove_pair_masks(total, d, key)
         self._result = sm.decode_uint64(total)
         self._stage_index += 1
@@ -327,12 +345,12 @@ class SecAggServer:
 
     def _combine(self, subject: str, shares: list[sm.Share], what: str) -> bytes:
         try:
-            return sm.combine_shares(shares, self.manifest.threshold)
+            return sm.combine_shares(shares, self.manifest.share_threshold)
         except InvalidInput as exc:
             raise self._fail(Stage.UNMASK, subject, f"cannot reconstruct its {what}: {exc}") from exc
 
     def _remove_pair_masks(self, total: NDArray[np.uint64], dropped: str, key_bytes: bytes) -> None:
-        """Cancel what survivors added for `dropped`: survivor u added +PRG(k) if u < dropped else -PRG(k)."""
+        """Cancel the masks `dropped` paired with survivors (u added +PRG(k) if u < dropped, else -PRG(k))."""
         stage = Stage.UNMASK
         try:
             private = sm.x25519_from_private_bytes(key_bytes, what=f"party {dropped}")
@@ -342,6 +360,8 @@ class SecAggServer:
             raise self._fail(stage, dropped, "reconstructed masking key does not match its advertised key")
         self._recovered_mask_keys[dropped] = key_bytes
         for u in self._u3:
+            if not self._graph.adjacent(dropped, u):
+                continue  # they never paired masks
             shared = sm.x25519_shared(private, self._adverts[u].mask_public, what=f"party {u}")
             key = sm.pair_key(shared, self.sid, sm.PURPOSE_PAIR_MASK, u, dropped)
             sm.add_prg(total, key, -1 if u < dropped else +1)

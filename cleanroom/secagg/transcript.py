@@ -14,6 +14,7 @@ from cleanroom.secagg.math import encode_fields
 
 ADVERT_TAG = "cleanroom-secagg/v1/advertise-keys"
 SURVIVORS_TAG = "cleanroom-secagg/v1/survivors"
+SPARSE_SURVIVORS_TAG = "cleanroom-secagg/v1/survivors-sparse-graph"
 SHARES_TAG = "cleanroom-secagg/v1/encrypted-shares"
 
 
@@ -21,7 +22,10 @@ def advert_transcript(sid: bytes, sender: str, enc_public: bytes, mask_public: b
     return encode_fields(ADVERT_TAG, sid, sender, enc_public, mask_public)
 
 
-def survivors_transcript(sid: bytes, survivors: Sequence[str]) -> bytes:
+def survivors_transcript(sid: bytes, survivors: Sequence[str], graph_digest: bytes = b"") -> bytes:
+    """What a party signs in ConsistencyCheck; with a sparse graph it also names the graph (its digest)."""
+    if graph_digest:
+        return encode_fields(SPARSE_SURVIVORS_TAG, sid, graph_digest, len(survivors), *survivors)
     return encode_fields(SURVIVORS_TAG, sid, len(survivors), *survivors)
 
 
