@@ -2,8 +2,8 @@
 
 `open_source(spec, schema)` returns a `DataSource` for a CSV or Parquet file (embedded DuckDB), a
 PostgreSQL table or view (server-side encoding, read-only), a Spark table or files (counted by Spark,
-local mode or a cluster) or an in-memory pandas frame (tests, small data). All of them produce the same int64 tables as `cleanroom.marginals.count_table` on
-`cleanroom.encoding.encode`'s codes. See docs/sources.md.
+local mode or a cluster) or an in-memory pandas frame (tests, small data). All of them produce the same
+int64 tables as `cleanroom.marginals.count_table` on `cleanroom.encoding.encode`'s codes. See docs/sources.md.
 """
 
 from __future__ import annotations

@@ -205,7 +205,8 @@ class SparkSource(SqlSource):
             if error_class in _NOT_FOUND:
                 raise NotFound(f"{self.name}: {first_line(error)}") from error
             if "Connect" in type(error).__name__ or "Py4JNetworkError" in type(error).__name__:
-                raise PreconditionFailed(f"{self.name}: lost the Spark session: {first_line(error)}") from error
+                message = f"{self.name}: lost the Spark session: {first_line(error)}"
+                raise PreconditionFailed(message) from error
             raise DataError(f"{self.name}: Spark query failed: {first_line(error)}") from error
 
     def _fetch(self, query: str) -> list[tuple[Any, ...]]:
@@ -251,7 +252,8 @@ class SparkSource(SqlSource):
     def _locate(self, column: sql.ColumnSql, statuses: tuple[int, ...]) -> tuple[str, Any, int]:
         """The first offending row in Spark's read order: its id, then how many rows come before it."""
         wanted = ", ".join(str(s) for s in statuses)
-        numbered = f"(SELECT monotonically_increasing_id() AS {ROW_ID}, * FROM {self._relation()}) AS numbered"
+        relation = self._relation()
+        numbered = f"(SELECT monotonically_increasing_id() AS {ROW_ID}, * FROM {relation}) AS numbered"
         rows = self._fetch(
             f"SELECT {ROW_ID}, {column.ident}, {column.status()} AS status FROM {numbered} "
             f"WHERE ({column.status()}) IN ({wanted}) ORDER BY {ROW_ID} LIMIT 1"
@@ -290,4 +292,3 @@ class SparkSource(SqlSource):
             self._session.catalog.dropTempView(self._view)
             if self._owns_session:
                 self._session.stop()
-

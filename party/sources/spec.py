@@ -47,6 +47,7 @@ _CONFIG_KEYS = {
     "conf",
     "format",
 }
+DEFAULT_TIMEOUT_MS = 600_000
 SPARK_FORMATS = ("parquet", "delta", "csv", "orc")
 _SPARK_SUFFIXES = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".orc": "orc"}
 SPARK_MASTERS = ("local", "spark://", "sc://", "yarn", "k8s://")
@@ -66,7 +67,7 @@ class SparkSettings:
 
     def __post_init__(self) -> None:
         if (self.table is None) == (self.location is None):
-            raise InvalidInput("a spark source needs either table = \"...\" or path = \"...\" (not both)")
+            raise InvalidInput('a spark source needs either table = "..." or path = "..." (not both)')
         if self.format not in SPARK_FORMATS:
             raise InvalidInput(f"spark source format ({self.format!r}) must be one of {SPARK_FORMATS}")
         if not self.master.startswith(SPARK_MASTERS):
@@ -88,7 +89,6 @@ class SparkSettings:
 def describe_master(master: str) -> str:
     """The master URL without parameters (an sc:// URL's `;token=...`) for names and messages."""
     return master.split(";", 1)[0].rstrip("/") if master.startswith("sc://") else master
-DEFAULT_TIMEOUT_MS = 600_000
 
 
 @dataclass(frozen=True)
@@ -187,7 +187,7 @@ def spark_settings(config: Mapping[str, Any], base_dir: Path) -> SparkSettings:
             raise InvalidInput(f"[source] master_env: environment variable {config['master_env']} is not set")
     conf = config.get("conf", {})
     if not isinstance(conf, Mapping):
-        raise InvalidInput("[source] conf must be a table of Spark settings, e.g. { \"spark.x\" = \"1\" }")
+        raise InvalidInput('[source] conf must be a table of Spark settings, e.g. { "spark.x" = "1" }')
     raw_path = config.get("path")
     location = None if raw_path is None else str(raw_path)
     if location is not None and not _URI.match(location):
