@@ -34,6 +34,7 @@ from party.sources.base import (
     report_from_counts,
     split_grouping_rows,
 )
+from party.sources.postgres import cover_sets, sub_grouped, unpack_keys
 from party.sources.rules import SchemaRules
 from party.sources.spec import SparkSettings, describe_master
 
@@ -105,6 +106,14 @@ class SparkDialect(sql.Dialect):
         above = self._edges_at_or_below(value, edges[mid + 1 :], base + mid + 1)
         below = self._edges_at_or_below(value, edges[:mid], base)
         return f"CASE WHEN {value} >= {self.double(edges[mid])} THEN {above} ELSE {below} END"
+
+    def is_blank(self, expr: str) -> str:
+        """NULL or whitespace only; a first byte in '!'..'}' (printable ASCII, compared bytewise) decides at
+        once, without the per-row string that ascii() builds."""
+        return (
+            f"(CASE WHEN {expr} IS NULL THEN true WHEN {expr} >= '!' AND {expr} < '~' THEN false "
+            f"ELSE btrim({expr}, {self.literal(sql._WHITESPACE)}) = '' END)"
+        )
 
     def float_as_text(self, expr: str) -> str:
         return (
@@ -235,6 +244,24 @@ class SparkSource(SqlSource):
         return self.dialect.ident(self._codes_view)
 
     def _grouped_counts(self, sets: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], Grouped]:
+        """One Spark job per 128 covering sets: each row emits one packed key per covering set (`explode`),
+        Spark counts the keys (a hash aggregate on one BIGINT), and the party sums the requested tables out
+        of the covers. It gives the GROUPING SETS tables (`_grouped_counts_by_grouping_sets`, kept for the
+        tests) at a fraction of the cost: Spark's GROUPING SETS copies every row once per set (Expand) and
+        hashes all columns of each copy."""
+        shape, covered = self.domain.shape, {}
+        covers = cover_sets(sets, shape)
+        for start in range(0, len(covers), MAX_SETS_PER_QUERY):
+            chunk = covers[start : start + MAX_SETS_PER_QUERY]
+            rows = self._fetch(packed_counts_query(self._codes_relation(), chunk, shape))
+            keys_counts = np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+            covered.update(unpack_keys(keys_counts[:, 0], keys_counts[:, 1], chunk, shape))
+        return {group: sub_grouped(covered, group) for group in sets}
+
+    def _grouped_counts_by_grouping_sets(
+        self, sets: Sequence[tuple[int, ...]]
+    ) -> dict[tuple[int, ...], Grouped]:
+        """The same counts from Spark's GROUPING SETS (one job per 128 sets)."""
         n_columns, out = len(self._columns()), {}
         for start in range(0, len(sets), MAX_SETS_PER_QUERY):
             chunk = sets[start : start + MAX_SETS_PER_QUERY]
@@ -292,3 +319,15 @@ class SparkSource(SqlSource):
             self._session.catalog.dropTempView(self._view)
             if self._owns_session:
                 self._session.stop()
+
+
+def packed_counts_query(codes: str, sets: Sequence[tuple[int, ...]], shape: Sequence[int]) -> str:
+    """One scan of the codes: every row emits one key per set (`sql.cell_offsets` + mixed-radix codes+1, as
+    `sql.unnest_counts_query` does for PostgreSQL); the count of every key."""
+    keys = []
+    for offset, group in zip(sql.cell_offsets(sets, shape), sets, strict=True):
+        packed = "CAST(0 AS BIGINT)"
+        for j in group:
+            packed = f"({packed}) * {shape[j] + 1} + (c{j} + 1)"
+        keys.append(f"{offset} + {packed}")
+    return f"SELECT k, count(*) FROM (SELECT explode(array({', '.join(keys)})) AS k FROM {codes}) GROUP BY k"
