@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from cleanroom.errors import CleanroomError, DataError, NotFound, PreconditionFailed
 from party.sources import sql
@@ -307,8 +308,15 @@ class SparkSource(SqlSource):
                 parts.append(column.ident)
         identifiers = self._present_identifiers()
         parts += [self.dialect.ident(n) for n in identifiers]
-        rows = self._fetch(f"SELECT {', '.join(parts)} FROM {self._relation()}")
-        return pd.DataFrame.from_records(rows, columns=[*self.rules.names, *identifiers])
+        query = f"SELECT {', '.join(parts)} FROM {self._relation()}"
+        with self._errors():
+            selected = self._session.sql(query)
+            batches = selected._collect_as_arrow() if hasattr(selected, "_collect_as_arrow") else None
+            if batches:  # classic PySpark: Arrow record batches, no Python object per row
+                return pa.Table.from_batches(batches).to_pandas()
+            if batches is None:  # Spark Connect: the client receives Arrow anyway
+                return selected.toPandas()
+        return pd.DataFrame(columns=[*self.rules.names, *identifiers])
 
     def close(self) -> None:
         """Drop the views and the cached codes; stop the session if this source started it."""
