@@ -313,9 +313,9 @@ class SparkSource(SqlSource):
             selected = self._session.sql(query)
             batches = selected._collect_as_arrow() if hasattr(selected, "_collect_as_arrow") else None
             if batches:  # classic PySpark: Arrow record batches, no Python object per row
-                return pa.Table.from_batches(batches).to_pandas()
+                return pd.DataFrame(pa.Table.from_batches(batches).to_pandas())
             if batches is None:  # Spark Connect: the client receives Arrow anyway
-                return selected.toPandas()
+                return pd.DataFrame(selected.toPandas())
         return pd.DataFrame(columns=[*self.rules.names, *identifiers])
 
     def close(self) -> None:
