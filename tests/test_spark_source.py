@@ -310,3 +310,23 @@ def test_party_serve_with_a_spark_source_refuses_bad_data(spark: Any, tmp_path: 
     # counted from the rows the party reads through Spark (the evaluation's membership split needs them)
     assert f"column {column!r}, row 4" in line
     assert "unknown category 'NOT A CATEGORY' (1 such rows)" in line
+
+
+def test_party_toml_keeps_a_cluster_uri_and_resolves_a_local_path(tmp_path: Path) -> None:
+    """party.toml paths are relative to the file, but a URI the cluster reads (s3a://, dbfs:/) is not a
+    local path and reaches the spark source as written."""
+    from party.config import PartyConfig
+    from party.run import source_spec
+    from test_ops_config import PARTY_TOML
+
+    for name in ("ca.pem", "a.pem", "a.key", "a.ed25519", "plan.toml", "schema.json"):
+        (tmp_path / name).write_text("")
+    for path, expected in (
+        ("s3a://lake/sales/customers/", "s3a://lake/sales/customers/"),
+        ("dbfs:/mnt/lake/customers", "dbfs:/mnt/lake/customers"),
+        ("lake/customers.parquet", str((tmp_path / "lake/customers.parquet").resolve())),
+    ):
+        entry = f'source = {{ kind = "spark", path = "{path}", master = "spark://h:7077" }}'
+        (tmp_path / "party.toml").write_text(PARTY_TOML.replace('source = "a.csv"', entry))
+        spec = source_spec(PartyConfig.load(tmp_path / "party.toml").source)
+        assert spec.spark is not None and spec.spark.location == expected, path
