@@ -315,9 +315,10 @@ def test_party_serve_with_a_spark_source_refuses_bad_data(spark: Any, tmp_path: 
 def test_party_toml_keeps_a_cluster_uri_and_resolves_a_local_path(tmp_path: Path) -> None:
     """party.toml paths are relative to the file, but a URI the cluster reads (s3a://, dbfs:/) is not a
     local path and reaches the spark source as written."""
+    from test_ops_config import PARTY_TOML
+
     from party.config import PartyConfig
     from party.run import source_spec
-    from test_ops_config import PARTY_TOML
 
     for name in ("ca.pem", "a.pem", "a.key", "a.ed25519", "plan.toml", "schema.json"):
         (tmp_path / name).write_text("")
