@@ -331,3 +331,14 @@ def test_party_toml_keeps_a_cluster_uri_and_resolves_a_local_path(tmp_path: Path
         (tmp_path / "party.toml").write_text(PARTY_TOML.replace('source = "a.csv"', entry))
         spec = source_spec(PartyConfig.load(tmp_path / "party.toml").source)
         assert spec.spark is not None and spec.spark.location == expected, path
+
+
+def test_malformed_csv_is_an_error_naming_the_file(sources: Callable[..., Any], tmp_path: Path) -> None:
+    spark_source, _ = sources(frame(20), schema(), "csv")
+    path = Path(spark_source.settings.location)  # type: ignore[attr-defined]
+    lines = path.read_text().splitlines()
+    lines[5] += ",extra,fields"
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"{path.name}.*Spark query failed: .*[Mm]alformed") as caught:
+        spark_source.count_tables([("age",)])
+    assert "\n" not in str(caught.value) and "An error occurred while calling" not in str(caught.value)

@@ -132,7 +132,9 @@ def type_name(spark_type: str) -> str:
 
 
 def first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
+    """The error's first informative line (py4j puts "An error occurred while calling o85.x." first)."""
+    lines = [line.strip().lstrip(": ") for line in str(error).strip().splitlines()]
+    lines = [line for line in lines if line and not line.startswith("An error occurred while calling")]
     return lines[0][:400] if lines else type(error).__name__
 
 
@@ -187,8 +189,13 @@ class SparkSource(SqlSource):
         self._codes_view: str | None = None
         self._codes: Any = None
         self._types: dict[str, str] | None = None
-        with self._errors():
-            self._reader().createOrReplaceTempView(self._view)
+        try:
+            with self._errors():
+                self._reader().createOrReplaceTempView(self._view)
+        except CleanroomError:
+            if self._owns_session:
+                self._session.stop()
+            raise
 
     def _reader(self) -> Any:
         """The source DataFrame: a catalog table, or files (CSV read as text, like the DuckDB source)."""
@@ -197,6 +204,8 @@ class SparkSource(SqlSource):
             return self._session.table(settings.table)
         reader = self._session.read.format(settings.format)
         if settings.format == "csv":
+            # without column pruning every line is tokenized whole, so FAILFAST sees a ragged line
+            self._session.conf.set("spark.sql.csv.parser.columnPruning.enabled", "false")
             reader = reader.options(
                 header="true", inferSchema="false", sep=settings.delimiter, quote='"', escape='"',
                 mode="FAILFAST", multiLine="false",
