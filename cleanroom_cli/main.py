@@ -293,7 +293,8 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     demo.add_argument(
         "--sources",
         metavar="KIND[,KIND...]",
-        help="data source kind per party: csv, parquet or postgresql (needs CLEANROOM_PG_DSN); default csv",
+        help="data source kind per party: csv, parquet, postgresql (needs CLEANROOM_PG_DSN) or spark "
+        "(local Spark: pyspark and Java); default csv",
     )
     demo.set_defaults(handler=cmd_demo)
     sim = sub.add_parser("simulate", help="run a whole collaboration locally on your own CSV files")
@@ -311,7 +312,8 @@ def _add_local(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-ar
     sim.add_argument(
         "--sources",
         metavar="KIND[,KIND...]",
-        help="data source kind per party: csv, parquet or postgresql (needs CLEANROOM_PG_DSN); default csv",
+        help="data source kind per party: csv, parquet, postgresql (needs CLEANROOM_PG_DSN) or spark "
+        "(local Spark: pyspark and Java); default csv",
     )
     sim.set_defaults(handler=cmd_simulate)
 

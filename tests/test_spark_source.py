@@ -342,3 +342,24 @@ def test_malformed_csv_is_an_error_naming_the_file(sources: Callable[..., Any], 
     with pytest.raises(DataError, match=rf"{path.name}.*Spark query failed: .*[Mm]alformed") as caught:
         spark_source.count_tables([("age",)])
     assert "\n" not in str(caught.value) and "An error occurred while calling" not in str(caught.value)
+
+
+def test_demo_with_a_spark_party(spark: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`cleanroom demo --sources csv,parquet,spark`: a whole job (measurement rounds, evaluation, delivery)
+    with real party processes, one of which reads its data through a local Spark it starts itself."""
+    import json
+    import tomllib
+
+    from integration.test_mixed_sources_e2e import _check_delivered, _check_rounds_answered, _demo
+
+    out = tmp_path / "demo"
+    assert _demo(out, "csv,parquet,spark") == 0
+    assert "party3 spark" in capsys.readouterr().out
+    work = out / "_work"
+    source = tomllib.loads((work / "party3.toml").read_text())["data"]["source"]
+    assert source["kind"] == "spark" and source["master"] == "local[1]"
+    assert source["path"] == "data/party3.parquet" and (work / source["path"]).is_file()
+    columns = [c["name"] for c in json.loads((work / "schema.json").read_text())["columns"]]
+    for pid in ("party1", "party2", "party3"):
+        _check_delivered(out, pid, columns)
+        _check_rounds_answered(work, pid)
