@@ -363,3 +363,15 @@ def test_demo_with_a_spark_party(spark: Any, tmp_path: Path, capsys: pytest.Capt
     for pid in ("party1", "party2", "party3"):
         _check_delivered(out, pid, columns)
         _check_rounds_answered(work, pid)
+
+
+def test_spark_literals_and_names_round_trip(spark: Any) -> None:
+    """Spark SQL joins 'a''b' into 'ab' and reads backslashes as escapes: categories and names that contain
+    quotes, backslashes or backquotes come back as written."""
+    from party.sources.spark import SparkDialect
+
+    dialect = SparkDialect()
+    texts = ["O'Brien", "a\\b", "\\'", "it''s", "tab\there", "`name`", "ünïcødé"]
+    items = ", ".join(f"{dialect.literal(t)} AS {dialect.ident(t)}" for t in texts)
+    row = spark.sql(f"SELECT {items}").collect()[0]
+    assert list(row) == texts and list(row.asDict()) == texts
