@@ -17,7 +17,9 @@ import pandas as pd
 
 from cleanroom.errors import InvalidInput
 
-SOURCE_KINDS = ("csv", "parquet", "postgresql")
+SOURCE_KINDS = ("csv", "parquet", "postgresql", "spark")
+# A spark party reads its Parquet file through a local Spark (pyspark and Java) that the party starts.
+SPARK_DEMO_SOURCE = {"kind": "spark", "master": "local[1]"}
 PG_ENV = "CLEANROOM_PG_DSN"
 
 
@@ -67,7 +69,7 @@ def write_party_data(data_dir: Path, pid: str, data: pd.DataFrame | Path, kind: 
             (data_dir / f"{pid}.csv").write_bytes(data.read_bytes())
         return
     frame = data if isinstance(data, pd.DataFrame) else read_party_csv(data)
-    if kind == "parquet":
+    if kind in ("parquet", "spark"):
         frame.to_parquet(data_dir / f"{pid}.parquet", index=False)
     elif kind == "postgresql":
         from party.sources.loading import write_postgres_table
@@ -81,6 +83,8 @@ def source_entry(pid: str, kind: str) -> str | dict[str, Any]:
     """The party.toml `[data] source` value for this party's kind (paths relative to the work directory)."""
     if kind == "postgresql":
         return {"url_env": PG_ENV, "table": demo_table(pid)}
+    if kind == "spark":
+        return {**SPARK_DEMO_SOURCE, "path": f"data/{pid}.parquet"}
     return f"data/{pid}.{kind}"
 
 

@@ -435,8 +435,9 @@ def _add_run_options(parser: argparse.ArgumentParser, epsilon_required: bool) ->
                         help="release gate: nothing but the report is delivered if an attack scores "
                         "above this")  # fmt: skip
     parser.add_argument("--sources", metavar="KIND[,KIND...]",
-                        help="data source kind per party, in order: csv, parquet or postgresql (needs "
-                        "CLEANROOM_PG_DSN); default: csv for every party")  # fmt: skip
+                        help="data source kind per party, in order: csv, parquet, postgresql (needs "
+                        "CLEANROOM_PG_DSN) or spark (local Spark: pyspark and Java); default: csv for every "
+                        "party")  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ audit_log = "state/audit.jsonl"      # hash-chained record of every answer and r
 from __future__ import annotations
 
 import math
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,7 +105,9 @@ class PartyConfig:
         if isinstance(source, str) and not source.startswith(("postgresql://", "postgres://")):
             source = str(rel(source))
         elif isinstance(source, dict) and "path" in source:
-            source = {**source, "path": str(rel(_text(source, "path", "[data] source.")))}
+            path = _text(source, "path", "[data] source.")
+            uri = re.match(r"^[A-Za-z][A-Za-z0-9+.-]+:", path)  # s3a://..., dbfs:/... (a spark source)
+            source = {**source, "path": path if uri else str(rel(path))}
         ledger = rel(_text(budget, "ledger", "[budget] "))
         audit_log = budget.get("audit_log")
         delta = _number(budget, "delta", "[budget] ", default=1e-9)

@@ -4,9 +4,12 @@ Generates N rows (default 10 million; 7 numerical and 8 categorical columns with
 unknown categories) as Parquet and CSV, loads them into PostgreSQL when CLEANROOM_PG_DSN is set, then measures
 each source in a fresh subprocess (the "party process") and prints: seconds to compute all 120 tables, rows
 per second, the process's peak RSS and CPU seconds, and the PostgreSQL server's CPU seconds (summed over its
-processes, when it runs on this machine). Usage:
+processes, when it runs on this machine). `--sources spark` reads the same Parquet file with a local Spark
+(`--spark-master local[*]`, the party process starts the JVM): its row also gives the session start-up
+seconds, the JVM's CPU seconds (in the server column) and the JVM's peak RSS. "again s" is a second
+`count_tables` on the same source (a later round of a job: DuckDB and Spark reuse their codes). Usage:
     python scripts/bench_sources.py [--rows 10000000] [--dir /tmp/cleanroom-bench] \
-        [--sources parquet,csv,postgresql] [--repeat 3]
+        [--sources parquet,csv,postgresql,spark] [--repeat 3] [--spark-master local[*]]
 """
 
 from __future__ import annotations
@@ -124,42 +127,80 @@ def load_postgres(dsn: str, directory: Path, table: str) -> None:
         conn.execute(f"ANALYZE {table}")
 
 
-def measure(kind: str, directory: Path, table: str) -> dict[str, float]:
+def measure(kind: str, directory: Path, table: str, spark_master: str) -> dict[str, float]:
     """Runs inside the measured subprocess: open the source, compute all 1-way and 2-way tables."""
     from cleanroom.schema import Schema
     from party.sources import SourceSpec, open_source
+    from party.sources.spec import SparkSettings
 
     schema = Schema.load(directory / "schema.json")
     if kind == "postgresql":
         spec = SourceSpec(kind="postgresql", dsn=os.environ["CLEANROOM_PG_DSN"], table=table)
+    elif kind == "spark":
+        settings = SparkSettings(
+            location=str(directory / "data.parquet"), master=spark_master, conf=SPARK_CONF
+        )
+        spec = SourceSpec(kind="spark", spark=settings)
     else:
         spec = SourceSpec(kind=kind, path=directory / f"data.{kind}")
     attrs = list(schema.domain.attrs)
     cliques = [(a,) for a in attrs] + list(itertools.combinations(attrs, 2))
+    opened = time.perf_counter()
     with open_source(spec, schema) as source:
         source.check_schema()
-        server = server_cpu_s() if kind == "postgresql" else math.nan
+        opened = time.perf_counter() - opened
+        server = server_cpu_s(kind)
         start, cpu = time.perf_counter(), time.process_time()
         tables = source.count_tables(cliques)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-        server = server_cpu_s() - server if kind == "postgresql" else math.nan
+        server = server_cpu_s(kind) - server
+        again = time.perf_counter()
+        source.count_tables(cliques)  # a later round: DuckDB and Spark reuse the codes they computed
+        again = time.perf_counter() - again
+        jvm_rss = jvm_peak_rss_kib() / 1024 if kind == "spark" else math.nan
     rows = int(tables[0].sum())
     return {
         "tables": len(tables), "rows": rows, "seconds": seconds, "cpu_s": cpu, "server_cpu_s": server,
-        "peak_rss_mib": peak_rss_kib() / 1024,
+        "peak_rss_mib": peak_rss_kib() / 1024, "open_s": opened, "jvm_peak_rss_mib": jvm_rss,
+        "again_s": again,
     }  # fmt: skip
 
 
-def server_cpu_s() -> float:
+# The local Spark of the benchmark: the JVM's heap and Spark's own parallelism for 2 cores.
+SPARK_CONF = (("spark.driver.memory", "2g"), ("spark.sql.shuffle.partitions", "4"))
+
+
+def jvm_peak_rss_kib() -> float:
+    """Peak RSS (VmHWM) of the Java processes this process started (the local Spark driver/executor)."""
+    total, me = 0, str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] != me:
+                continue
+            status = (entry / "status").read_text()
+        except OSError:
+            continue
+        if "java" in (entry / "cmdline").read_bytes().decode(errors="replace"):
+            total += int(next(x for x in status.splitlines() if x.startswith("VmHWM:")).split()[1])
+    return total if total else math.nan
+
+
+def server_cpu_s(kind: str) -> float:
     """CPU seconds of every PostgreSQL process on this machine, reaped parallel workers included (NaN if the
-    server runs elsewhere or as another user we cannot see); the difference around a query is its cost."""
+    server runs elsewhere or as another user we cannot see), or of the local Spark JVM; the difference around
+    a query is its cost."""
+    if kind not in ("postgresql", "spark"):
+        return math.nan
     ticks, total, seen = os.sysconf("SC_CLK_TCK"), 0, False
+    names = ("postgres", "postmaster") if kind == "postgresql" else ("java",)
     for entry in Path("/proc").iterdir():
         try:
             stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
         except OSError:
             continue
-        if stat and stat[stat.index("(") + 1 : stat.rindex(")")].startswith(("postgres", "postmaster")):
+        if kind == "spark" and stat and stat.rsplit(")", 1)[1].split()[1] != str(os.getpid()):
+            continue  # only the JVM this process started
+        if stat and stat[stat.index("(") + 1 : stat.rindex(")")].startswith(names):
             seen = True
             total += sum(int(x) for x in stat.rsplit(")", 1)[1].split()[11:15])  # utime stime cutime cstime
     return total / ticks if seen else math.nan
@@ -173,8 +214,9 @@ def peak_rss_kib() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def run_measurement(kind: str, directory: Path, table: str) -> dict[str, float]:
+def run_measurement(kind: str, directory: Path, table: str, spark_master: str) -> dict[str, float]:
     command = [sys.executable, __file__, "--measure", kind, "--dir", str(directory), "--table", table]
+    command += ["--spark-master", spark_master]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return dict(json.loads(output.strip().splitlines()[-1]))
 
@@ -189,10 +231,11 @@ def main() -> None:
     parser.add_argument("--table", default="cleanroom_bench")
     parser.add_argument("--reuse-table", action="store_true", help="skip loading PostgreSQL (already loaded)")
     parser.add_argument("--repeat", type=int, default=1, help="measurements per source")
+    parser.add_argument("--spark-master", default="local[*]", help="master of the spark source")
     parser.add_argument("--measure", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure:
-        print(json.dumps(measure(args.measure, args.dir, args.table)))
+        print(json.dumps(measure(args.measure, args.dir, args.table, args.spark_master)))
         return
     marker = args.dir / "rows"
     if not marker.exists() or marker.read_text() != str(args.rows):
@@ -215,15 +258,16 @@ def main() -> None:
             print(f"loaded into PostgreSQL table {args.table} in {time.perf_counter() - started:.1f} s")
     print(
         f"{'source':<11} {'tables':>6} {'rows':>12} {'seconds':>8} {'rows/s':>12} {'peak RSS':>10} "
-        f"{'party CPU s':>12} {'server CPU s':>13}"
+        f"{'party CPU s':>12} {'server CPU s':>13} {'open s':>7} {'JVM peak RSS':>13} {'again s':>8}"
     )
     for kind in kinds:
         for _ in range(args.repeat):
-            result = run_measurement(kind, args.dir, args.table)
+            result = run_measurement(kind, args.dir, args.table, args.spark_master)
             print(
                 f"{kind:<11} {result['tables']:>6.0f} {result['rows']:>12,.0f} {result['seconds']:>8.1f} "
                 f"{result['rows'] / result['seconds']:>12,.0f} {result['peak_rss_mib']:>7.0f} MiB "
-                f"{result['cpu_s']:>12.1f} {result['server_cpu_s']:>13.1f}",
+                f"{result['cpu_s']:>12.1f} {result['server_cpu_s']:>13.1f} {result['open_s']:>7.1f} "
+                f"{result['jvm_peak_rss_mib']:>9.0f} MiB {result['again_s']:>8.1f}",
                 flush=True,
             )
 

@@ -1,9 +1,9 @@
 """Party data sources: compute marginal count tables where the data already lives.
 
 `open_source(spec, schema)` returns a `DataSource` for a CSV or Parquet file (embedded DuckDB), a
-PostgreSQL table or view (server-side aggregation, read-only) or an in-memory pandas frame (tests, small
-data). All of them produce the same int64 tables as `cleanroom.marginals.count_table` on
-`cleanroom.encoding.encode`'s codes. See docs/sources.md.
+PostgreSQL table or view (server-side encoding, read-only), a Spark table or files (counted by Spark,
+local mode or a cluster) or an in-memory pandas frame (tests, small data). All of them produce the same
+int64 tables as `cleanroom.marginals.count_table` on `cleanroom.encoding.encode`'s codes. See docs/sources.md.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ def open_source(spec: SourceSpec, schema: Any) -> DataSource:
             statement_timeout_ms=spec.statement_timeout_ms,
             name=spec.name,
         )
+    if spec.kind == "spark":
+        from party.sources.spark import SparkSource  # imports pyspark only when a session is opened
+
+        assert spec.spark is not None
+        return SparkSource(spec.spark, schema, rules, name=spec.name)
     from party.sources.frame import FrameSource
 
     assert spec.frame is not None

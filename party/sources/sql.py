@@ -82,10 +82,22 @@ def quote_literal(text: str) -> str:
 class Dialect:
     """The few expressions where DuckDB and PostgreSQL differ."""
 
-    name: str  # "duckdb" | "postgresql"
+    name: str  # "duckdb" | "postgresql" (party.sources.spark subclasses it for Spark SQL)
+
+    def ident(self, name: str) -> str:
+        return quote_ident(name)
+
+    def literal(self, text: str) -> str:
+        return quote_literal(text)
+
+    def double_type(self) -> str:
+        return "DOUBLE PRECISION"
+
+    def text_type(self) -> str:
+        return "VARCHAR" if self.name == "duckdb" else "text"
 
     def double(self, value: float) -> str:
-        return f"CAST({quote_literal(repr(float(value)))} AS DOUBLE PRECISION)"
+        return f"CAST({self.literal(repr(float(value)))} AS {self.double_type()})"
 
     def is_nan(self, expr: str) -> str:
         if self.name == "duckdb":
@@ -93,7 +105,7 @@ class Dialect:
         return f"({expr} = CAST('NaN' AS DOUBLE PRECISION))"
 
     def list_position(self, values: Sequence[str], expr: str) -> str:
-        items = ", ".join(quote_literal(v) for v in values)
+        items = ", ".join(self.literal(v) for v in values)
         if self.name == "duckdb":
             return f"list_position([{items}]::VARCHAR[], {expr})"
         return f"array_position(ARRAY[{items}]::text[], {expr})"
@@ -112,7 +124,7 @@ class Dialect:
     def castable(self, expr: str) -> str:
         if self.name == "duckdb":
             return f"(TRY_CAST({expr} AS DOUBLE) IS NOT NULL)"
-        return f"({expr} ~* {quote_literal(_PG_NUMBER_RE)})"
+        return f"({expr} ~* {self.literal(_PG_NUMBER_RE)})"
 
     def bin_index(self, value: str, edges: Sequence[float]) -> str:
         """Index i of the bin [e_i, e_{i+1}) holding an in-range value (the last bin is closed)."""
@@ -136,7 +148,7 @@ class Dialect:
         return (
             f"(CASE WHEN {expr} IS NULL OR length({expr}) = 0 THEN true "
             f"WHEN ascii({expr}) BETWEEN 33 AND 132 THEN false "
-            f"ELSE {trim}({expr}, {quote_literal(_WHITESPACE)}) = '' END)"
+            f"ELSE {trim}({expr}, {self.literal(_WHITESPACE)}) = '' END)"
         )
 
     def float_as_text(self, expr: str) -> str:
@@ -158,7 +170,7 @@ class ColumnSql:
 
     @property
     def ident(self) -> str:
-        return quote_ident(self.rule.name)
+        return self.dialect.ident(self.rule.name)
 
     def parts(self) -> dict[str, str]:
         """The per-row pieces the code and status are built from: name -> SQL expression over the relation.
@@ -168,7 +180,7 @@ class ColumnSql:
         """
         family, col = type_family(self.sql_type), self.ident
         if self.rule.kind == "categorical":
-            missing, text = col + " IS NULL", f"CAST({col} AS {self._text_type()})"
+            missing, text = col + " IS NULL", f"CAST({col} AS {self.dialect.text_type()})"
             if family == "boolean":
                 text = f"(CASE WHEN {col} THEN 'True' ELSE 'False' END)"
             elif family == "float":
@@ -186,11 +198,8 @@ class ColumnSql:
                 "value": value,
                 "uncastable": self.dialect.uncastable(col, value, blank),
             }
-        value = f"CAST({col} AS DOUBLE PRECISION)"
+        value = f"CAST({col} AS {self.dialect.double_type()})"
         return {"missing": f"({col} IS NULL OR {self.dialect.is_nan(value)})", "value": value}
-
-    def _text_type(self) -> str:
-        return "VARCHAR" if self.dialect.name == "duckdb" else "text"
 
     def code(self, parts: dict[str, str] | None = None) -> str:
         """The code expression, over the relation or (given `parts` names) over a prepared projection."""
@@ -294,9 +303,9 @@ def grouping_sets_query(codes: str, n_columns: int, sets: Sequence[tuple[int, ..
     return f"SELECT {outputs}, count(*) FROM {codes} GROUP BY GROUPING SETS ({grouping})"
 
 
-def report_query(relation: str, columns: Sequence[ColumnSql]) -> str:
+def report_query(relation: str, columns: Sequence[ColumnSql], fence: bool = True) -> str:
     """One scan: the row count and, per column, how many values have each non-OK status."""
-    inner, names = prepared(relation, columns)
+    inner, names = prepared(relation, columns, fence)
     statuses = ", ".join(f"{col.status(names[j])} AS s{j}" for j, col in enumerate(columns))
     counts = ["count(*)"]
     for j in range(len(columns)):
