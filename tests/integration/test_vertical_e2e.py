@@ -47,7 +47,7 @@ ROWS = 120
 
 
 def _args(out: Path, **extra: Any) -> argparse.Namespace:
-    return argparse.Namespace(out=str(out), epsilon=1.0, delta=1e-9, format="csv", seed=3, **extra)
+    return argparse.Namespace(out=str(out), epsilon=3.0, delta=1e-9, format="csv", seed=3, **extra)
 
 
 def _job(out: Path, parts: dict[str, pd.DataFrame]) -> local.LocalJob:
