@@ -319,9 +319,12 @@ def _fenced(path: Path, language: str) -> list[str]:
     return re.findall(rf"^```{language}\n(.*?)^```", path.read_text(), flags=re.MULTILINE | re.DOTALL)
 
 
-def test_every_source_example_is_a_party_toml_data_source_the_code_accepts() -> None:
+def test_every_source_example_is_a_party_toml_data_source_the_code_accepts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     import tomllib
 
+    monkeypatch.setenv("CLEANROOM_SPARK_REMOTE", "sc://spark-connect.example:15002")  # the Connect example
     from party.sources import SourceSpec
 
     blocks = [b for b in _fenced(ROOT / "docs" / "sources.md", "toml") if "source" in b]
