@@ -64,7 +64,7 @@ from cleanroom.synth.selection import (
     structure,
 )
 
-ROUND_KINDS = frozenset({"target", "structure", "forest"})
+ROUND_KINDS = frozenset({"target", "structure", "forest", "gain"})
 
 
 @dataclass(frozen=True)
@@ -302,7 +302,7 @@ class AdaptivePlanner:
             return fits(small, [*in_model, *pairs], self.max_clique_cells, self.max_total_cells)
 
         errors = self._errors(history, model, target_only=kind == "target")
-        if kind == "target":
+        if kind in ("target", "gain"):
             return best_gain_set(errors, lambda k: self._sigma2(k, rho), fits_model, self.noise_penalty)
         fresh = {p: e for p, e in errors.items() if p not in set(in_model)}
         informative = {a for p in errors for a in p}
