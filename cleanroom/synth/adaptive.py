@@ -64,7 +64,7 @@ from cleanroom.synth.selection import (
     structure,
 )
 
-ROUND_KINDS = frozenset({"target", "structure", "forest", "gain"})
+ROUND_KINDS = frozenset({"target", "structure", "forest", "gain", "gain-forest"})
 
 
 @dataclass(frozen=True)
@@ -106,6 +106,8 @@ class AdaptivePlanner:
     max_clique_cells: int = 20_000
     max_total_cells: int = 100_000
     compress_z: float = 3.0
+    target_levels: int = 0
+    lead_pair: bool = True
     screen_cliques: bool = False
     estimation: EstimationConfig = field(default_factory=lambda: EstimationConfig(max_iters=250))
     selection_estimation: EstimationConfig = field(default_factory=lambda: EstimationConfig(max_iters=100))
@@ -154,8 +156,9 @@ class AdaptivePlanner:
         """The compressed domain decided from the 1-way tables (post-processing)."""
         if self.compress_z == 0:
             return Compression.identity(self.domain)
+        limits = {self.target: self.target_levels} if self.target and self.target_levels else {}
         return Compression.from_one_ways(
-            self.domain, one_way, self.compress_z, self.special_levels, self.ordinal
+            self.domain, one_way, self.compress_z, self.special_levels, self.ordinal, limits
         )
 
     def candidate_pairs(self) -> tuple[Clique, ...]:
@@ -302,8 +305,15 @@ class AdaptivePlanner:
             return fits(small, [*in_model, *pairs], self.max_clique_cells, self.max_total_cells)
 
         errors = self._errors(history, model, target_only=kind == "target")
-        if kind in ("target", "gain"):
-            return best_gain_set(errors, lambda k: self._sigma2(k, rho), fits_model, self.noise_penalty)
+        if kind in ("target", "gain", "gain-forest"):
+            return best_gain_set(
+                errors,
+                lambda k: self._sigma2(k, rho),
+                fits_model,
+                self.noise_penalty,
+                acyclic=kind == "gain-forest",
+                lead=kind == "target" and self.lead_pair,
+            )
         fresh = {p: e for p, e in errors.items() if p not in set(in_model)}
         informative = {a for p in errors for a in p}
         limit = max(1, round(self.structure_pairs * max(len(informative) - 1, 1)))

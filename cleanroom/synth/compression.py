@@ -123,8 +123,33 @@ def _rare_runs(rare: list[int], ordinal: bool) -> list[list[int]]:
     return runs
 
 
+def _equal_mass(
+    groups: list[tuple[int, ...]], counts: FloatArray, max_levels: int, special: Sequence[int]
+) -> list[tuple[int, ...]]:
+    """Neighbouring groups of an ordinal attribute joined into at most `max_levels` of about equal noisy mass
+    (reserved levels stay on their own)."""
+    reserved = [g for g in groups if g[0] in special]
+    bins = [g for g in groups if g[0] not in special]
+    mass = np.array([max(float(np.sum(counts[list(g)])), 0.0) for g in bins])
+    levels = max(max_levels - len(reserved), 1)
+    if len(bins) <= levels:
+        return groups
+    share = np.cumsum(mass) / max(float(mass.sum()), 1e-12)
+    cut = np.minimum((share * levels - 1e-9).astype(np.int64), levels - 1)
+    cut = np.maximum.accumulate(np.maximum(cut, 0))
+    merged: dict[int, tuple[int, ...]] = {}
+    for index, group in zip(cut, bins, strict=True):
+        merged[int(index)] = merged.get(int(index), ()) + group
+    return sorted([*merged.values(), *reserved], key=lambda g: g[0])
+
+
 def level_map(
-    counts: FloatArray, stddev: float, z: float, special: Sequence[int] = (), ordinal: bool = False
+    counts: FloatArray,
+    stddev: float,
+    z: float,
+    special: Sequence[int] = (),
+    ordinal: bool = False,
+    max_levels: int = 0,
 ) -> LevelMap:
     """The compression of one attribute from its noisy 1-way `counts` (see the module docstring)."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -136,6 +161,8 @@ def level_map(
     if not groups:
         groups = [(int(np.argmax(counts)),)]
     groups.sort(key=lambda g: g[0])
+    if ordinal and max_levels and len(groups) > max_levels:
+        groups = _equal_mass(groups, counts, max_levels, special)
     weights = tuple(_shares(counts[list(g)]) if len(g) > 1 else (1.0,) for g in groups)
     return LevelMap(len(counts), tuple(groups), weights)
 
@@ -166,6 +193,7 @@ class Compression:
         z: float = 3.0,
         special: Mapping[str, Sequence[int]] | None = None,
         ordinal: frozenset[str] = frozenset(),
+        max_levels: Mapping[str, int] | None = None,
     ) -> Compression:
         """Decide every attribute's compression from its noisy 1-way measurement (post-processing)."""
         special = special or {}
@@ -177,7 +205,8 @@ class Compression:
                 raise InvalidInput(f"Compression: no 1-way measurement of {attr!r}")
             variance = cell_variance(m)
             stddev = math.sqrt(float(np.max(variance)))
-            maps.append(level_map(m.noisy_values, stddev, z, special.get(attr, ()), attr in ordinal))
+            limit = (max_levels or {}).get(attr, 0)
+            maps.append(level_map(m.noisy_values, stddev, z, special.get(attr, ()), attr in ordinal, limit))
         return cls(domain, tuple(maps))
 
     @property
