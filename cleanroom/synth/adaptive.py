@@ -50,13 +50,15 @@ import numpy as np
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
-from cleanroom.synth.compression import CompressedModel, Compression, cell_variance
+from cleanroom.synth.compression import CompressedModel, Compression, cell_variance, equal_mass_groups
+from cleanroom.synth.model import FloatArray
 from cleanroom.synth.estimation import EstimationConfig, estimate
 from cleanroom.synth.model import GraphicalModel
 from cleanroom.synth.mst import project_to_one_ways, round_spec
 from cleanroom.synth.selection import (
     PairError,
     best_gain_set,
+    coarse_residual_score,
     fits,
     model_tables,
     noise_error,
@@ -108,6 +110,7 @@ class AdaptivePlanner:
     compress_z: float = 3.0
     target_levels: int = 0
     lead_pair: bool = True
+    screen_levels: int = 5
     screen_cliques: bool = False
     estimation: EstimationConfig = field(default_factory=lambda: EstimationConfig(max_iters=250))
     selection_estimation: EstimationConfig = field(default_factory=lambda: EstimationConfig(max_iters=100))
@@ -281,6 +284,7 @@ class AdaptivePlanner:
             for m in batch:
                 inverse = 1 / variance[m.clique] if m.clique in variance else 0.0
                 variance[m.clique] = 1 / (inverse + 1 / float(np.max(cell_variance(compression.project(m)))))
+        merge = self._coarse_levels(history) if self.screen_levels else {}
         errors = {}
         for m in screen:
             expected = np.maximum(fitted[m.clique], 0.0)
@@ -288,10 +292,30 @@ class AdaptivePlanner:
             if m.clique in variance:  # measured precisely: the model is as good as that noise allows
                 error = noise_error(expected, variance[m.clique], self.noise_penalty)
             else:
-                error = residual_score(m, fitted[m.clique], self.target_z if on_target else self.screen_z)
+                z = self.target_z if on_target else self.screen_z
+                error = residual_score(m, fitted[m.clique], z)
+                if merge:
+                    error = max(error, coarse_residual_score(m, fitted[m.clique], merge, z))
             weight = 1.0 + (self.target_weight if on_target else 0.0)
             errors[m.clique] = PairError(expected, variance.get(m.clique, math.inf), error, weight)
         return errors
+
+    def _coarse_levels(self, history: _History) -> dict[str, FloatArray]:
+        """Per ordinal attribute with more than `screen_levels` compressed levels, the 0/1 matrix joining
+        neighbouring levels into `screen_levels` of about equal noisy mass (from the released 1-ways)."""
+        compression = history.compression
+        merge: dict[str, FloatArray] = {}
+        for m in history.one_way:
+            attr = m.clique[0]
+            counts = np.asarray(compression.project(m).noisy_values, dtype=np.float64)
+            if attr not in self.ordinal or counts.size <= self.screen_levels:
+                continue
+            groups = equal_mass_groups(counts, self.screen_levels)
+            matrix = np.zeros((len(groups), counts.size))
+            for k, group in enumerate(groups):
+                matrix[k, list(group)] = 1.0
+            merge[attr] = matrix
+        return merge
 
     def _select(self, history: _History, kind: str, rho: float) -> list[Clique]:
         compression = history.compression

@@ -123,6 +123,11 @@ def _rare_runs(rare: list[int], ordinal: bool) -> list[list[int]]:
     return runs
 
 
+def equal_mass_groups(counts: FloatArray, levels: int) -> list[tuple[int, ...]]:
+    """Neighbouring levels 0..len(counts)-1 joined into at most `levels` runs of about equal (clipped) mass."""
+    return _equal_mass([(i,) for i in range(len(counts))], np.asarray(counts, dtype=np.float64), levels, ())
+
+
 def _equal_mass(
     groups: list[tuple[int, ...]], counts: FloatArray, max_levels: int, special: Sequence[int]
 ) -> list[tuple[int, ...]]:

@@ -32,7 +32,7 @@ from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.marginals import count_table
 from cleanroom.measurement import Measurement
-from cleanroom.synth.compression import cell_variance
+from cleanroom.synth.compression import CellMeasurement, cell_variance
 from cleanroom.synth.junction_tree import build_junction_tree
 from cleanroom.synth.model import FloatArray, GraphicalModel, sum_axes
 
@@ -83,6 +83,27 @@ def residual_score(noisy: Measurement, fitted: FloatArray, z: float = 0.0) -> fl
     mass = np.maximum(fitted, 0.0)
     cells = float(mass.sum() ** 2 / max(float(np.sum(mass * mass)), 1e-12))
     return math.sqrt(max(squared, 0.0) * max(cells, 1.0))
+
+
+def coarse_residual_score(
+    noisy: Measurement, fitted: FloatArray, merge: Mapping[str, FloatArray], z: float = 0.0
+) -> float:
+    """`residual_score` of the table with neighbouring levels summed (`merge[attr]`: 0/1 matrix, coarse x
+    fine levels, for the attributes to coarsen). Summing cells adds a smooth difference up and the noise only
+    in quadrature, and the L1 distance of summed tables never exceeds the original's (triangle inequality),
+    so this is a second, often much less noisy, estimate of the same lower bound."""
+    values = np.asarray(noisy.noisy_values, dtype=np.float64)
+    variance = np.broadcast_to(np.asarray(cell_variance(noisy), dtype=np.float64), values.shape)
+    table = np.asarray(fitted, dtype=np.float64)
+    for axis, attr in enumerate(noisy.clique):
+        if attr not in merge:
+            continue
+        matrix = merge[attr]
+        values, variance, table = (
+            np.moveaxis(np.tensordot(matrix, t, axes=([1], [axis])), 0, axis) for t in (values, variance, table)
+        )
+    coarse = CellMeasurement(noisy.clique, values, math.sqrt(float(variance.max())), cell_variance=variance)
+    return residual_score(coarse, table, z)
 
 
 def noise_error(expected: FloatArray, variance: float, penalty: float = 1.0) -> float:
