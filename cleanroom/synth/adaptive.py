@@ -51,9 +51,8 @@ from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.synth.compression import CompressedModel, Compression, cell_variance, equal_mass_groups
-from cleanroom.synth.model import FloatArray
 from cleanroom.synth.estimation import EstimationConfig, estimate
-from cleanroom.synth.model import GraphicalModel
+from cleanroom.synth.model import FloatArray, GraphicalModel
 from cleanroom.synth.mst import project_to_one_ways, round_spec
 from cleanroom.synth.selection import (
     PairError,
@@ -66,7 +65,7 @@ from cleanroom.synth.selection import (
     structure,
 )
 
-ROUND_KINDS = frozenset({"target", "structure", "forest", "gain", "gain-forest"})
+ROUND_KINDS = frozenset({"target", "gain", "structure", "forest"})
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ class AdaptivePlanner:
     one_way_share: float = 0.15
     target_screen_share: float = 0.1
     screen_share: float = 0.3
-    refine_rounds: tuple[str, ...] = ("target", "structure")
+    refine_rounds: tuple[str, ...] = ("target", "gain")
     refine_weights: tuple[float, ...] = (1.0, 2.0)
     target_weight: float = 1.0
     screen_z: float = 2.0
@@ -329,13 +328,12 @@ class AdaptivePlanner:
             return fits(small, [*in_model, *pairs], self.max_clique_cells, self.max_total_cells)
 
         errors = self._errors(history, model, target_only=kind == "target")
-        if kind in ("target", "gain", "gain-forest"):
+        if kind in ("target", "gain"):
             return best_gain_set(
                 errors,
                 lambda k: self._sigma2(k, rho),
                 fits_model,
                 self.noise_penalty,
-                acyclic=kind == "gain-forest",
                 lead=kind == "target" and self.lead_pair,
             )
         fresh = {p: e for p, e in errors.items() if p not in set(in_model)}

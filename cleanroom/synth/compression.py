@@ -124,7 +124,7 @@ def _rare_runs(rare: list[int], ordinal: bool) -> list[list[int]]:
 
 
 def equal_mass_groups(counts: FloatArray, levels: int) -> list[tuple[int, ...]]:
-    """Neighbouring levels 0..len(counts)-1 joined into at most `levels` runs of about equal (clipped) mass."""
+    """Levels 0..n-1 joined into at most `levels` neighbouring runs of about equal (clipped) mass."""
     return _equal_mass([(i,) for i in range(len(counts))], np.asarray(counts, dtype=np.float64), levels, ())
 
 

@@ -100,7 +100,8 @@ def coarse_residual_score(
             continue
         matrix = merge[attr]
         values, variance, table = (
-            np.moveaxis(np.tensordot(matrix, t, axes=([1], [axis])), 0, axis) for t in (values, variance, table)
+            np.moveaxis(np.tensordot(matrix, t, axes=([1], [axis])), 0, axis)
+            for t in (values, variance, table)
         )
     coarse = CellMeasurement(noisy.clique, values, math.sqrt(float(variance.max())), cell_variance=variance)
     return residual_score(coarse, table, z)
@@ -144,32 +145,11 @@ def spanning_tree(domain: Domain, scores: Mapping[Clique, float]) -> list[Clique
 Fits = Callable[[Sequence[Clique]], bool]
 
 
-class _Forest:
-    """Union-find over attribute names: which attributes the pairs chosen so far connect."""
-
-    def __init__(self) -> None:
-        self.root: dict[str, str] = {}
-
-    def find(self, x: str) -> str:
-        self.root.setdefault(x, x)
-        while self.root[x] != x:
-            self.root[x] = self.root[self.root[x]]
-            x = self.root[x]
-        return x
-
-    def connected(self, a: str, b: str) -> bool:
-        return self.find(a) == self.find(b)
-
-    def join(self, a: str, b: str) -> None:
-        self.root[self.find(a)] = self.find(b)
-
-
 def best_gain_set(
     errors: Mapping[Clique, PairError],
     sigma2: Callable[[int], float],
     fits_model: Fits,
     penalty: float = 1.0,
-    acyclic: bool = False,
     lead: bool = False,
 ) -> list[Clique]:
     """The set of pairs whose measurement in one round gains most in total (AIM's criterion, see above).
@@ -188,7 +168,6 @@ def best_gain_set(
             combined = 1 / (1 / e.variance + 1 / variance)
             gain[pair] = e.weight * (e.error - noise_error(e.expected, combined, penalty))
         chosen: list[Clique] = []
-        forest = _Forest()
         ranked = sorted(candidates, key=lambda p: (-gain[p], p))
         if lead:
             first = max(candidates, key=lambda p: (errors[p].weight * errors[p].error, p))
@@ -197,11 +176,8 @@ def best_gain_set(
         for pair in ranked:
             if len(chosen) == k or gain[pair] <= 0:
                 break
-            if acyclic and forest.connected(*pair):
-                continue
             if fits_model([*chosen, pair]):
                 chosen.append(pair)
-                forest.join(*pair)
         total = sum(gain[p] for p in chosen)
         if chosen and total > best_total:
             best, best_total = chosen, total
