@@ -17,7 +17,9 @@ Decisions, per attribute, from its noisy 1-way count y_i (noise stddev s) and a 
   (uniformly if all are <= 0), like MST's decompression (which splits uniformly);
 - an attribute keeps at least one level (its largest).
 Ordinal attributes (numerical bins) merge rare bins only with adjacent ones: each maximal run of rare
-neighbouring bins is its own merged level, so a merged level never joins the two tails of a range.
+neighbouring bins is its own merged level, so a merged level never joins the two tails of a range. An ordinal
+attribute may also be capped at `max_levels` levels: neighbouring groups are joined into runs of about equal
+noisy mass (`equal_mass_groups`; reserved levels stay apart), e.g. for a regression target.
 """
 
 from __future__ import annotations

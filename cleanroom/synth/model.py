@@ -8,7 +8,13 @@ mutually consistent by construction, whatever noise the fitted measurements carr
 Sampling is ancestral along the tree: the root clique is drawn from its marginal, then each child clique
 from its conditional given the separator already drawn. Each step is vectorised over all rows: the
 conditional table's rows are laid end to end on [0, n_separator_cells) as cumulative sums offset by the row
-index, so one `np.searchsorted` of (separator index + uniform) picks every row's new cell at once.
+index, so one `np.searchsorted` of (separator index + uniform) picks every row's new cell at once. The
+uniforms are stratified within each separator group (`stratified_uniforms`): the m rows of a group get one
+draw from each of [0, 1/m), ..., [(m-1)/m, 1), so every clique cell receives its expected count up to about
+one row instead of a multinomial count (private-pgm's `synthetic_data` rounds counts for the same reason).
+Sampling noise is a large part of a pair's TVD on small data: a 480-cell table of 12,500 multinomial rows
+is off by about 0.08 in TVD from its own distribution. Each row's draw is still uniform, so the sample
+remains a draw from the model.
 """
 
 from __future__ import annotations

@@ -16,6 +16,10 @@ model explains the pair's cheap "screen" table, then picks the pairs worth measu
   for a round whose noise depends on how many tables it holds: for each set size k the round's sigma_k is
   known, every pair's gain w * (error now - noise_error after) too, and the k whose greedy set gains most
   wins (a pair measured before gains only from the lower combined noise).
+- `coarse_residual_score`: the same estimate on the table with neighbouring ordinal levels summed; summing
+  adds a smooth difference up and the noise only in quadrature, so a dependence spread thinly over many cells
+  (hour x count) stands out of the noise, and the L1 distance of summed tables never exceeds the original's.
+- `best_gain_set(lead=True)` puts the pair with the largest weighted error first whatever its gain.
 - `structure`: MST's maximum spanning forest of the scores (McKenna, Miklau, Sheldon 2021), then the next
   best pairs up to a pair budget, while the model's junction tree stays within its cell caps.
 """
