@@ -338,8 +338,13 @@ class AdaptivePlanner:
         model = estimate(small, precise, self.selection_estimation)
         in_model = [m.clique for batch in history.refined for m in batch]
 
+        known: dict[frozenset[Clique], bool] = {}  # the greedy sets of different sizes share prefixes
+
         def fits_model(pairs: Sequence[Clique]) -> bool:
-            return fits(small, [*in_model, *pairs], self.max_clique_cells, self.max_total_cells)
+            key = frozenset(pairs)
+            if key not in known:
+                known[key] = fits(small, [*in_model, *pairs], self.max_clique_cells, self.max_total_cells)
+            return known[key]
 
         errors = self._errors(history, model, target_only=kind == "target")
         if kind in ("target", "gain"):
