@@ -6,8 +6,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
 
+from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement
 from cleanroom.synth import AdaptivePlanner, estimate
 from cleanroom.synth.compression import equal_mass_groups, level_map
@@ -135,3 +137,9 @@ def test_the_default_gain_round_finds_the_true_tree() -> None:
     for a, b in sorted(TREE_EDGES):
         truth = count(codes, TREE_DOMAIN, (a, b))
         assert 0.5 * np.abs(model.marginal((a, b)) - truth).sum() / len(codes) < 0.02
+
+
+@pytest.mark.parametrize("setting", [{"target_levels": 1}, {"screen_levels": -1}, {"screen_levels": 1}])
+def test_level_caps_are_validated(setting: dict) -> None:
+    with pytest.raises(InvalidInput, match="must be 0 \\(off\\) or >= 2"):
+        AdaptivePlanner(TREE_DOMAIN, 1.0, **setting)

@@ -163,6 +163,9 @@ class AdaptivePlanner:
             )
         if not 1 <= self.n_min <= (self.n_parties or self.n_min):
             raise InvalidInput(f"n_min ({self.n_min}) must be in [1, n_parties ({self.n_parties})]")
+        for name, levels in (("target_levels", self.target_levels), ("screen_levels", self.screen_levels)):
+            if levels != 0 and levels < 2:
+                raise InvalidInput(f"{name} ({levels}) must be 0 (off) or >= 2")
 
     # ------------------------------------------------------------------------------------------ rounds
     def _spec(self, name: str, cliques: Sequence[Clique], rho: float) -> RoundSpec:
