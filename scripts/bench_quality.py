@@ -99,6 +99,7 @@ class SynthesisJob:
     n_min: int
     membership_holdout: bool
     seed: int
+    holdout_fraction: float = release.MEMBERSHIP_HOLDOUT
 
 
 @dataclass
@@ -119,9 +120,18 @@ def party_codes(job: SynthesisJob) -> list[np.ndarray]:
         codes = job.codes[np.sort(rows)].astype(np.int64)
         if job.membership_holdout:
             secret = f"bench-{job.seed}-{index}".encode()
-            codes = codes[release.party_membership_split(len(codes), secret).members]
+            codes = codes[holdout_split(len(codes), secret, job.holdout_fraction).members]
         out.append(codes)
     return out
+
+
+def holdout_split(n_rows: int, secret: bytes, fraction: float) -> Any:
+    """A party's membership split (`release.party_membership_split`), or one with another holdout fraction."""
+    if fraction == release.MEMBERSHIP_HOLDOUT:
+        return release.party_membership_split(n_rows, secret)
+    from cleanroom.evaluation.membership import membership_split
+
+    return membership_split(n_rows, fraction, np.random.default_rng(list(secret)))
 
 
 def federated_round(
@@ -241,12 +251,14 @@ def statistic_stddev(
     return float(np.sqrt(float(sigma_total2) / n_min * parties))
 
 
-def attack_score_stddev(data: Dataset, job_rho: float, share: float, parties: int, n_min: int) -> float:
+def attack_score_stddev(
+    data: Dataset, job_rho: float, share: float, parties: int, n_min: int, holdout: float
+) -> float:
     """Noise sd of the combined DCR membership-inference score the release gate reads (members scored =
     non-members = half the membership holdout of all training rows)."""
     from cleanroom.evaluation.membership import DEFAULT_RANK_SCALE
 
-    scored = 0.5 * release.MEMBERSHIP_HOLDOUT * len(data.codes)
+    scored = 0.5 * holdout * len(data.codes)
     sd = statistic_stddev(release.ATTACK_DCR, data, job_rho, share, parties, n_min)
     return sd / (DEFAULT_RANK_SCALE * scored)
 
@@ -379,6 +391,10 @@ def main() -> None:
     parser.add_argument("--settings", help="synthesizer_settings as JSON, e.g. '{\"compress_z\": 2}'")
     parser.add_argument("--evaluation-share", type=float, default=DEFAULT_EVALUATION_SHARE)
     parser.add_argument("--no-evaluation", action="store_true", help="no evaluation share, no holdout")
+    parser.add_argument(
+        "--membership-holdout", type=float, default=release.MEMBERSHIP_HOLDOUT,
+        help="share of each party's rows kept out of the marginals for the membership evaluation",
+    )  # fmt: skip
     parser.add_argument("--parties", type=int, default=3)
     parser.add_argument("--dropout-tolerance", type=int, default=1, help="as `cleanroom simulate` plans")
     parser.add_argument("--rows", type=int, default=20000, help="rows of --sample data")
@@ -393,7 +409,7 @@ def main() -> None:
     settings = parse_settings(args.settings)
     print(
         f"synthesizer {args.synthesizer} {settings or ''}, evaluation share {share}, {args.parties} parties, "
-        f"n_min {n_min}, membership holdout {'off' if args.no_evaluation else release.MEMBERSHIP_HOLDOUT}, "
+        f"n_min {n_min}, membership holdout {'off' if args.no_evaluation else args.membership_holdout}, "
         f"delta {args.delta}",
         flush=True,
     )
@@ -412,7 +428,7 @@ def main() -> None:
                 job_rho = cdp_rho(epsilon, args.delta)
                 job = SynthesisJob(
                     data.schema, data.codes, args.synthesizer, settings, job_rho * (1 - share),
-                    args.parties, n_min, not args.no_evaluation, seed,
+                    args.parties, n_min, not args.no_evaluation, seed, args.membership_holdout,
                 )  # fmt: skip
                 result = in_fresh_process(job)
                 frame = decode(data.schema, result.codes, np.random.default_rng(seed))
@@ -424,7 +440,9 @@ def main() -> None:
                     row.utility_sd, row.tvd_sd = evaluation_noise(
                         model, result.codes, data, job_rho, share, args.parties, n_min
                     )
-                    row.attack_sd = attack_score_stddev(data, job_rho, share, args.parties, n_min)
+                    row.attack_sd = attack_score_stddev(
+                        data, job_rho, share, args.parties, n_min, args.membership_holdout
+                    )
                 assert row.rho_spent <= row.rho_budget * (1 + 1e-12), "a planner overspent its budget"
                 rows.append(row)
                 rounds = " ".join(f"{n}:{k}" for n, k in result.rounds)

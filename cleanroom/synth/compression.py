@@ -17,7 +17,9 @@ Decisions, per attribute, from its noisy 1-way count y_i (noise stddev s) and a 
   (uniformly if all are <= 0), like MST's decompression (which splits uniformly);
 - an attribute keeps at least one level (its largest).
 Ordinal attributes (numerical bins) merge rare bins only with adjacent ones: each maximal run of rare
-neighbouring bins is its own merged level, so a merged level never joins the two tails of a range.
+neighbouring bins is its own merged level, so a merged level never joins the two tails of a range. An ordinal
+attribute may also be capped at `max_levels` levels: neighbouring groups are joined into runs of about equal
+noisy mass (`equal_mass_groups`; reserved levels stay apart), e.g. for a regression target.
 """
 
 from __future__ import annotations
@@ -123,8 +125,38 @@ def _rare_runs(rare: list[int], ordinal: bool) -> list[list[int]]:
     return runs
 
 
+def equal_mass_groups(counts: FloatArray, levels: int) -> list[tuple[int, ...]]:
+    """Levels 0..n-1 joined into at most `levels` neighbouring runs of about equal (clipped) mass."""
+    return _equal_mass([(i,) for i in range(len(counts))], np.asarray(counts, dtype=np.float64), levels, ())
+
+
+def _equal_mass(
+    groups: list[tuple[int, ...]], counts: FloatArray, max_levels: int, special: Sequence[int]
+) -> list[tuple[int, ...]]:
+    """Neighbouring groups of an ordinal attribute joined into at most `max_levels` of about equal noisy mass
+    (reserved levels stay on their own)."""
+    reserved = [g for g in groups if g[0] in special]
+    bins = [g for g in groups if g[0] not in special]
+    mass = np.array([max(float(np.sum(counts[list(g)])), 0.0) for g in bins])
+    levels = max(max_levels - len(reserved), 1)
+    if len(bins) <= levels:
+        return groups
+    share = np.cumsum(mass) / max(float(mass.sum()), 1e-12)
+    cut = np.minimum((share * levels - 1e-9).astype(np.int64), levels - 1)
+    cut = np.maximum.accumulate(np.maximum(cut, 0))
+    merged: dict[int, tuple[int, ...]] = {}
+    for index, group in zip(cut, bins, strict=True):
+        merged[int(index)] = merged.get(int(index), ()) + group
+    return sorted([*merged.values(), *reserved], key=lambda g: g[0])
+
+
 def level_map(
-    counts: FloatArray, stddev: float, z: float, special: Sequence[int] = (), ordinal: bool = False
+    counts: FloatArray,
+    stddev: float,
+    z: float,
+    special: Sequence[int] = (),
+    ordinal: bool = False,
+    max_levels: int = 0,
 ) -> LevelMap:
     """The compression of one attribute from its noisy 1-way `counts` (see the module docstring)."""
     counts = np.asarray(counts, dtype=np.float64)
@@ -136,6 +168,8 @@ def level_map(
     if not groups:
         groups = [(int(np.argmax(counts)),)]
     groups.sort(key=lambda g: g[0])
+    if ordinal and max_levels and len(groups) > max_levels:
+        groups = _equal_mass(groups, counts, max_levels, special)
     weights = tuple(_shares(counts[list(g)]) if len(g) > 1 else (1.0,) for g in groups)
     return LevelMap(len(counts), tuple(groups), weights)
 
@@ -166,6 +200,7 @@ class Compression:
         z: float = 3.0,
         special: Mapping[str, Sequence[int]] | None = None,
         ordinal: frozenset[str] = frozenset(),
+        max_levels: Mapping[str, int] | None = None,
     ) -> Compression:
         """Decide every attribute's compression from its noisy 1-way measurement (post-processing)."""
         special = special or {}
@@ -177,7 +212,8 @@ class Compression:
                 raise InvalidInput(f"Compression: no 1-way measurement of {attr!r}")
             variance = cell_variance(m)
             stddev = math.sqrt(float(np.max(variance)))
-            maps.append(level_map(m.noisy_values, stddev, z, special.get(attr, ()), attr in ordinal))
+            limit = (max_levels or {}).get(attr, 0)
+            maps.append(level_map(m.noisy_values, stddev, z, special.get(attr, ()), attr in ordinal, limit))
         return cls(domain, tuple(maps))
 
     @property

@@ -8,7 +8,13 @@ mutually consistent by construction, whatever noise the fitted measurements carr
 Sampling is ancestral along the tree: the root clique is drawn from its marginal, then each child clique
 from its conditional given the separator already drawn. Each step is vectorised over all rows: the
 conditional table's rows are laid end to end on [0, n_separator_cells) as cumulative sums offset by the row
-index, so one `np.searchsorted` of (separator index + uniform) picks every row's new cell at once.
+index, so one `np.searchsorted` of (separator index + uniform) picks every row's new cell at once. The
+uniforms are stratified within each separator group (`stratified_uniforms`): the m rows of a group get one
+draw from each of [0, 1/m), ..., [(m-1)/m, 1), so every clique cell receives its expected count up to about
+one row instead of a multinomial count (private-pgm's `synthetic_data` rounds counts for the same reason).
+Sampling noise is a large part of a pair's TVD on small data: a 480-cell table of 12,500 multinomial rows
+is off by about 0.08 in TVD from its own distribution. Each row's draw is still uniform, so the sample
+remains a draw from the model.
 """
 
 from __future__ import annotations
@@ -164,6 +170,23 @@ def _draw_rows(joint: FloatArray, row_index: IntArray, rng: np.random.Generator)
     cumulative[:, -1] = 1.0
     offsets = np.arange(joint.shape[0], dtype=np.float64)[:, None]
     flat = (cumulative + offsets).ravel()
-    targets = row_index + rng.random(row_index.shape[0])
+    targets = row_index + stratified_uniforms(row_index, rng)
     picked = np.searchsorted(flat, targets, side="right") - row_index * joint.shape[1]
     return np.asarray(np.clip(picked, 0, joint.shape[1] - 1), dtype=np.int64)
+
+
+def stratified_uniforms(groups: IntArray, rng: np.random.Generator) -> FloatArray:
+    """One uniform in [0, 1) per row, stratified within each group: the m rows of a group, in random order,
+    get one uniform from each of [0, 1/m), [1/m, 2/m), ... (so each cell of a group's conditional receives
+    its expected count up to +-1, instead of a multinomial draw; every row's value is still uniform)."""
+    n = groups.shape[0]
+    if n == 0:
+        return np.zeros(0)
+    shuffled = rng.permutation(n)
+    order = shuffled[np.argsort(groups[shuffled], kind="stable")]
+    ordered = groups[order]
+    first = np.searchsorted(ordered, ordered, side="left")
+    last = np.searchsorted(ordered, ordered, side="right")
+    out = np.empty(n)
+    out[order] = (np.arange(n) - first + rng.random(n)) / (last - first)
+    return out

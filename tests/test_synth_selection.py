@@ -1,0 +1,145 @@
+"""Selection from noisy screens (issue 11): the coarsened residual estimate, AIM's gain rule with the target's
+strongest pair always in, equal-mass level groups, and stratified sampling (fixed seeds, statistical)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
+
+from cleanroom.errors import InvalidInput
+from cleanroom.measurement import Measurement
+from cleanroom.synth import AdaptivePlanner, estimate
+from cleanroom.synth.compression import equal_mass_groups, level_map
+from cleanroom.synth.model import stratified_uniforms
+from cleanroom.synth.selection import PairError, best_gain_set, coarse_residual_score, residual_score
+
+
+def _smooth_pair(rng: np.random.Generator, n: int, strength: float) -> np.ndarray:
+    """A 24 x 15 table whose second (ordinal) attribute shifts smoothly with the first: a weak, spread-out
+    dependence like bike sharing's hour x count."""
+    hour = rng.integers(0, 24, n)
+    shift = strength * np.sin(2 * np.pi * hour / 24)
+    level = np.clip(np.rint(7 + 4 * shift + rng.normal(0, 3, n)), 0, 14).astype(np.int64)
+    table = np.zeros((24, 15))
+    np.add.at(table, (hour, level), 1.0)
+    return table
+
+
+def _merge(levels: int, counts: np.ndarray) -> dict[str, np.ndarray]:
+    matrix = np.zeros((levels, counts.size))
+    for k, group in enumerate(equal_mass_groups(counts, levels)):
+        matrix[k, list(group)] = 1.0
+    return {"y": matrix}
+
+
+def test_coarse_residual_finds_a_spread_dependence_the_cell_estimate_misses() -> None:
+    rng = np.random.default_rng(0)
+    sd, n = 60.0, 12000
+    found_fine = found_coarse = false_alarms = 0
+    for _ in range(20):
+        truth = _smooth_pair(rng, n, 1.0)
+        independent = np.outer(truth.sum(axis=1), truth.sum(axis=0)) / n
+        noisy = Measurement(("x", "y"), truth + rng.normal(0, sd, truth.shape), sd)
+        merge = _merge(5, truth.sum(axis=0))
+        found_fine += residual_score(noisy, independent, 2.0) > 0
+        found_coarse += coarse_residual_score(noisy, independent, merge, 2.0) > 0
+        null = Measurement(("x", "y"), independent + rng.normal(0, sd, truth.shape), sd)
+        false_alarms += coarse_residual_score(null, independent, merge, 2.0) > 0
+    assert found_coarse >= 17 and found_fine <= 14, (found_coarse, found_fine)
+    assert false_alarms <= 2
+
+
+def _error(error: float, cells: int, weight: float = 1.0) -> PairError:
+    return PairError(np.full(cells, 50.0), math.inf, error, weight)
+
+
+def test_the_target_round_always_measures_the_pair_it_misses_most() -> None:
+    # many small tables with a modest error each, and one big table with the largest error: by total gain
+    # the small ones win; with `lead` the big one (the target's strongest dependency) is measured too
+    errors = {(f"a{i}", "t"): _error(600.0, 4) for i in range(8)}
+    errors[("h", "t")] = _error(5000.0, 360)
+
+    def sigma2(k: int) -> float:
+        return 400.0 * k
+
+    plain = best_gain_set(errors, sigma2, lambda pairs: True)
+    led = best_gain_set(errors, sigma2, lambda pairs: True, lead=True)
+    assert ("h", "t") not in plain
+    assert led[0] == ("h", "t") and len(set(plain) & set(led)) >= len(led) - 1
+
+
+def test_equal_mass_groups_are_neighbouring_runs_of_similar_mass() -> None:
+    counts = np.array([5.0, 300, 310, 20, 15, 330, 5, 5, -3, 290, 40])
+    groups = equal_mass_groups(counts, 4)
+    assert [level for g in groups for level in g] == list(range(counts.size))  # contiguous, in order
+    assert len(groups) == 4
+    masses = [float(np.maximum(counts[list(g)], 0).sum()) for g in groups]
+    assert max(masses) < 2.2 * min(masses), masses
+    assert equal_mass_groups(counts, 20) == [(i,) for i in range(counts.size)]
+
+
+def test_a_target_level_cap_merges_neighbouring_bins_and_keeps_reserved_levels_apart() -> None:
+    counts = np.array([400.0, 500, 450, 480, 520, 510, 490, 300, 0.5])  # last: the reserved missing level
+    capped = level_map(counts, 10.0, 3.0, special=(8,), ordinal=True, max_levels=4)
+    assert len(capped.groups) <= 4 and (8,) not in capped.groups  # the empty missing level is dropped
+    assert all(list(g) == list(range(g[0], g[-1] + 1)) for g in capped.groups)
+    assert level_map(counts, 10.0, 3.0, special=(8,), ordinal=True).groups == tuple((i,) for i in range(8))
+
+
+def test_stratified_uniforms_put_one_draw_in_each_stratum_of_every_group() -> None:
+    rng = np.random.default_rng(1)
+    groups = rng.integers(0, 5, 1000)
+    u = stratified_uniforms(groups, rng)
+    assert u.min() >= 0 and u.max() < 1
+    for g in range(5):
+        values = np.sort(u[groups == g])
+        m = values.size
+        np.testing.assert_array_equal(np.floor(values * m), np.arange(m))
+
+
+def test_sampled_clique_counts_are_within_one_of_the_model() -> None:
+    codes = tree_data(np.random.default_rng(2), 4000)
+    cliques = sorted(TREE_EDGES)
+    model = estimate(TREE_DOMAIN, [Measurement(c, count(codes, TREE_DOMAIN, c), 1.0) for c in cliques])
+    n = 10000
+    sample = model.sample(n, np.random.default_rng(3))
+    root = model.tree.order[0]
+    clique = model.tree.cliques[root]
+    expected = model.marginals()[root] / model.total * n
+    # independent draws would miss by about sqrt(expected) (tens of rows); stratified ones by under one
+    assert np.abs(count(sample, TREE_DOMAIN, clique) - expected).max() < 1.0 + 1e-9
+    for node in model.tree.order[1:]:
+        clique = model.tree.cliques[node]
+        expected = model.marginals()[node] / model.total * n
+        assert np.abs(count(sample, TREE_DOMAIN, clique) - expected).max() < 0.02 * n
+
+
+def test_the_default_gain_round_finds_the_true_tree() -> None:
+    codes = tree_data(np.random.default_rng(3), 20000)
+    planner = AdaptivePlanner(TREE_DOMAIN, 5.0, target="e")
+    specs: list = []
+    measurements: list[Measurement] = []
+    rng = np.random.default_rng(4)
+    spec = planner.first_round()
+    while spec is not None:
+        specs.append(spec)
+        for c in spec.cliques:
+            noisy = count(codes, TREE_DOMAIN, c) + rng.normal(0, spec.stddev, TREE_DOMAIN.project(c).shape)
+            measurements.append(Measurement(c, noisy, spec.stddev))
+        spec = planner.next_round(measurements)
+    assert [s.name for s in specs][-2:] == ["refine-1-target", "refine-2-gain"]
+    found = {tuple(sorted(c)) for s in specs[-2:] for c in s.cliques}
+    assert found >= TREE_EDGES
+    model = planner.estimate(measurements)
+    for a, b in sorted(TREE_EDGES):
+        truth = count(codes, TREE_DOMAIN, (a, b))
+        assert 0.5 * np.abs(model.marginal((a, b)) - truth).sum() / len(codes) < 0.02
+
+
+@pytest.mark.parametrize("setting", [{"target_levels": 1}, {"screen_levels": -1}, {"screen_levels": 1}])
+def test_level_caps_are_validated(setting: dict) -> None:
+    with pytest.raises(InvalidInput, match="must be 0 \\(off\\) or >= 2"):
+        AdaptivePlanner(TREE_DOMAIN, 1.0, **setting)
