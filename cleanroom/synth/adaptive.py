@@ -67,7 +67,7 @@ from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.synth.compression import CompressedModel, Compression, cell_variance, equal_mass_groups
 from cleanroom.synth.estimation import EstimationConfig, estimate
 from cleanroom.synth.model import FloatArray, GraphicalModel
-from cleanroom.synth.mst import project_to_one_ways, round_spec
+from cleanroom.synth.mst import leading_one_ways, project_to_one_ways, round_spec
 from cleanroom.synth.selection import (
     PairError,
     best_gain_set,
@@ -259,14 +259,8 @@ class AdaptivePlanner:
 
     def _replay(self, measurements: Sequence[Measurement]) -> tuple[_History, float]:
         """Cut `measurements` into the rounds this planner planned (checking each) and their planned rho."""
-        n_one = len(self.domain)
-        one_way = list(measurements[:n_one])
-        if [m.clique for m in one_way] != [(a,) for a in self.domain.attrs]:
-            raise InvalidInput(
-                f"AdaptivePlanner: the first {n_one} measurements must be the 1-way marginals in order"
-            )
-        for m in measurements:
-            m.check_domain(self.domain)
+        one_way = leading_one_ways(self.domain, measurements, "AdaptivePlanner")
+        n_one = len(one_way)
         history = _History(one_way, [], self.compression(one_way), len(self._screens()))
         spent, position = self.first_round().rho, n_one
         while position < len(measurements):

@@ -66,6 +66,7 @@ from cleanroom.synth.compression import (
 )
 from cleanroom.synth.estimation import EstimationConfig, estimate, estimate_total
 from cleanroom.synth.junction_tree import build_junction_tree
+from cleanroom.synth.selection import spanning_tree
 
 
 def round_spec(
@@ -184,14 +185,8 @@ class MSTPlanner:
     def _split_rounds(
         self, measurements: Sequence[Measurement]
     ) -> tuple[list[Measurement], list[Measurement] | None, list[Measurement] | None]:
-        n_one = len(self.domain)
-        one_way = list(measurements[:n_one])
-        if [m.clique for m in one_way] != [(a,) for a in self.domain.attrs]:
-            raise InvalidInput(
-                f"MSTPlanner: the first {n_one} measurements must be the 1-way marginals in order"
-            )
-        for m in measurements:
-            m.check_domain(self.domain)
+        one_way = leading_one_ways(self.domain, measurements, "MSTPlanner")
+        n_one = len(one_way)
         if len(measurements) == n_one:
             return one_way, None, None
         candidates = self.candidate_pairs()
@@ -295,21 +290,18 @@ def pair_scores(
     return scores
 
 
+def leading_one_ways(domain: Domain, measurements: Sequence[Measurement], who: str) -> list[Measurement]:
+    """The first round's 1-way measurements, checked to be every attribute's in order; every measurement is
+    checked against the domain."""
+    n_one = len(domain)
+    one_way = list(measurements[:n_one])
+    if [m.clique for m in one_way] != [(a,) for a in domain.attrs]:
+        raise InvalidInput(f"{who}: the first {n_one} measurements must be the 1-way marginals in order")
+    for m in measurements:
+        m.check_domain(domain)
+    return one_way
+
+
 def select_tree(domain: Domain, one_way: Sequence[Measurement], pairs: Sequence[Measurement]) -> list[Clique]:
     """Maximum spanning tree (forest if candidates do not connect) over the pair scores, Kruskal."""
-    scores = pair_scores(domain, one_way, pairs)
-    root = {a: a for a in domain.attrs}
-
-    def find(x: str) -> str:
-        while root[x] != x:
-            root[x] = root[root[x]]
-            x = root[x]
-        return x
-
-    selected = []
-    for pair in sorted(scores, key=lambda p: (-scores[p], p)):
-        ra, rb = find(pair[0]), find(pair[1])
-        if ra != rb:
-            root[ra] = rb
-            selected.append(pair)
-    return selected
+    return spanning_tree(domain, pair_scores(domain, one_way, pairs))

@@ -213,6 +213,17 @@ class SqlSource(DataSource):
     def _grouped_counts(self, sets: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], Grouped]:
         """For each set of column positions: the distinct code combinations (REJECT included) and counts."""
 
+    def _grouping_sets_counts(self, sets: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], Grouped]:
+        """`_grouped_counts` by SQL GROUPING SETS over the codes relation, MAX_SETS_PER_QUERY sets a query."""
+        n_columns, out = len(self._columns()), {}
+        for start in range(0, len(sets), MAX_SETS_PER_QUERY):
+            chunk = sets[start : start + MAX_SETS_PER_QUERY]
+            rows = self._fetch(sql.grouping_sets_query(self._codes_relation(), n_columns, chunk))
+            out.update(
+                split_grouping_rows(np.asarray(rows, dtype=np.int64).reshape(-1, n_columns + 1), chunk)
+            )
+        return out
+
     def count_tables(self, cliques: Sequence[Sequence[str]]) -> list[np.ndarray]:
         columns = self._columns()
         wanted = [self._canonical_positions(c) for c in cliques]

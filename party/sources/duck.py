@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import numpy as np
 import pandas as pd
 
 from cleanroom.errors import DataError, NotFound
 from party.sources import sql
-from party.sources.base import MAX_SETS_PER_QUERY, Grouped, SqlSource, split_grouping_rows
+from party.sources.base import Grouped, SqlSource
 from party.sources.rules import SchemaRules
 
 ROW_COLUMN = "__cleanroom_row"
@@ -130,14 +129,7 @@ class DuckDbSource(SqlSource):
         return CODES_TABLE
 
     def _grouped_counts(self, sets: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], Grouped]:
-        n_columns, out = len(self._columns()), {}
-        for start in range(0, len(sets), MAX_SETS_PER_QUERY):
-            chunk = sets[start : start + MAX_SETS_PER_QUERY]
-            rows = self._fetch(sql.grouping_sets_query(self._codes_relation(), n_columns, chunk))
-            out.update(
-                split_grouping_rows(np.asarray(rows, dtype=np.int64).reshape(-1, n_columns + 1), chunk)
-            )
-        return out
+        return self._grouping_sets_counts(sets)
 
     def _fetch(self, query: str) -> list[tuple[Any, ...]]:
         return self._run(query).fetchall()

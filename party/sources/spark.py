@@ -33,7 +33,6 @@ from party.sources.base import (
     Grouped,
     SqlSource,
     report_from_counts,
-    split_grouping_rows,
 )
 from party.sources.postgres import cover_sets, sub_grouped, unpack_keys
 from party.sources.rules import SchemaRules
@@ -276,14 +275,7 @@ class SparkSource(SqlSource):
         self, sets: Sequence[tuple[int, ...]]
     ) -> dict[tuple[int, ...], Grouped]:
         """The same counts from Spark's GROUPING SETS (one job per 128 sets)."""
-        n_columns, out = len(self._columns()), {}
-        for start in range(0, len(sets), MAX_SETS_PER_QUERY):
-            chunk = sets[start : start + MAX_SETS_PER_QUERY]
-            rows = self._fetch(sql.grouping_sets_query(self._codes_relation(), n_columns, chunk))
-            out.update(
-                split_grouping_rows(np.asarray(rows, dtype=np.int64).reshape(-1, n_columns + 1), chunk)
-            )
-        return out
+        return self._grouping_sets_counts(sets)
 
     def validation_report(self) -> dict[str, Any]:
         # no OFFSET fence: Spark computes each shared piece once anyway, and OFFSET would gather one partition
