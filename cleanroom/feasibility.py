@@ -8,7 +8,7 @@ Everything here depends on public inputs only (plan, schema, command-line values
 - one job's epsilon is within what the noise floor allows: every party's share of noise is kept at sigma >= 2
   (`cleanroom.accounting.MIN_PARTY_SIGMA2`), so for a given schema and number of honest shares (n_min) each
   round, and each evaluation statistic, has a largest rho it can spend; above it the extra budget could
-  not buy anything, and a party would refuse the round. `max_job_rho` computes that cap.
+  not buy anything, and a party would refuse the round. `noise_floor` computes that cap.
 
 `cleanroom.plan.Plan.check_schema` runs `check_job` for every plan (`plan show`, `plan approve`,
 `coordinator run`, a party's start-up); `cleanroom simulate` and `cleanroom demo` run it on their flags before
@@ -28,8 +28,8 @@ from cleanroom.errors import InvalidInput
 from cleanroom.schema import CATEGORICAL, NUMERICAL, Schema
 
 MIN_PARTY_ROWS = 20  # about 4 of them fall in the 20 % membership holdout (non-members) the attacks need
-DEFAULT_SYNTHESIZER = "adaptive"  # as cleanroom.synth.planners (not imported here: synth is heavy)
-DEFAULT_EVALUATION_SHARE = 0.1  # cleanroom.plan.Plan.evaluation_share's default
+DEFAULT_SYNTHESIZER = "adaptive"  # the plan's default (cleanroom.synth.planners re-exports it)
+DEFAULT_EVALUATION_SHARE = 0.1  # the plan's default share of a job's budget for evaluation
 MIN_SYNTHETIC_ROWS = 100  # the model trains on 80 % of the synthetic rows and is scored on the other 20 %
 
 
@@ -103,14 +103,6 @@ def job_planner(
     )
 
 
-def fixed_rounds(planner: Any) -> list[tuple[str, int, float]]:
-    """The rounds whose number of tables the schema fixes. An adaptive refinement round holds 1 to all
-    candidate pairs, chosen from the data; if it holds so few that its share would need sigma < 2, the
-    calibration keeps sigma at 2 and the parties charge the smaller realised rho (nothing is wasted), so it
-    does not cap the job's epsilon."""
-    return [entry for entry in planner.round_sizes() if not entry[0].startswith("refine-")]
-
-
 def noise_floor(
     schema: Schema, task: str, n_min: int, n_parties: int, evaluation_share: float,
     settings: Mapping[str, Any] | None = None, synthesizer: str = DEFAULT_SYNTHESIZER, target: str = "",
@@ -124,7 +116,7 @@ def noise_floor(
     synthesis = 1.0 - evaluation_share
     caps = {
         name: tables / (2 * floor * share * synthesis * n_min)
-        for name, tables, share in fixed_rounds(planner)
+        for name, tables, share in planner.fixed_round_sizes()  # refinement rounds do not cap
     }
     words = {name: f"the {synthesizer} synthesizer's {name} round" for name in caps}
     for statistic in release.STATISTICS:

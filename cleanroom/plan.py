@@ -22,7 +22,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
-from cleanroom.feasibility import Fields, check_job
+from cleanroom.feasibility import DEFAULT_EVALUATION_SHARE, DEFAULT_SYNTHESIZER, Fields, check_job
 from cleanroom.schema import Schema
 from cleanroom.secagg.manifest import (
     SecAggManifest,
@@ -123,7 +123,7 @@ class Plan:
     epsilon: float
     delta: float
     max_epsilon_per_job: float
-    synthesizer: str = "adaptive"
+    synthesizer: str = DEFAULT_SYNTHESIZER
     synthesizer_settings: Mapping[str, Any] = field(default_factory=dict, hash=False, compare=False)
     synthetic_rows: int = 0
     max_jobs: int = 0
@@ -134,7 +134,7 @@ class Plan:
     threshold: int = 0
     masking_neighbours: int = 0  # degree k of the secure-aggregation masking graph; 0 = automatic
     max_membership_inference_score: float = 0.8
-    evaluation_share: float = 0.1  # share of each job's budget for utility, fidelity and attack statistics
+    evaluation_share: float = DEFAULT_EVALUATION_SHARE  # of each job's budget: utility, fidelity, attack
     result_formats: tuple[str, ...] = ("csv",)
     model_format: str = "onnx"
     retention_days: int = 30

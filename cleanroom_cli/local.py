@@ -39,6 +39,7 @@ from transport.channel import wait_healthy
 from transport.tls import TlsFiles
 
 REPO = Path(__file__).resolve().parents[1]
+INTERRUPTED = 130  # the exit status after Ctrl-C (128 + SIGINT)
 LOCAL_FIELDS = Fields(
     schema="the schema", target="--target", task="--task", synthetic_rows="--synthetic-rows",
     epsilon="--epsilon", delta="--delta",
@@ -515,7 +516,7 @@ def run_local(job: LocalJob) -> int:
     start = time.perf_counter()
     procs: dict[str, Any] = {}
     coordinator: subprocess.Popen[bytes] | None = None
-    setup = 0.0
+    setup, interrupted = 0.0, False
     if forked_launch(job):
         from cleanroom_cli.party_launcher import forkserver
 
@@ -539,11 +540,12 @@ def run_local(job: LocalJob) -> int:
             "coordinator": job.stats["coordinator"].wall_s,
         }
     except KeyboardInterrupt:
-        stop(procs, coordinator)
-        print_interrupted(job)
-        return 130
+        interrupted = True
     finally:
         job.stats.update(stop(procs, coordinator, start + setup))
+    if interrupted:
+        print_interrupted(job)  # every process is stopped: the ledgers are final
+        return INTERRUPTED
     total = time.perf_counter() - start
     if status != 0:
         print(

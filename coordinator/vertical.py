@@ -219,15 +219,7 @@ class VerticalWorkflow(Workflow):
         self.planner = planner = make_planner(
             "mst", self.config.schema, rho_total, n_min=1, n_parties=1, settings=settings
         )  # the schema's reserved levels and ordinal columns guide the domain compression
-        measurements: list[Measurement] = []
-        spec = planner.first_round()
-        index = 0
-        while spec is not None:
-            number = self.first_round + index
-            measurements += await self.timed(f"round_{index}", self.vertical_round(number, spec))
-            spec = planner.next_round(measurements)
-            index += 1
-        return measurements
+        return await self.run_rounds(planner, self.vertical_round)
 
     async def vertical_round(self, number: int, spec: RoundSpec) -> list[Measurement]:
         domain = self.config.schema.domain

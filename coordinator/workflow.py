@@ -12,7 +12,7 @@ import math
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -227,12 +227,18 @@ class Workflow:
             self.plan.synthesizer, self.config.schema, rho_total, n_min=self.n_min(),
             n_parties=len(self.members), settings=self.plan.synthesizer_settings, target=self.plan.target,
         )  # fmt: skip
+        return await self.run_rounds(planner, self.aggregate_round)
+
+    async def run_rounds(
+        self, planner: Planner, run_round: Callable[[int, RoundSpec], Awaitable[list[Measurement]]]
+    ) -> list[Measurement]:
+        """The planner's rounds one after another, each numbered after the plan's rounds already used."""
         measurements: list[Measurement] = []
         spec = planner.first_round()
         index = 0
         while spec is not None:
             round_number = self.first_round + index
-            measurements += await self.timed(f"round_{index}", self.aggregate_round(round_number, spec))
+            measurements += await self.timed(f"round_{index}", run_round(round_number, spec))
             spec = planner.next_round(measurements)
             index += 1
         return measurements

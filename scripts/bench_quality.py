@@ -54,7 +54,7 @@ from cleanroom.measurement import Measurement  # noqa: E402
 from cleanroom.noise import party_noise_share  # noqa: E402
 from cleanroom.plan import Plan  # noqa: E402
 from cleanroom.schema import NUMERICAL, Schema  # noqa: E402
-from cleanroom.synth.planners import DEFAULT_SYNTHESIZER, make_planner  # noqa: E402
+from cleanroom.synth import DEFAULT_SYNTHESIZER, make_planner  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_CANDIDATES = [ROOT / ".." / "shared" / "data", ROOT / ".." / ".." / "shared" / "data"]

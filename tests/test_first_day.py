@@ -18,7 +18,7 @@ from governance_fixtures import write_plan
 
 from cleanroom.accounting import MIN_PARTY_SIGMA2, calibrate, cdp_rho
 from cleanroom.errors import InvalidInput, ProtocolAbort
-from cleanroom.feasibility import MIN_PARTY_ROWS, check_job, fixed_rounds, job_planner, noise_floor
+from cleanroom.feasibility import MIN_PARTY_ROWS, check_job, job_planner, noise_floor
 from cleanroom.measurement import Measurement
 from cleanroom.sample_data import demo_dataset
 from cleanroom.schema import Schema
@@ -83,7 +83,7 @@ def test_the_noise_floor_cap_is_where_calibration_reaches_sigma_2(synthesizer: s
     floor = noise_floor(schema, task, n_min, n_parties, share, None, synthesizer, target)
     planner = job_planner(schema, synthesizer, target, n_min, n_parties, {})
     ideal, calibrated = {}, {}
-    for name, tables, round_share in fixed_rounds(planner):
+    for name, tables, round_share in planner.fixed_round_sizes():
         rho = floor.max_rho * (1 - share) * round_share
         sigma2 = calibrate(rho, tables**0.5, n_min, n_parties=n_parties, sensitivity_l1=tables)
         calibrated[name], ideal[name] = sigma2 / n_min, tables / (2 * rho * n_min)

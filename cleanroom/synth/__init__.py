@@ -1,5 +1,6 @@
 """Synthesizers: graphical-model estimation from noisy marginals, the federated planners (MST, adaptive)."""
 
+from cleanroom.feasibility import DEFAULT_SYNTHESIZER
 from cleanroom.synth.adaptive import AdaptivePlanner
 from cleanroom.synth.centralised import synthesize, synthesize_dp
 from cleanroom.synth.compression import CompressedModel, Compression
@@ -7,7 +8,7 @@ from cleanroom.synth.estimation import EstimationConfig, estimate
 from cleanroom.synth.junction_tree import JunctionTree, build_junction_tree
 from cleanroom.synth.model import GraphicalModel
 from cleanroom.synth.mst import MSTPlanner, select_tree
-from cleanroom.synth.planners import DEFAULT_SYNTHESIZER, PLANNERS, Planner, make_planner
+from cleanroom.synth.planners import PLANNERS, Planner, make_planner
 
 __all__ = [
     "DEFAULT_SYNTHESIZER",

@@ -57,7 +57,6 @@ import hashlib
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from itertools import combinations
 
 import numpy as np
 
@@ -67,7 +66,7 @@ from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.synth.compression import CompressedModel, Compression, cell_variance, equal_mass_groups
 from cleanroom.synth.estimation import EstimationConfig, estimate
 from cleanroom.synth.model import FloatArray, GraphicalModel
-from cleanroom.synth.mst import leading_one_ways, project_to_one_ways, round_spec
+from cleanroom.synth.mst import candidate_pairs, leading_one_ways, project_to_one_ways, round_spec
 from cleanroom.synth.selection import (
     PairError,
     best_gain_set,
@@ -182,12 +181,7 @@ class AdaptivePlanner:
 
     def candidate_pairs(self) -> tuple[Clique, ...]:
         """Pairs of attributes with > 1 level whose table has <= max_pair_cells cells (data-independent)."""
-        informative = [a for a in self.domain.attrs if self.domain.size(a) > 1]
-        return tuple(
-            (a, b)
-            for a, b in combinations(informative, 2)
-            if self.domain.size(a) * self.domain.size(b) <= self.max_pair_cells
-        )
+        return candidate_pairs(self.domain, self.max_pair_cells)
 
     def _screens(self) -> list[tuple[str, tuple[Clique, ...], float]]:
         """The screen rounds: (name, pairs, share); the target's pairs first, on their own, if asked."""
@@ -214,6 +208,12 @@ class AdaptivePlanner:
             (f"refine-{i + 1}-{kind}", 1, self._refine_share(i)) for i, kind in enumerate(self.refine_rounds)
         ]
         return tuple(rounds)
+
+    def fixed_round_sizes(self) -> tuple[tuple[str, int, float], ...]:
+        """The rounds whose number of tables the schema fixes: the 1-way and screen rounds. A refinement
+        round holds 1 to all candidate pairs, chosen from the data; if it holds so few that its share would
+        need sigma < 2, calibration keeps sigma at 2 and the parties charge the smaller realised rho."""
+        return self.round_sizes()[: 1 + len(self._screens())]
 
     def _refine_share(self, index: int) -> float:
         screened = sum(share for _, _, share in self._screens())

@@ -118,12 +118,7 @@ class MSTPlanner:
 
     def candidate_pairs(self) -> tuple[Clique, ...]:
         """Pairs of attributes with > 1 level whose table has <= max_pair_cells cells (data-independent)."""
-        informative = [a for a in self.domain.attrs if self.domain.size(a) > 1]
-        return tuple(
-            (a, b)
-            for a, b in combinations(informative, 2)
-            if self.domain.size(a) * self.domain.size(b) <= self.max_pair_cells
-        )
+        return candidate_pairs(self.domain, self.max_pair_cells)
 
     def compression(self, one_way: Sequence[Measurement]) -> Compression:
         """The compressed domain decided from the round-1 tables (post-processing)."""
@@ -146,24 +141,16 @@ class MSTPlanner:
         candidates = self.candidate_pairs()
         if not candidates:
             return (("one-way", len(self.domain), 1.0),)
-        root = {a: a for a in self.domain.attrs}
-
-        def find(x: str) -> str:
-            while root[x] != x:
-                x = root[x]
-            return x
-
-        tree = 0
-        for a, b in candidates:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                root[ra] = rb
-                tree += 1
+        tree = len(spanning_tree(self.domain, dict.fromkeys(candidates, 0.0)))
         return (
             ("one-way", len(self.domain), self.split[0]),
             ("candidates", len(candidates), self.split[1]),
             ("tree", tree, self.split[2]),
         )
+
+    def fixed_round_sizes(self) -> tuple[tuple[str, int, float], ...]:
+        """The rounds whose number of tables the schema fixes: all of MST's."""
+        return self.round_sizes()
 
     def _spec(self, name: str, cliques: Sequence[Clique], share: float) -> RoundSpec:
         parties = self.n_parties or self.n_min
@@ -288,6 +275,14 @@ def pair_scores(
         noise = np.sum(np.sqrt(np.broadcast_to(cell_variance(m), m.noisy_values.shape)))
         scores[m.clique] = distance - float(noise) * math.sqrt(2 / math.pi)
     return scores
+
+
+def candidate_pairs(domain: Domain, max_pair_cells: int) -> tuple[Clique, ...]:
+    """Pairs of attributes with > 1 level whose table has <= max_pair_cells cells (data-independent)."""
+    informative = [a for a in domain.attrs if domain.size(a) > 1]
+    return tuple(
+        (a, b) for a, b in combinations(informative, 2) if domain.size(a) * domain.size(b) <= max_pair_cells
+    )
 
 
 def leading_one_ways(domain: Domain, measurements: Sequence[Measurement], who: str) -> list[Measurement]:

@@ -21,8 +21,6 @@ from cleanroom.synth.adaptive import AdaptivePlanner
 from cleanroom.synth.estimation import EstimationConfig
 from cleanroom.synth.mst import MSTPlanner
 
-DEFAULT_SYNTHESIZER = "adaptive"
-
 
 class Sampler(Protocol):
     def sample(self, n_rows: int, rng: Any) -> Any: ...

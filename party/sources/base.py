@@ -213,6 +213,25 @@ class SqlSource(DataSource):
     def _grouped_counts(self, sets: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], Grouped]:
         """For each set of column positions: the distinct code combinations (REJECT included) and counts."""
 
+    def _first_rejected(
+        self, numbered: str, row_column: str, column: sql.ColumnSql, statuses: tuple[int, ...], where: str
+    ) -> tuple[Any, Any, int]:
+        """(row number, value, status) of the first row of `numbered` (the relation with a `row_column`)
+        whose `column` has one of `statuses`; `where` names what may have changed if there is none."""
+        wanted = ", ".join(str(s) for s in statuses)
+        rows = self._fetch(
+            f"SELECT {row_column}, {column.ident}, {column.status()} AS status FROM {numbered} "
+            f"WHERE ({column.status()}) IN ({wanted}) ORDER BY {row_column} LIMIT 1"
+        )
+        if not rows:
+            raise DataError(
+                f"{self.name}: column {column.rule.name!r}: rejected values vanished; did the {where} "
+                f"change during the job?",
+                column.rule.name,
+            )
+        row, value, status = rows[0]
+        return row, value, int(status)
+
     def _grouping_sets_counts(self, sets: Sequence[tuple[int, ...]]) -> dict[tuple[int, ...], Grouped]:
         """`_grouped_counts` by SQL GROUPING SETS over the codes relation, MAX_SETS_PER_QUERY sets a query."""
         n_columns, out = len(self._columns()), {}

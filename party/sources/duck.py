@@ -141,26 +141,14 @@ class DuckDbSource(SqlSource):
         return {str(r[0]): str(r[1]) for r in rows}
 
     def _locate(self, column: sql.ColumnSql, statuses: tuple[int, ...]) -> tuple[str, Any, int]:
-        wanted = ", ".join(str(s) for s in statuses)
         numbered = f"(SELECT row_number() OVER () - 1 AS {ROW_COLUMN}, * FROM {self._relation()}) AS numbered"
-        query = (
-            f"SELECT {ROW_COLUMN}, {column.ident}, {column.status()} AS status FROM {numbered} "
-            f"WHERE ({column.status()}) IN ({wanted}) ORDER BY {ROW_COLUMN} LIMIT 1"
-        )
-        rows = self._fetch(query)
-        if not rows:
-            raise DataError(
-                f"{self.name}: column {column.rule.name!r}: rejected values vanished; did the file "
-                f"change during the job?",
-                column.rule.name,
-            )
-        row, value, status = rows[0]
+        row, value, status = self._first_rejected(numbered, ROW_COLUMN, column, statuses, "file")
         where = (
             f"row {row} (0-based data row; line {row + 2} of the file)"
             if self.kind == "csv"
             else f"row {row} (0-based row of the {'Parquet file' if self.kind == 'parquet' else 'table'})"
         )
-        return where, value, int(status)
+        return where, value, status
 
     def read_frame(self) -> pd.DataFrame:
         """Columns as stored: numbers kept as text stay text, so `cleanroom.encoding` applies the schema's

@@ -284,23 +284,12 @@ class SparkSource(SqlSource):
 
     def _locate(self, column: sql.ColumnSql, statuses: tuple[int, ...]) -> tuple[str, Any, int]:
         """The first offending row in Spark's read order: its id, then how many rows come before it."""
-        wanted = ", ".join(str(s) for s in statuses)
         relation = self._relation()
         numbered = f"(SELECT monotonically_increasing_id() AS {ROW_ID}, * FROM {relation}) AS numbered"
-        rows = self._fetch(
-            f"SELECT {ROW_ID}, {column.ident}, {column.status()} AS status FROM {numbered} "
-            f"WHERE ({column.status()}) IN ({wanted}) ORDER BY {ROW_ID} LIMIT 1"
-        )
-        if not rows:
-            raise DataError(
-                f"{self.name}: column {column.rule.name!r}: rejected values vanished; did the data "
-                f"change during the job?",
-                column.rule.name,
-            )
-        row_id, value, status = rows[0]
+        row_id, value, status = self._first_rejected(numbered, ROW_ID, column, statuses, "data")
         before = self._fetch(f"SELECT count(*) FROM {numbered} WHERE {ROW_ID} < {int(row_id)}")[0][0]
         data = "table" if self.settings.table else "files"
-        return f"row {int(before)} (0-based, in the order Spark reads the {data})", value, int(status)
+        return f"row {int(before)} (0-based, in the order Spark reads the {data})", value, status
 
     def read_frame(self) -> pd.DataFrame:
         parts = []
