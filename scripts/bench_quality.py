@@ -111,27 +111,33 @@ class SynthesisResult:
     rounds: list[tuple[str, int]] = field(default_factory=list)
 
 
-def party_codes(job: SynthesisJob) -> list[np.ndarray]:
-    """The rows split at random over the parties, each without its membership holdout."""
+def party_rows(job: SynthesisJob) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The rows split at random over the parties, each as (members, its membership holdout)."""
     rng = np.random.default_rng(job.seed)
     parts = np.array_split(rng.permutation(len(job.codes)), job.parties)
     out = []
     for index, rows in enumerate(parts):
         codes = job.codes[np.sort(rows)].astype(np.int64)
-        if job.membership_holdout:
-            secret = f"bench-{job.seed}-{index}".encode()
-            codes = codes[holdout_split(len(codes), secret, job.holdout_fraction).members]
-        out.append(codes)
+        if not job.membership_holdout:
+            out.append((codes, codes[:0]))
+            continue
+        split = holdout_split(codes, f"bench-{job.seed}-{index}".encode(), job.holdout_fraction)
+        out.append((codes[split.members], codes[split.nonmembers]))
     return out
 
 
-def holdout_split(n_rows: int, secret: bytes, fraction: float) -> Any:
+def party_codes(job: SynthesisJob) -> list[np.ndarray]:
+    """What each party counts: its rows without its membership holdout."""
+    return [members for members, _ in party_rows(job)]
+
+
+def holdout_split(codes: np.ndarray, secret: bytes, fraction: float) -> Any:
     """A party's membership split (`release.party_membership_split`), or one with another holdout fraction."""
     if fraction == release.MEMBERSHIP_HOLDOUT:
-        return release.party_membership_split(n_rows, secret)
+        return release.party_membership_split(codes, secret)
     from cleanroom.evaluation.membership import membership_split
 
-    return membership_split(n_rows, fraction, np.random.default_rng(list(secret)))
+    return membership_split(codes, secret, fraction)
 
 
 def federated_round(
@@ -251,16 +257,17 @@ def statistic_stddev(
     return float(np.sqrt(float(sigma_total2) / n_min * parties))
 
 
-def attack_score_stddev(
-    data: Dataset, job_rho: float, share: float, parties: int, n_min: int, holdout: float
-) -> float:
-    """Noise sd of the combined DCR membership-inference score the release gate reads (members scored =
-    non-members = half the membership holdout of all training rows)."""
-    from cleanroom.evaluation.membership import DEFAULT_RANK_SCALE
+def attack_score_stddev(job: SynthesisJob, synthetic: np.ndarray, data: Dataset, job_rho: float, share: float) -> float:
+    """Noise sd of the combined DCR membership-inference score the release gate reads: the attack run on
+    the pooled members and membership holdouts, its summed vector blurred as the coordinator calibrates."""
+    from cleanroom.evaluation.membership import dcr_score_stddev, run_dcr_attack
 
-    scored = 0.5 * holdout * len(data.codes)
-    sd = statistic_stddev(release.ATTACK_DCR, data, job_rho, share, parties, n_min)
-    return sd / (DEFAULT_RANK_SCALE * scored)
+    rows = party_rows(job)
+    members = np.concatenate([m for m, _ in rows])
+    nonmembers = np.concatenate([h for _, h in rows])
+    outcome = run_dcr_attack(members, nonmembers, synthetic, data.schema.domain.shape)
+    sd = statistic_stddev(release.ATTACK_DCR, data, job_rho, share, job.parties, job.n_min)
+    return dcr_score_stddev(outcome.statistics, sd)
 
 
 def evaluation_noise(
@@ -440,9 +447,7 @@ def main() -> None:
                     row.utility_sd, row.tvd_sd = evaluation_noise(
                         model, result.codes, data, job_rho, share, args.parties, n_min
                     )
-                    row.attack_sd = attack_score_stddev(
-                        data, job_rho, share, args.parties, n_min, args.membership_holdout
-                    )
+                    row.attack_sd = attack_score_stddev(job, result.codes, data, job_rho, share)
                 assert row.rho_spent <= row.rho_budget * (1 + 1e-12), "a planner overspent its budget"
                 rows.append(row)
                 rounds = " ".join(f"{n}:{k}" for n, k in result.rounds)
