@@ -50,7 +50,7 @@ from cleanroom.encoding import decode, encode  # noqa: E402
 from cleanroom.evaluation import release  # noqa: E402
 from cleanroom.frames import read_frame  # noqa: E402
 from cleanroom.marginals import count_table, count_tables, flatten_tables, split_vector  # noqa: E402
-from cleanroom.measurement import Measurement  # noqa: E402
+from cleanroom.measurement import Measurement, RoundSpec  # noqa: E402
 from cleanroom.noise import party_noise_share  # noqa: E402
 from cleanroom.plan import Plan  # noqa: E402
 from cleanroom.schema import NUMERICAL, Schema  # noqa: E402
@@ -141,9 +141,10 @@ def holdout_split(codes: np.ndarray, secret: bytes, fraction: float) -> Any:
 
 
 def federated_round(
-    parties: list[np.ndarray], domain: Domain, cliques: tuple[tuple[str, ...], ...], sigma_party2: Fraction
+    parties: list[np.ndarray], domain: Domain, spec: RoundSpec, sigma_party2: Fraction
 ) -> list[Measurement]:
     """Every party counts and noises its own tables; the coordinator learns only their sum."""
+    cliques = tuple(domain.canonical(c) for c in spec.cliques)
     total: np.ndarray | None = None
     for codes in parties:
         vector = flatten_tables(count_tables(codes, domain, list(cliques)))
@@ -167,9 +168,8 @@ def run_synthesis(job: SynthesisJob) -> SynthesisResult:
     rounds, spent = [], 0.0
     spec = planner.first_round()
     while spec is not None:
-        cliques = tuple(domain.canonical(c) for c in spec.cliques)
-        measurements += federated_round(parties, domain, cliques, Fraction(spec.sigma_total2) / job.n_min)
-        rounds.append((spec.name, len(cliques)))
+        measurements += federated_round(parties, domain, spec, Fraction(spec.sigma_total2) / job.n_min)
+        rounds.append((spec.name, len(spec.cliques)))
         spent += spec.rho
         spec = planner.next_round(measurements)
     model = planner.estimate(measurements)
@@ -257,7 +257,9 @@ def statistic_stddev(
     return float(np.sqrt(float(sigma_total2) / n_min * parties))
 
 
-def attack_score_stddev(job: SynthesisJob, synthetic: np.ndarray, data: Dataset, job_rho: float, share: float) -> float:
+def attack_score_stddev(
+    job: SynthesisJob, synthetic: np.ndarray, data: Dataset, job_rho: float, share: float
+) -> float:
     """Noise sd of the combined DCR membership-inference score the release gate reads: the attack run on
     the pooled members and membership holdouts, its summed vector blurred as the coordinator calibrates."""
     from cleanroom.evaluation.membership import dcr_score_stddev, run_dcr_attack
