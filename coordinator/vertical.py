@@ -21,7 +21,7 @@ from typing import Any
 import grpc
 import numpy as np
 
-from cleanroom.errors import CleanroomError, ProtocolAbort
+from cleanroom.errors import CleanroomError
 from cleanroom.identity import PlanApprovals
 from cleanroom.joblog import JobLog
 from cleanroom.measurement import Measurement, RoundSpec
@@ -173,11 +173,7 @@ class VerticalWorkflow(Workflow):
                 asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
             )
             self.annotate(results["report.json"])
-            await self.timed("deliver", self.deliver(results))
-            self.write_record()
-            if self.record.undelivered:
-                failed = "; ".join(f"{p}: {e}" for p, e in self.record.undelivered.items())
-                raise ProtocolAbort(f"job done but results could not be delivered to {failed}")
+            await self.finish_delivery(results)
         except BaseException as error:
             self.finish_log(f"error: {type(error).__name__}: {error}")
             raise

@@ -115,11 +115,7 @@ class Workflow:
                 ),
             )
             results = await evaluate(self, results)  # issue 6: stage, evaluation rounds, gate
-            await self.timed("deliver", self.deliver(results))
-            self.write_record()
-            if self.record.undelivered:
-                failed = "; ".join(f"{p}: {e}" for p, e in self.record.undelivered.items())
-                raise ProtocolAbort(f"job done but results could not be delivered to {failed}")
+            await self.finish_delivery(results)
         except BaseException as error:
             self.finish_log(f"error: {type(error).__name__}: {error}")
             raise
@@ -298,6 +294,14 @@ class Workflow:
         for party in set(self.members) - set(server.survivors):
             self.absent.setdefault(party, f"took no part in round {spec.round}")
         return total, tuple(server.survivors)
+
+    async def finish_delivery(self, results: dict[str, Path]) -> None:
+        """Deliver the results, record the job, and fail if any party could not receive them."""
+        await self.timed("deliver", self.deliver(results))
+        self.write_record()
+        if self.record.undelivered:
+            failed = "; ".join(f"{p}: {e}" for p, e in self.record.undelivered.items())
+            raise ProtocolAbort(f"job done but results could not be delivered to {failed}")
 
     async def deliver(self, results: dict[str, Path]) -> None:
         """Send each entitled party the files its abilities allow; one failure does not stop the others."""
