@@ -12,12 +12,15 @@ triangulated graph; disconnected components are linked with empty separators so 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from math import prod
+from typing import TypeVar
 
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
+
+Node = TypeVar("Node", bound=Hashable)
 
 DEFAULT_MAX_CELLS = 2_000_000
 
@@ -78,27 +81,32 @@ def _elimination_cliques(domain: Domain, adjacency: dict[str, set[str]], max_cel
     return [domain.canonical(tuple(c)) for c in unique]
 
 
+def spanning_forest(nodes: Iterable[Node], edges: Iterable[tuple[Node, Node]]) -> list[tuple[Node, Node]]:
+    """Kruskal: the `edges`, taken in the given order (best first), that join two trees of the forest."""
+    root = {node: node for node in nodes}
+
+    def find(x: Node) -> Node:
+        while root[x] != x:
+            root[x] = root[root[x]]
+            x = root[x]
+        return x
+
+    kept = []
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            root[ra] = rb
+            kept.append((a, b))
+    return kept
+
+
 def _spanning_tree(cliques: Sequence[Clique]) -> list[tuple[int, int]]:
     n = len(cliques)
     candidates = sorted(
         ((len(set(cliques[i]) & set(cliques[j])), i, j) for i in range(n) for j in range(i + 1, n)),
         key=lambda t: (-t[0], t[1], t[2]),
     )
-    root = list(range(n))
-
-    def find(x: int) -> int:
-        while root[x] != x:
-            root[x] = root[root[x]]
-            x = root[x]
-        return x
-
-    edges = []
-    for _, i, j in candidates:
-        ri, rj = find(i), find(j)
-        if ri != rj:
-            root[ri] = rj
-            edges.append((i, j))
-    return edges
+    return spanning_forest(range(n), ((i, j) for _, i, j in candidates))
 
 
 def build_junction_tree(

@@ -37,7 +37,7 @@ from cleanroom.errors import InvalidInput
 from cleanroom.marginals import count_table
 from cleanroom.measurement import Measurement
 from cleanroom.synth.compression import CellMeasurement, cell_variance
-from cleanroom.synth.junction_tree import build_junction_tree
+from cleanroom.synth.junction_tree import build_junction_tree, spanning_forest
 from cleanroom.synth.model import FloatArray, GraphicalModel, sum_axes
 
 SQRT_2_PI = math.sqrt(2 / math.pi)
@@ -129,21 +129,8 @@ def fits(domain: Domain, cliques: Sequence[Clique], clique_cells: int, total_cel
 
 def spanning_tree(domain: Domain, scores: Mapping[Clique, float]) -> list[Clique]:
     """Maximum spanning tree (a forest if the pairs do not connect every attribute) over `scores`."""
-    root = {a: a for a in domain.attrs}
-
-    def find(x: str) -> str:
-        while root[x] != x:
-            root[x] = root[root[x]]
-            x = root[x]
-        return x
-
-    selected = []
-    for pair in sorted(scores, key=lambda p: (-scores[p], p)):
-        ra, rb = find(pair[0]), find(pair[1])
-        if ra != rb:
-            root[ra] = rb
-            selected.append(pair)
-    return selected
+    ranked = sorted(scores, key=lambda p: (-scores[p], p))
+    return [(a, b) for a, b in spanning_forest(domain.attrs, ((p[0], p[1]) for p in ranked))]
 
 
 Fits = Callable[[Sequence[Clique]], bool]
