@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 from cleanroom.errors import InvalidInput
-from cleanroom.secagg.math import encode_fields
+from cleanroom.secagg.math import clique_fields, encode_fields
 
 Clique = tuple[str, ...]
 RESULT_FILE_NAMES = ("synthetic.csv", "synthetic.parquet", "model.onnx", "report.json")
@@ -65,7 +65,7 @@ class RoundRequest:
 
     def digest(self) -> bytes:
         """SHA-256 of every field, unambiguously encoded: bound into the round's session id."""
-        cliques = [len(self.cliques)] + [f for c in self.cliques for f in (len(c), *c)]
+        cliques = clique_fields(self.cliques)
         fields = encode_fields(
             "cleanroom/round-request/v1",
             self.job_id,

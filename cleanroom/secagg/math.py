@@ -75,6 +75,14 @@ def vector_from_bytes(data: bytes, length: int, *, what: str) -> NDArray[np.uint
 # ---------------------------------------------------------------- canonical encodings and keys
 
 
+def clique_fields(cliques: Sequence[Sequence[str]]) -> list[str | int]:
+    """Cliques as `encode_fields` fields: their number, then each clique's length and attribute names."""
+    fields: list[str | int] = [len(cliques)]
+    for clique in cliques:
+        fields += [len(clique), *clique]
+    return fields
+
+
 def encode_fields(*fields: bytes | str | int) -> bytes:
     """Unambiguous concatenation: each field is a 4-byte big-endian length followed by its bytes.
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from cleanroom.domain import Clique
 from cleanroom.errors import InvalidInput, ProtocolAbort
-from cleanroom.secagg.math import encode_fields
+from cleanroom.secagg.math import clique_fields, encode_fields
 
 SETUP_TAG = "cleanroom/vertical-setup/v1"
 ROUND_TAG = "cleanroom/vertical-round/v1"
@@ -68,9 +68,7 @@ class VerticalRoundRequest:
             raise InvalidInput(f"vertical round {self.round}: job_id and release_id must not be empty")
 
     def digest(self) -> bytes:
-        cliques: list[str | int] = [len(self.cliques)]
-        for clique in self.cliques:
-            cliques += [len(clique), *clique]
+        cliques = clique_fields(self.cliques)
         fields = encode_fields(
             ROUND_TAG, self.job_id, self.release_id, self.round, *cliques,
             str(self.sigma_party2.numerator), str(self.sigma_party2.denominator),
