@@ -63,6 +63,7 @@ class JobRecord:
     timings: dict[str, float] = field(default_factory=dict)
     rounds: list[dict[str, Any]] = field(default_factory=list)
     rho_spent: float = 0.0
+    holdout_rho: float = 0.0  # each party's local membership-holdout sizing (release.holdout_sizing)
     delivered: dict[str, list[str]] = field(default_factory=dict)
     undelivered: dict[str, str] = field(default_factory=dict)
 
@@ -248,6 +249,8 @@ class Workflow:
         )
         length = sum(domain.project(c).size() for c in cliques)
         total, survivors = await self.secure_sum(request, length)
+        if index == self.first_round:
+            self.record_holdout_sizing()
         tables = split_vector(total, domain, list(cliques))
         stddev = math.sqrt(float(sigma_party2) * len(survivors))
         self.record.rho_spent += float(spec.rho)
@@ -271,6 +274,15 @@ class Workflow:
     def session_id(self, spec: wire.RoundRequest) -> bytes:
         """The round's sid: bound to the collaboration, round number, plan and the whole request."""
         return session_id(self.plan.collaboration_id, spec.round, self.config.plan_hash, spec.digest())
+
+    def record_holdout_sizing(self) -> None:
+        """Every party charged its membership-holdout sizing (a noisy row count it keeps) when it opened the
+        job's first round; the coordinator derives the same rho from the plan, and learns nothing else."""
+        from cleanroom.evaluation.release import holdout_sizing
+
+        sizing = holdout_sizing(self.job_rho(), float(self.plan.evaluation_share))
+        self.record.holdout_rho = sizing.rho
+        self.record.rho_spent += sizing.rho
 
     async def secure_sum(self, spec: wire.RoundRequest, length: int) -> tuple[np.ndarray, tuple[str, ...]]:
         """One Bonawitz session over gRPC; the SecAggServer state machine builds requests, checks answers."""
@@ -353,6 +365,7 @@ class Workflow:
             "timings_s": self.record.timings,
             "rounds": self.record.rounds,
             "rho_spent": self.record.rho_spent,
+            "holdout_sizing_rho": self.record.holdout_rho,
             "delivered": self.record.delivered,
             "undelivered": self.record.undelivered,
             "uploads": uploads,

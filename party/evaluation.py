@@ -1,9 +1,11 @@
 """The party's side of a job's evaluation: staged model and synthetic data, evaluation rounds, local report.
 
-- Membership split: about `release.MEMBERSHIP_HOLDOUT` of the party's records never enter the marginal
-  rounds (`MembersOnlySource`); they are the non-members the DCR attack scores. Each record's side is a
-  keyed hash (HMAC-SHA256 with a secret only the party knows) of that record alone, so adding or removing
-  a record never moves another (`release.party_membership_split`).
+- Membership split: a fraction of the party's records never enter the job's marginal rounds
+  (`member_count_tables`); they are the non-members the DCR attack scores. Each record's side is a keyed
+  hash (HMAC-SHA256 with a secret only the party knows) of that record alone against the job's fraction,
+  so adding or removing a record never moves another (`release.party_membership_split`). The fraction is
+  sized once per job from the party's own noisy row count (`release.holdout_sizing`, charged by the node
+  in its ledger with the count, never sent; `set_holdout`), so it is fixed before any marginal is counted.
 - Staging: the coordinator uploads the model and synthetic data (`StageEvaluation`); they are kept under the
   node's state directory, never in the output folder, and deleted when the job's report arrives. A later
   `DeliverResults` of the synthetic data or model must carry exactly the bytes that were evaluated.
@@ -25,6 +27,7 @@ import logging
 import math
 import shutil
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +42,6 @@ from transport import wire
 log = logging.getLogger("cleanroom.party")
 STAGED_NAMES = ("synthetic.csv", "synthetic.parquet", MODEL_FILE_NAME)
 MIN_SIGMA_PARTY2 = 4
-
-
-class MembersOnlySource:
-    """The party's data source as the synthesizer sees it: marginal counts over the training members only."""
-
-    def __init__(self, source: Any, evaluation: PartyEvaluation) -> None:
-        self._source = source
-        self._evaluation = evaluation
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._source, name)
-
-    def count_tables(self, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
-        return self._evaluation.member_count_tables(cliques)
 
 
 def _sha256(path: Path, chunk_bytes: int = 1024 * 1024) -> str:
@@ -88,7 +77,8 @@ class PartyEvaluation:
     staging_root: Path
     secret: bytes
     _codes: np.ndarray | None = None
-    _split: Any = None
+    _fractions: dict[str, float] = field(default_factory=dict)  # job -> its membership holdout fraction
+    _splits: dict[str, Any] = field(default_factory=dict)
     _synthetic: dict[str, np.ndarray] = field(default_factory=dict)
     _attacks: dict[str, Any] = field(default_factory=dict)
     _models: dict[str, ModelFile] = field(default_factory=dict)
@@ -105,15 +95,34 @@ class PartyEvaluation:
             self._codes = np.asarray(encoded.codes, dtype=np.int64)
         return self._codes
 
-    def split(self) -> Any:
-        if self._split is None:
-            self._split = release.party_membership_split(self.codes(), self.secret)
-        return self._split
+    def noisy_rows(self, sigma2: Fraction) -> int:
+        """The party's number of records plus discrete Gaussian noise of variance `sigma2` (one draw)."""
+        from cleanroom.noise import sample_discrete_gaussian
 
-    def member_count_tables(self, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
+        return len(self.codes()) + int(sample_discrete_gaussian(sigma2, 1)[0])
+
+    def sized(self, job_id: str) -> bool:
+        return job_id in self._fractions
+
+    def set_holdout(self, job_id: str, noisy_rows: float) -> None:
+        """Fix the job's holdout fraction from the noisy row count the node charged (or read back)."""
+        n_parties = len(getattr(self.plan, "data_parties", ())) or 1
+        self._fractions[job_id] = release.holdout_fraction(noisy_rows, n_parties)
+
+    def split(self, job_id: str) -> Any:
+        if job_id not in self._fractions:
+            raise PreconditionFailed(f"party {self.party_id}: job {job_id!r} has no sized membership holdout")
+        if job_id not in self._splits:
+            self._splits[job_id] = release.party_membership_split(
+                self.codes(), self.secret, self._fractions[job_id]
+            )
+        return self._splits[job_id]
+
+    def member_count_tables(self, job_id: str, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
+        """The job's marginal tables over its training members only."""
         from cleanroom.marginals import count_tables
 
-        members = self.codes()[self.split().members]
+        members = self.codes()[self.split(job_id).members]
         return [np.asarray(t, dtype=np.int64) for t in count_tables(members, self.schema.domain, cliques)]
 
     # ---- staging -------------------------------------------------------------------------------------
@@ -264,7 +273,7 @@ class PartyEvaluation:
         if job_id not in self._attacks:
             from cleanroom.evaluation.membership import run_dcr_attack
 
-            split, codes = self.split(), self.codes()
+            split, codes = self.split(job_id), self.codes()
             outcome = run_dcr_attack(
                 codes[split.members], codes[split.nonmembers], self.synthetic_codes(job_id),
                 self.schema.domain.shape,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
@@ -34,6 +35,7 @@ from cleanroom.errors import (
     ProtocolAbort,
     SchemaError,
 )
+from cleanroom.evaluation import release
 from cleanroom.ledger import BudgetLimit
 from cleanroom.marginals import flatten_tables
 from cleanroom.noise import party_noise_share
@@ -97,6 +99,7 @@ class PartyNode:
     audit: Any = None
     job_id: str | None = None
     rounds: dict[bytes, RoundState] = field(default_factory=dict)
+    holdout_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     bytes_uploaded: int = 0
     evaluation: Any = None  # party.evaluation.PartyEvaluation (issue 6); None: no evaluation rounds
 
@@ -249,6 +252,8 @@ class PartyNode:
             return existing.party.advertise_keys(request)  # a verbatim retry gets the identical answer
         try:
             rho = self.check_round(spec, request.sid)
+            self.require_new_release(spec)  # a refused round must not size (and charge) a holdout first
+            self.size_holdout(spec.job_id)
             reservation = self.reserve(spec, rho)
         except CleanroomError as error:
             self.record_refusal("measure", spec, error)
@@ -260,24 +265,63 @@ class PartyNode:
 
     def reserve(self, spec: wire.RoundRequest, rho: float) -> Any:
         """Charge the round in the ledger: dataset, plan and job limits and the round number, atomically."""
-        delta = float(self.plan.delta)
-        limits = (
-            BudgetLimit("this plan", cdp_rho(float(self.plan.epsilon), delta), self.plan_hash),
-            BudgetLimit(
-                f"job {spec.job_id}", cdp_rho(float(self.plan.max_epsilon_per_job), delta),
-                self.plan_hash, spec.job_id,
-            ),
-        )  # fmt: skip
         detail = {
             "round": spec.round,
             "cliques": [list(c) for c in spec.cliques],
             "sigma_party2": str(spec.sigma_party2),
             **({"statistic": spec.statistic} if spec.statistic else {}),
         }
+        return self.charge(spec.release_id, rho, spec.job_id, detail, spec.round)
+
+    def charge(
+        self, release_id: str, rho: float, job_id: str, detail: dict[str, Any], round_number: int | None
+    ) -> Any:
+        """One ledger reservation under the dataset, plan and job limits, atomically with the checks."""
+        delta = float(self.plan.delta)
+        limits = (
+            BudgetLimit("this plan", cdp_rho(float(self.plan.epsilon), delta), self.plan_hash),
+            BudgetLimit(
+                f"job {job_id}", cdp_rho(float(self.plan.max_epsilon_per_job), delta), self.plan_hash, job_id
+            ),
+        )
         return self.ledger.reserve(
-            spec.release_id, rho, self.plan_hash, spec.job_id, detail,
-            round_number=spec.round, limits=limits, max_jobs=int(getattr(self.plan, "max_jobs", 0) or 0),
+            release_id, rho, self.plan_hash, job_id, detail,
+            round_number=round_number, limits=limits, max_jobs=int(getattr(self.plan, "max_jobs", 0) or 0),
         )  # fmt: skip
+
+    def require_new_release(self, spec: wire.RoundRequest) -> None:
+        """Refuse a release id charged before (the ledger refuses it again, atomically, when charging)."""
+        if any(e.release_id == spec.release_id for e in self.ledger.entries()):
+            raise PreconditionFailed(
+                f"party {self.party_id}, round {spec.round}: release {spec.release_id!r} was already "
+                "charged; a release is answered in exactly one session"
+            )
+
+    def size_holdout(self, job_id: str) -> None:
+        """Fix the job's membership holdout before its first round (`release.holdout_sizing`).
+
+        The noisy row count is drawn once per job and charged like a release; it stays in this party's
+        private ledger (the audit entry has only the release id and rho) and is read back after a restart,
+        never drawn again. Never sent, so a coordinator can neither choose nor learn the fraction.
+        """
+        evaluation = self.evaluation
+        if evaluation is None or evaluation.sized(job_id):
+            return
+        with self.holdout_lock:
+            release_id = f"{job_id}/membership-holdout"
+            entry = next((e for e in self.ledger.entries() if e.release_id == release_id), None)
+            if entry is None:
+                job_rho = cdp_rho(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
+                sizing = release.holdout_sizing(job_rho, float(self.plan.evaluation_share))
+                noisy = evaluation.noisy_rows(sizing.sigma2)
+                detail = {
+                    "statistic": "membership holdout size",
+                    "sigma2": str(sizing.sigma2),
+                    "noisy_rows": noisy,
+                }
+                entry = self.charge(release_id, sizing.rho, job_id, detail, None)
+                self.record_charge(entry)
+            evaluation.set_holdout(job_id, float(entry.detail["noisy_rows"]))
 
     def record_refusal(self, event: str, spec: wire.RoundRequest, error: CleanroomError) -> None:
         self.record(
@@ -437,7 +481,11 @@ class PartyNode:
         """The exact (un-noised) vector a round asks for: marginal tables or an evaluation statistic."""
         if request.statistic:
             return np.asarray(self.evaluation.vector(request.job_id, request.statistic), dtype=np.int64)
-        return np.asarray(flatten_tables(self.source.count_tables(list(request.cliques))), dtype=np.int64)
+        cliques = list(request.cliques)
+        if self.evaluation is not None:  # the job's training members only (party/evaluation.py)
+            tables = self.evaluation.member_count_tables(request.job_id, cliques)
+            return np.asarray(flatten_tables(tables), dtype=np.int64)
+        return np.asarray(flatten_tables(self.source.count_tables(cliques)), dtype=np.int64)
 
     # ---- results ------------------------------------------------------------------------------------
 

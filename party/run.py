@@ -23,7 +23,7 @@ from cleanroom.retention import prune
 from cleanroom.schema import Schema
 from cleanroom.secagg.reveal import SqliteRevealRecord
 from party.config import PartyConfig
-from party.evaluation import MembersOnlySource, PartyEvaluation
+from party.evaluation import PartyEvaluation
 from party.governance import PlanAuthorizer, RateLimitedAudit
 from party.integrity import StateFiles, check_state
 from party.node import PartyNode
@@ -67,7 +67,7 @@ def build_node(config: PartyConfig) -> tuple[PartyNode, Authorizer]:
         approved_plans=config.approved_plans,
         schema=schema,
         schema_hash=schema.hash(),
-        source=MembersOnlySource(source, evaluation),
+        source=source,
         ledger=Ledger(config.ledger, total_rho(config)),
         identity_key=identity_key,
         output_dir=config.output_dir,

@@ -10,8 +10,9 @@ Each dataset folder under `--data` (default: the shared `data/` folder beside th
 `schema.json` (with a target), `train.csv` and `holdout.csv`. Per (dataset, epsilon, seed), as the running
 system does it:
 - the job's rho is `cdp_rho(epsilon, delta)`; synthesis gets `synthesis_rho(rho, evaluation_share)`;
-- the training rows are split at random over `--parties` parties; each keeps its membership holdout
-  (`release.MEMBERSHIP_HOLDOUT` of its rows, unless `--no-evaluation`) out of the marginals;
+- the training rows are split at random over `--parties` parties; each keeps its membership holdout out
+  of the marginals (unless `--no-evaluation`): sized as the party node does, from its noisy row count
+  (`release.holdout_sizing`, `release.holdout_fraction`), or a fixed `--membership-holdout` fraction;
 - the planner is the coordinator's (`make_planner` with the plan's n_min = parties - dropout tolerance);
   for every round each party counts its own tables (`cleanroom.marginals`) and adds its discrete-Gaussian
   share of variance sigma_total^2 / n_min (`party_noise_share`); the coordinator sums them (noise of all
@@ -99,7 +100,9 @@ class SynthesisJob:
     n_min: int
     membership_holdout: bool
     seed: int
-    holdout_fraction: float = release.MEMBERSHIP_HOLDOUT
+    holdout_fraction: float | None = None  # None: sized from each party's noisy row count, as the node does
+    job_rho: float = 0.0  # the whole job's rho (the sizing's share is taken from its evaluation share)
+    evaluation_share: float = 0.1
 
 
 @dataclass
@@ -121,7 +124,12 @@ def party_rows(job: SynthesisJob) -> list[tuple[np.ndarray, np.ndarray]]:
         if not job.membership_holdout:
             out.append((codes, codes[:0]))
             continue
-        split = holdout_split(codes, f"bench-{job.seed}-{index}".encode(), job.holdout_fraction)
+        fraction = job.holdout_fraction
+        if fraction is None:
+            sizing = release.holdout_sizing(job.job_rho, job.evaluation_share)
+            noise = np.random.default_rng([job.seed, index]).normal(0.0, float(sizing.sigma2) ** 0.5)
+            fraction = release.holdout_fraction(len(codes) + round(noise), job.parties)
+        split = holdout_split(codes, f"bench-{job.seed}-{index}".encode(), fraction)
         out.append((codes[split.members], codes[split.nonmembers]))
     return out
 
@@ -132,12 +140,8 @@ def party_codes(job: SynthesisJob) -> list[np.ndarray]:
 
 
 def holdout_split(codes: np.ndarray, secret: bytes, fraction: float) -> Any:
-    """A party's membership split (`release.party_membership_split`), or one with another holdout fraction."""
-    if fraction == release.MEMBERSHIP_HOLDOUT:
-        return release.party_membership_split(codes, secret)
-    from cleanroom.evaluation.membership import membership_split
-
-    return membership_split(codes, secret, fraction)
+    """A party's membership split (`release.party_membership_split`) at `fraction`."""
+    return release.party_membership_split(codes, secret, fraction)
 
 
 def federated_round(
@@ -401,8 +405,9 @@ def main() -> None:
     parser.add_argument("--evaluation-share", type=float, default=DEFAULT_EVALUATION_SHARE)
     parser.add_argument("--no-evaluation", action="store_true", help="no evaluation share, no holdout")
     parser.add_argument(
-        "--membership-holdout", type=float, default=release.MEMBERSHIP_HOLDOUT,
-        help="share of each party's rows kept out of the marginals for the membership evaluation",
+        "--membership-holdout", type=float, default=None,
+        help="a fixed share of each party's rows kept out of the marginals for the membership evaluation "
+        "(default: sized per party from its noisy row count, as the party node does)",
     )  # fmt: skip
     parser.add_argument("--parties", type=int, default=3)
     parser.add_argument("--dropout-tolerance", type=int, default=1, help="as `cleanroom simulate` plans")
@@ -418,7 +423,8 @@ def main() -> None:
     settings = parse_settings(args.settings)
     print(
         f"synthesizer {args.synthesizer} {settings or ''}, evaluation share {share}, {args.parties} parties, "
-        f"n_min {n_min}, membership holdout {'off' if args.no_evaluation else args.membership_holdout}, "
+        f"n_min {n_min}, membership holdout "
+        f"{'off' if args.no_evaluation else args.membership_holdout or 'sized'}, "
         f"delta {args.delta}",
         flush=True,
     )
@@ -438,6 +444,7 @@ def main() -> None:
                 job = SynthesisJob(
                     data.schema, data.codes, args.synthesizer, settings, job_rho * (1 - share),
                     args.parties, n_min, not args.no_evaluation, seed, args.membership_holdout,
+                    job_rho, share or 0.1,
                 )  # fmt: skip
                 result = in_fresh_process(job)
                 frame = decode(data.schema, result.codes, np.random.default_rng(seed))

@@ -41,14 +41,17 @@ def seeded_noise(seed: int) -> Any:
 
 
 def one_run(
-    job: tuple[str, float, int, dict[str, Any], str, float, float],
+    job: tuple[str, float, int, dict[str, Any], str, float, float | None],
 ) -> tuple[str, float, float, float, float]:
     name, epsilon, seed, settings, synthesizer, share, holdout = job
     bq.party_noise_share = seeded_noise(seed)
     data = bq.load_dataset(bq.data_root(None) / name)
-    rho = cdp_rho(epsilon, 1e-9) * (1 - share)
+    job_rho = cdp_rho(epsilon, 1e-9)
     result = bq.run_synthesis(
-        bq.SynthesisJob(data.schema, data.codes, synthesizer, settings, rho, 3, 2, holdout > 0, seed, holdout)
+        bq.SynthesisJob(
+            data.schema, data.codes, synthesizer, settings, job_rho * (1 - share), 3, 2, holdout != 0, seed,
+            holdout, job_rho, share or 0.1,
+        )
     )
     frame = decode(data.schema, result.codes, np.random.default_rng(seed))
     model = bq.train(frame.iloc[: release.synthetic_holdout_start(len(frame))], data)
@@ -66,7 +69,7 @@ def main() -> None:
     parser.add_argument("--settings", default="")
     parser.add_argument("--synth", default="adaptive")
     parser.add_argument("--share", type=float, default=0.1)
-    parser.add_argument("--holdout", type=float, default=release.MEMBERSHIP_HOLDOUT, help="0: none")
+    parser.add_argument("--holdout", type=float, default=None, help="fixed (0: none); default: sized")
     parser.add_argument("--procs", type=int, default=2)
     args = parser.parse_args()
     settings = bq.parse_settings(args.settings)

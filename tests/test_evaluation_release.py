@@ -28,7 +28,9 @@ def test_evaluation_share_defaults_and_is_validated(tmp_path: Path) -> None:
 def test_budget_split_adds_up_to_the_job() -> None:
     job_rho, share = 0.015, 0.25
     parts = [release.statistic_rho(job_rho, share, s) for s in release.STATISTICS]
-    assert release.synthesis_rho(job_rho, share) + sum(parts) == pytest.approx(job_rho)
+    sizing = job_rho * share * release.HOLDOUT_SIZING_FRACTION  # each party's noisy row count
+    assert release.synthesis_rho(job_rho, share) + sum(parts) + sizing == pytest.approx(job_rho)
+    assert 0 < release.holdout_sizing(job_rho, share).rho <= sizing
     with pytest.raises(InvalidInput, match="statistic"):
         release.statistic_rho(job_rho, share, "marginals")
 
@@ -49,12 +51,14 @@ def test_calibrated_noise_stays_within_the_allotment(statistic: str) -> None:
 
 def test_party_membership_split_is_durable_and_secret_dependent() -> None:
     codes = np.stack([np.arange(1000) % 7, np.arange(1000) // 7], axis=1)
-    first = release.party_membership_split(codes, b"secret-a")
-    again = release.party_membership_split(codes, b"secret-a")
-    other = release.party_membership_split(codes, b"secret-b")
+    first = release.party_membership_split(codes, b"secret-a", 0.2)
+    again = release.party_membership_split(codes, b"secret-a", 0.2)
+    other = release.party_membership_split(codes, b"secret-b", 0.2)
     assert np.array_equal(first.members, again.members)
     assert not np.array_equal(first.members, other.members)
-    assert 150 <= len(first.nonmembers) <= 250  # MEMBERSHIP_HOLDOUT 0.2 in expectation (sd 13)
+    assert 150 <= len(first.nonmembers) <= 250  # 0.2 in expectation (sd 13)
+    smaller = release.party_membership_split(codes, b"secret-a", 0.05)  # nested: a job with fewer non-members
+    assert set(smaller.nonmembers) <= set(first.nonmembers) and 25 <= len(smaller.nonmembers) <= 75
     everything = np.concatenate([first.members, first.nonmembers])
     assert np.array_equal(np.sort(everything), np.arange(1000))
 

@@ -2,8 +2,10 @@
 
 For each release kind the node accepts (marginal rounds over 1-way/2-way cliques, and every evaluation
 statistic in `release.STATISTICS`) this builds real party nodes (`PartyNode` over a pandas `FrameSource`,
-wired with `MembersOnlySource` and `party.run.party_evaluation` exactly as `party.run.build_node` does, a
-fixed staged synthetic CSV and a fixed model) on a dataset D and on an add-one/remove-one neighbour D'
+wired with `party.run.party_evaluation` exactly as `party.run.build_node` does, a fixed staged synthetic
+CSV, a fixed model and the job's membership holdout sized from one fixed noisy row count, the same for D
+and D': the count is its own release, conditioned on which the split is per record, see
+`tests/test_holdout_sizing.py`) on a dataset D and on an add-one/remove-one neighbour D'
 (rows shuffled: row order is not part of a record), calls `PartyNode.round_counts` (the single function that
 computes a round's exact vector; noise is added after it) and asserts
 
@@ -41,7 +43,6 @@ from cleanroom.errors import PermissionDenied
 from cleanroom.evaluation import release
 from cleanroom.schema import CATEGORICAL, IDENTIFIER, NUMERICAL, Column, Policy, Schema
 from party import node as node_module
-from party.evaluation import MembersOnlySource
 from party.node import PartyNode
 from party.run import party_evaluation
 from party.sources.frame import FrameSource
@@ -207,6 +208,7 @@ def _frame(schema: Schema, rows: list[dict[str, Any]]) -> pd.DataFrame:
 # ---- the real party code path ----------------------------------------------------------------------------
 
 IDENTITY = Ed25519PrivateKey.from_private_bytes(bytes(range(32)))
+HOLDOUT_NOISY_ROWS = 10_000  # one party: holdout fraction 2000 / 10000 = 0.2
 
 
 def build_node(scenario: Scenario, frame: pd.DataFrame, state: Path) -> PartyNode:
@@ -225,9 +227,10 @@ def build_node(scenario: Scenario, frame: pd.DataFrame, state: Path) -> PartyNod
         staged.mkdir(parents=True, exist_ok=True)
         scenario.synthetic.to_csv(staged / "synthetic.csv", index=False)
     evaluation.model = lambda job_id: scenario.model  # type: ignore[method-assign]
+    evaluation.set_holdout(JOB, HOLDOUT_NOISY_ROWS)
     node = PartyNode(
         party_id="p1", plan=plan, plan_hash=plan.hash, approved_plans=(plan.hash,), schema=schema,
-        schema_hash=schema.hash(), source=MembersOnlySource(source, evaluation), ledger=None,
+        schema_hash=schema.hash(), source=source, ledger=None,
         identity_key=IDENTITY, output_dir=state / "out", evaluation=evaluation,
     )  # fmt: skip
     node.job_id = JOB

@@ -10,13 +10,18 @@ both derive every number from the plan and the schema alone:
   every statistic is a total function of the party's rows (no value, and no number of rows, makes it
   raise), and its sensitivity is proved in docs/evaluation.md and checked by
   tests/test_release_sensitivity.py through the party's real code path;
-- the member/non-member split is per record (`party_membership_split`, a keyed hash of each record);
+- the member/non-member split is per record (`party_membership_split`, a keyed hash of each record), with
+  a holdout fraction each party sizes for the job from its own noisy row count (`holdout_sizing`,
+  `holdout_fraction`): about `HOLDOUT_NONMEMBERS` non-members in all, so a large job loses a small share
+  of its rows to the evaluation and a small one keeps enough non-members for the attack score;
 - model inputs are prepared the same way for training (coordinator) and scoring (party): `model_inputs`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -46,8 +51,11 @@ UTILITY = "utility"
 FIDELITY = "fidelity"
 ATTACK_DCR = "attack:dcr"
 STATISTICS = (UTILITY, FIDELITY, ATTACK_DCR)
-BUDGET_FRACTIONS = {UTILITY: 0.3, FIDELITY: 0.5, ATTACK_DCR: 0.2}
-MEMBERSHIP_HOLDOUT = 0.2  # expected share of each party's records kept out of the marginals (non-members)
+BUDGET_FRACTIONS = {UTILITY: 0.3, FIDELITY: 0.45, ATTACK_DCR: 0.2}
+HOLDOUT_SIZING_FRACTION = 0.05  # of the evaluation share: each party's noisy row count (never sent)
+HOLDOUT_NONMEMBERS = 2000  # expected non-members of a job, all parties together
+HOLDOUT_BOUNDS = (0.05, 0.3)  # the holdout fraction a party uses, whatever its noisy row count
+MEMBERSHIP_HOLDOUT = 0.2  # the fraction of the benchmark's fixed-holdout option and of older releases
 SYNTHETIC_HOLDOUT = 0.2  # share of the synthetic rows the model is not trained on (synthetic-holdout metrics)
 MISSING_LEVEL = "__missing__"
 
@@ -148,7 +156,38 @@ def synthetic_holdout_start(n_rows: int) -> int:
     return max(1, min(n_rows - 1, int(math.floor(n_rows * (1.0 - SYNTHETIC_HOLDOUT)))))
 
 
-def party_membership_split(codes: np.ndarray, secret: bytes) -> MembershipSplit:
+def party_membership_split(codes: np.ndarray, secret: bytes, fraction: float) -> MembershipSplit:
     """A party's split of its encoded rows: per record (a keyed hash of the record), durable across restarts
-    and row orders, unpredictable to anyone without the party's secret."""
-    return membership_split(codes, secret, MEMBERSHIP_HOLDOUT)
+    and row orders, unpredictable to anyone without the party's secret; about `fraction` are non-members."""
+    return membership_split(codes, secret, fraction)
+
+
+@dataclass(frozen=True)
+class HoldoutSizing:
+    """The noisy row count a party sizes its membership holdout with: a discrete Gaussian of variance
+    `sigma2` on its number of records (sensitivity 1 under add/remove-one), zCDP cost `rho` = 1/(2 sigma2).
+
+    The count is never sent: it only sets the fraction of the per-record split, so the synthesis rounds
+    after it are chosen adaptively from a DP output, and the job's rho is the sum (adaptive composition).
+    """
+
+    sigma2: Fraction
+    rho: float
+
+
+def holdout_sizing(job_rho: float, evaluation_share: float) -> HoldoutSizing:
+    """The sizing every party of a job charges, from the plan alone (the coordinator records the same)."""
+    allotted = job_rho * evaluation_share * HOLDOUT_SIZING_FRACTION
+    if not allotted > 0:
+        raise InvalidInput(f"holdout sizing rho ({allotted}) must be > 0")
+    sigma2 = Fraction(math.ceil(1 / (2 * allotted)))  # an integer variance, so rho never exceeds the share
+    return HoldoutSizing(sigma2, float(1 / (2 * sigma2)))
+
+
+def holdout_fraction(noisy_rows: float, n_parties: int) -> float:
+    """A party's holdout fraction: its share of `HOLDOUT_NONMEMBERS` over its noisy row count, in bounds."""
+    if n_parties < 1:
+        raise InvalidInput(f"n_parties ({n_parties}) must be >= 1")
+    low, high = HOLDOUT_BOUNDS
+    wanted = HOLDOUT_NONMEMBERS / n_parties / max(float(noisy_rows), 1.0)
+    return float(min(max(wanted, low), high))

@@ -130,6 +130,11 @@ def ledger_state(running: Running) -> dict[str, list[tuple[str, str, bool]]]:
     }
 
 
+def rounds_only(entries: list[tuple[str, str, bool]]) -> list[tuple[str, str, bool]]:
+    """Ledger entries of rounds, without each job's membership-holdout sizing (never sent)."""
+    return [e for e in entries if not e[0].endswith("/membership-holdout")]
+
+
 def assert_ledger_and_audit_agree(running: Running) -> None:
     for party in PARTIES:
         charged = [(e.release_id, e.rho_text) for e in running.ledger(party).entries()]
@@ -170,8 +175,10 @@ def test_replaying_a_charged_release_without_one_party_is_refused(running: Runni
         assert replay.total is None
         assert set(replay.errors) == {"party1", "party2"}
         assert all(isinstance(e, PermissionDenied | PreconditionFailed) for e in replay.errors.values())
-    for party in PARTIES:
-        assert len(after_honest[party]) == len(before[party]) + 1
+    for party in PARTIES:  # the honest round and its job's holdout sizing (release.holdout_sizing), no more
+        added = {e[0] for e in after_honest[party]} - {e[0] for e in before[party]}
+        assert len(added) == 2 and f"{first_job}/membership-holdout" in added, added
+        assert all(r.startswith(f"{first_job}/") for r in added), added
         refusals = [e for e in running.audit(party) if e["outcome"] == "refused" and e["event"] == "measure"]
         assert len(refusals) >= (3 if party != "party3" else 0)
     assert ledger_state(running) == after_honest  # the replays charged and released nothing
@@ -208,7 +215,7 @@ def test_different_noise_for_different_parties_in_one_session_is_refused(running
         assert "belongs to another session" in str(outcome.errors[party])
     after = ledger_state(running)
     for party in PARTIES:
-        new = after[party][len(before[party]) :]
+        new = rounds_only(after[party][len(before[party]) :])
         assert [released for *_, released in new] == [False]  # charged when opened, nothing masked or sent
     assert_ledger_and_audit_agree(running)
 
@@ -239,7 +246,8 @@ def test_opening_many_rounds_before_finishing_any_is_capped(running: Running) ->
     for party in PARTIES:
         assert results[party][:2] == [None, None]
         assert all(isinstance(e, PreconditionFailed | BudgetExceeded) for e in results[party][2:])
-        assert len(ledger_state(running)[party]) == len(before[party]) + 2
+        added = ledger_state(running)[party][len(before[party]) :]
+        assert len(rounds_only(added)) == 2 and len(added) == 3  # two rounds and the job's holdout sizing
     assert_ledger_and_audit_agree(running)
 
 
