@@ -301,8 +301,8 @@ class PartyNode:
         """Fix the job's membership holdout before its first round (`release.holdout_sizing`).
 
         The noisy row count is drawn once per job and charged like a release; it stays in this party's
-        private ledger (the audit entry has only the release id and rho) and is read back after a restart,
-        never drawn again. Never sent, so a coordinator can neither choose nor learn the fraction.
+        private ledger (the audit entries have only the release id and rho) and is read back after a
+        restart, never drawn again. Never sent, so a coordinator can neither choose nor learn the fraction.
         """
         evaluation = self.evaluation
         if evaluation is None or evaluation.sized(job_id):
@@ -311,17 +311,23 @@ class PartyNode:
             release_id = f"{job_id}/membership-holdout"
             entry = next((e for e in self.ledger.entries() if e.release_id == release_id), None)
             if entry is None:
-                job_rho = cdp_rho(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
-                sizing = release.holdout_sizing(job_rho, float(self.plan.evaluation_share))
-                noisy = evaluation.noisy_rows(sizing.sigma2)
-                detail = {
-                    "statistic": "membership holdout size",
-                    "sigma2": str(sizing.sigma2),
-                    "noisy_rows": noisy,
-                }
-                entry = self.charge(release_id, sizing.rho, job_id, detail, None)
-                self.record_charge(entry)
+                entry = self.charge_holdout_count(job_id, release_id)
             evaluation.set_holdout(job_id, float(entry.detail["noisy_rows"]))
+
+    def charge_holdout_count(self, job_id: str, release_id: str) -> Any:
+        """Draw the party's noisy row count, charge it (atomically with every limit) and audit the charge."""
+        job_rho = cdp_rho(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
+        sizing = release.holdout_sizing(job_rho, float(self.plan.evaluation_share))
+        noisy = self.evaluation.noisy_rows(sizing.sigma2)
+        detail = {"statistic": "membership holdout size", "sigma2": str(sizing.sigma2), "noisy_rows": noisy}
+        entry = self.charge(release_id, sizing.rho, job_id, detail, None)
+        self.record_charge(entry)
+        self.record(
+            "size_holdout", "answered", job_id=job_id, statistic="membership holdout size",
+            noise_scale=float(sizing.sigma2) ** 0.5, rho_charged=sizing.rho,
+            rho_remaining=float(self.ledger.remaining()), detail="noisy row count kept here, never sent",
+        )  # fmt: skip
+        return entry
 
     def record_refusal(self, event: str, spec: wire.RoundRequest, error: CleanroomError) -> None:
         self.record(

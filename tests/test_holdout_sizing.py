@@ -19,6 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cleanroom.accounting import cdp_rho
+from cleanroom.audit import AuditLog, read_entries, rho_charged_by_plan
 from cleanroom.errors import BudgetExceeded, InvalidInput, PreconditionFailed
 from cleanroom.evaluation import release
 from cleanroom.ledger import Ledger
@@ -54,7 +55,7 @@ def test_sizing_rho_is_the_plans_share_at_most() -> None:
     assert 0.999 * allotted <= sizing.rho <= allotted
 
 
-def _node(state: Path, total_rho: float = 1.0) -> PartyNode:
+def _node(state: Path, total_rho: float = 1.0, audit: AuditLog | None = None) -> PartyNode:
     schema_dict, frame, target, task = demo_dataset(ROWS, seed=3)
     schema = Schema.from_dict(schema_dict)
     plan = SimpleNamespace(
@@ -68,7 +69,7 @@ def _node(state: Path, total_rho: float = 1.0) -> PartyNode:
     return PartyNode(
         party_id="p1", plan=plan, plan_hash=plan.hash, approved_plans=(plan.hash,), schema=schema,
         schema_hash=schema.hash(), source=source, ledger=Ledger(config.ledger, total_rho),
-        identity_key=IDENTITY, output_dir=state / "out", evaluation=evaluation,
+        identity_key=IDENTITY, output_dir=state / "out", evaluation=evaluation, audit=audit,
     )  # fmt: skip
 
 
@@ -122,3 +123,14 @@ def test_noisy_row_count_has_the_sizing_variance(tmp_path: Path) -> None:
     draws = np.array([evaluation.noisy_rows(Fraction(400)) for _ in range(4000)], dtype=float) - ROWS
     assert abs(draws.mean()) < 7 * 20 / np.sqrt(4000)
     assert 0.85 * 400 < draws.var() < 1.15 * 400
+
+
+def test_the_audit_log_carries_the_charge_but_never_the_count(tmp_path: Path) -> None:
+    node = _node(tmp_path, audit=AuditLog(tmp_path / "audit.jsonl"))
+    node.size_holdout("job-1")
+    (detail,) = _sizings(node, "job-1")
+    entries = read_entries(tmp_path / "audit.jsonl")
+    assert sum(rho_charged_by_plan(tmp_path / "audit.jsonl").values()) == pytest.approx(node.ledger.spent())
+    assert {e["event"] for e in entries} == {"charge", "size_holdout"}
+    assert not any(str(detail["noisy_rows"]) in str(e.get("detail")) for e in entries)
+    assert not any("noisy_rows" in str(e) for e in entries)
