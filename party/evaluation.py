@@ -113,9 +113,8 @@ class PartyEvaluation:
         if job_id not in self._fractions:
             raise PreconditionFailed(f"party {self.party_id}: job {job_id!r} has no sized membership holdout")
         if job_id not in self._splits:
-            self._splits[job_id] = release.party_membership_split(
-                self.codes(), self.secret, self._fractions[job_id]
-            )
+            split = release.party_membership_split(self.codes(), self.secret, self._fractions[job_id])
+            self._splits = {job_id: split}  # one job at a time: earlier jobs' index arrays are dropped
         return self._splits[job_id]
 
     def member_count_tables(self, job_id: str, cliques: list[tuple[str, ...]]) -> list[np.ndarray]:
