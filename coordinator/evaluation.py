@@ -27,6 +27,7 @@ from cleanroom.evaluation.report import json_ready
 from transport import wire
 
 AUC_NOISE_DRAWS = 200
+HOLDOUT_STAGE = "membership holdout sizing (each party's own noisy row count, never sent)"
 
 
 def statistics_for(plan: Any) -> tuple[str, ...]:
@@ -196,10 +197,16 @@ class CoordinatorEvaluation:
 
     def privacy(self) -> dict[str, Any]:
         delta = float(self.plan.delta)
-        stages = [
-            {"name": f"synthesis round {r['round']} ({r.get('name', '')})", "rho": float(r["rho"])}
-            for r in self.workflow.record.rounds
-        ] + [{"name": s["name"], "rho": s["rho"]} for s in self.stages]
+        record = self.workflow.record
+        sizing = [{"name": HOLDOUT_STAGE, "rho": record.holdout_rho}] if record.holdout_rho > 0 else []
+        stages = (
+            [
+                {"name": f"synthesis round {r['round']} ({r.get('name', '')})", "rho": float(r["rho"])}
+                for r in record.rounds
+            ]
+            + sizing
+            + [{"name": s["name"], "rho": s["rho"]} for s in self.stages]
+        )
         for stage in stages:
             stage["epsilon"] = cdp_eps(stage["rho"], delta) if stage["rho"] > 0 else 0.0
             stage["delta"] = delta
@@ -215,7 +222,7 @@ class CoordinatorEvaluation:
             "budget": {
                 "job_rho": self.job_rho,
                 "evaluation_share": float(self.plan.evaluation_share),
-                "fractions": dict(release.BUDGET_FRACTIONS),
+                "fractions": {**release.BUDGET_FRACTIONS, "holdout sizing": release.HOLDOUT_SIZING_FRACTION},
             },
         }
 

@@ -22,9 +22,13 @@ from cleanroom.evaluation import release
 from cleanroom.evaluation.model_file import load_model
 from cleanroom.evaluation.report import SECTIONS
 from cleanroom.evaluation.utility import positive_scores
+from cleanroom.ledger import Ledger
 from cleanroom.sample_data import demo_dataset
 from cleanroom.schema import Schema
 from cleanroom_cli import local
+from coordinator.evaluation import HOLDOUT_STAGE
+from party.config import PartyConfig
+from party.run import total_rho
 
 ROWS_PER_PARTY = 600
 PARTIES = ("party1", "party2", "party3")
@@ -60,6 +64,11 @@ def _folder(job: local.LocalJob, pid: str) -> Path:
 
 def _report(job: local.LocalJob, pid: str) -> dict[str, Any]:
     return json.loads((_folder(job, pid) / "report.json").read_text())  # type: ignore[no-any-return]
+
+
+def _ledger_spent(job: local.LocalJob, pid: str) -> float:
+    config = PartyConfig.load(job.work / f"{pid}.toml")
+    return float(Ledger(config.ledger, total_rho(config)).spent())
 
 
 def _released_files(job: local.LocalJob) -> list[Path]:
@@ -128,6 +137,8 @@ def test_reports_have_every_section_decodable_plots_and_budget(released: local.L
         total = sum(s["rho"] for s in report["privacy_spent"])
         assert report["privacy_total"]["epsilon"] <= 10.0 + 1e-6
         assert math.isclose(total, report["privacy_total"]["rho"], rel_tol=1e-9)
+        assert HOLDOUT_STAGE in stages  # each party's noisy row count, charged in its ledger
+        assert math.isclose(_ledger_spent(released, pid), total, rel_tol=1e-9)  # every charge is reported
         assert report["local_detail"]["real_rows"] == ROWS_PER_PARTY
         fidelity = report["fidelity_combined"]["summary"]
         assert 0 <= fidelity["mean_one_way_tvd"] <= 1
