@@ -11,6 +11,9 @@ training matrix, labels and model spec and returns the ONNX bytes, which the coo
 from __future__ import annotations
 
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
@@ -25,12 +28,21 @@ WORKER_MODULES = (
 )
 
 
-def _warm_up() -> None:
-    """In the worker: import what training and export need, before any work arrives."""
+def _warm_up(parent: int) -> None:
+    """In the worker: follow the coordinator's life, then import what training and export need."""
     import importlib
 
+    threading.Thread(target=_exit_with, args=(parent,), daemon=True, name="parent-watch").start()
     for name in WORKER_MODULES:
         importlib.import_module(name)
+
+
+def _exit_with(parent: int, every_s: float = 1.0) -> None:
+    """End the worker when the coordinator is gone. A killed coordinator never closes the pool's queue
+    (the worker holds both ends of its pipe), so without this the worker would wait on it forever."""
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(0)
 
 
 def _train(x: np.ndarray, y: Any, spec: Any, seed: int | None, threads: int, check_rows: np.ndarray) -> Any:
@@ -44,7 +56,9 @@ class Trainer:
 
     def __init__(self) -> None:
         context = multiprocessing.get_context("spawn")  # a fresh interpreter: nothing of the job inherited
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=context, initializer=_warm_up)
+        self._pool = ProcessPoolExecutor(
+            max_workers=1, mp_context=context, initializer=_warm_up, initargs=(os.getpid(),)
+        )
         self._pool.submit(int)  # start the worker now: its imports run while the job goes on
 
     def train(
