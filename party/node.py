@@ -318,7 +318,14 @@ class PartyNode:
         """Draw the party's noisy row count, charge it (atomically with every limit) and audit the charge."""
         job_rho = cdp_rho(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
         sizing = release.holdout_sizing(job_rho, float(self.plan.evaluation_share))
-        noisy = self.evaluation.noisy_rows(sizing.sigma2)
+        try:
+            noisy = self.evaluation.noisy_rows(sizing.sigma2)
+        except Exception as error:  # noqa: BLE001 - like exact_vector: no value, row or count leaves the node
+            log.error("job %s: could not count this party's records: %s", job_id, error)
+            raise ProtocolAbort(
+                f"party {self.party_id}: could not count its records to size the membership holdout; nothing "
+                "was charged; the reason is in the party's local log"
+            ) from None
         detail = {"statistic": "membership holdout size", "sigma2": str(sizing.sigma2), "noisy_rows": noisy}
         entry = self.charge(release_id, sizing.rho, job_id, detail, None)
         self.record_charge(entry)

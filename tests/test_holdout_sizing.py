@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cleanroom.accounting import cdp_rho
 from cleanroom.audit import AuditLog, read_entries, rho_charged_by_plan
-from cleanroom.errors import BudgetExceeded, InvalidInput, PreconditionFailed
+from cleanroom.errors import BudgetExceeded, InvalidInput, PreconditionFailed, ProtocolAbort
 from cleanroom.evaluation import release
 from cleanroom.ledger import Ledger
 from cleanroom.sample_data import demo_dataset
@@ -134,3 +134,16 @@ def test_the_audit_log_carries_the_charge_but_never_the_count(tmp_path: Path) ->
     assert {e["event"] for e in entries} == {"charge", "size_holdout"}
     assert not any(str(detail["noisy_rows"]) in str(e.get("detail")) for e in entries)
     assert not any("noisy_rows" in str(e) for e in entries)
+
+
+def test_a_failing_count_reveals_no_value_and_charges_nothing(tmp_path: Path) -> None:
+    node = _node(tmp_path)
+
+    def broken() -> np.ndarray:
+        raise ValueError("row 17 has income 987654")
+
+    node.evaluation.codes = broken  # type: ignore[method-assign]
+    with pytest.raises(ProtocolAbort) as raised:
+        node.size_holdout("job-1")
+    assert "987654" not in raised.value.public_message() and "17" not in raised.value.public_message()
+    assert node.ledger.entries() == [] and not node.evaluation.sized("job-1")
