@@ -387,8 +387,9 @@ class PartyNode:
 
     # ---- checks -------------------------------------------------------------------------------------
 
-    def check_round(self, request: wire.RoundRequest, sid: bytes) -> float:
-        """Validate a round spec against the plan; returns its zCDP cost rho. Nothing is charged here."""
+    def check_session(self, request: Any, sid: bytes) -> str:
+        """A round request's job is handshaken, its session id binds it, and its round number is unused;
+        returns the "party P, round R" prefix of every refusal (horizontal and vertical rounds alike)."""
         where = f"party {self.party_id}, round {request.round}"
         if self.job_id is None or request.job_id != self.job_id:
             raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
@@ -399,6 +400,11 @@ class PartyNode:
             )
         if request.round in self.used_rounds():
             raise PermissionDenied(f"{where}: round already opened; a round and its session are used once")
+        return where
+
+    def check_round(self, request: wire.RoundRequest, sid: bytes) -> float:
+        """Validate a round spec against the plan; returns its zCDP cost rho. Nothing is charged here."""
+        where = self.check_session(request, sid)
         if self.open_sessions() >= MAX_OPEN_SESSIONS:
             raise PreconditionFailed(
                 f"{where}: {MAX_OPEN_SESSIONS} sessions are open; finish them before opening another"

@@ -28,7 +28,6 @@ from cleanroom.errors import (
     PreconditionFailed,
     ProtocolAbort,
 )
-from cleanroom.secagg.manifest import session_id
 from cleanroom.vertical.layout import MAX_SIGMA2, EntryLayout, RoundLayout
 from cleanroom.vertical.messages import (
     AggregateReply,
@@ -202,16 +201,7 @@ class VerticalPartyNode(PartyNode):
         self.vsessions[sid] = VerticalSession(request, rho)
 
     def check_vertical_round(self, request: VerticalRoundRequest, sid: bytes) -> float:
-        where = f"party {self.party_id}, round {request.round}"
-        if self.job_id is None or request.job_id != self.job_id:
-            raise PreconditionFailed(f"{where}: job {request.job_id!r} has not completed the handshake")
-        expected = session_id(self.plan.collaboration_id, request.round, self.plan_hash, request.digest())
-        if sid != expected:
-            raise PermissionDenied(
-                f"{where}: session id does not match SHA256(collaboration | round | plan | request)"
-            )
-        if request.round in self.used_rounds():
-            raise PermissionDenied(f"{where}: round already opened; a round and its session are used once")
+        where = self.check_session(request, sid)
         if self.vjob is None or self.vjob.mapping is None:
             raise PreconditionFailed(f"{where}: the job's alignment has not completed")
         unfinished = sum(1 for s in self.vsessions.values() if s.released is None)
