@@ -22,8 +22,6 @@ import grpc
 import numpy as np
 
 from cleanroom.errors import CleanroomError
-from cleanroom.identity import PlanApprovals
-from cleanroom.joblog import JobLog
 from cleanroom.measurement import Measurement, RoundSpec
 from cleanroom.secagg.manifest import session_id
 from cleanroom.synth import make_planner
@@ -39,7 +37,7 @@ from cleanroom.vertical.messages import (
 from cleanroom.vertical.spec import VerticalSpec
 from coordinator.client import PartyClient
 from coordinator.results import build_results
-from coordinator.workflow import JobRecord, Workflow, progress
+from coordinator.workflow import Workflow, progress
 from transport import vertical_serde as serde
 from transport.errors import raise_for_rpc_error
 from transport.v1 import vertical_pb2 as pb
@@ -156,34 +154,24 @@ class VerticalWorkflow(Workflow):
         self.vclients = {p: VerticalClient(c, config.call_deadline_s) for p, c in self.clients.items()}
         self.intersection = 0
 
-    async def run(self) -> JobRecord:
-        self.job = JobLog(self.config.job_log_path).start(
-            self.record.job_id, self.config.plan_hash, list(self.clients)
+    async def steps(self) -> None:
+        """Handshake, PSI and alignment, cross-table rounds, fit, results, delivery (no evaluation)."""
+        await self.timed("handshake", self.handshake())
+        await self.timed("psi_align", self.align())
+        measurements = await self.measure()
+        assert self.planner is not None
+        model = await self.timed("fit", asyncio.to_thread(self.planner.estimate, measurements))
+        results = await self.timed(
+            "results",
+            asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
         )
-        try:
-            if self.config.require_approvals:
-                PlanApprovals.collect(self.plan, self.config.path).require_all()
-            await self.timed("handshake", self.handshake())
-            await self.timed("psi_align", self.align())
-            measurements = await self.measure()
-            assert self.planner is not None
-            model = await self.timed("fit", asyncio.to_thread(self.planner.estimate, measurements))
-            results = await self.timed(
-                "results",
-                asyncio.to_thread(build_results, self.config, model, measurements, self.record, self.rng),
-            )
-            self.annotate(results["report.json"])
-            await self.finish_delivery(results)
-        except BaseException as error:
-            self.finish_log(f"error: {type(error).__name__}: {error}")
-            raise
-        finally:
-            for client in self.clients.values():
-                await client.close()
-            for vclient in self.vclients.values():
-                await vclient.close()
-        self.finish_log("ok")
-        return self.record
+        self.annotate(results["report.json"])
+        await self.finish_delivery(results)
+
+    async def close(self) -> None:
+        await super().close()
+        for vclient in self.vclients.values():
+            await vclient.close()
 
     async def both(self, calls: dict[str, Any], stage: str) -> dict[str, Any]:
         self.last_errors: dict[str, CleanroomError] = {}

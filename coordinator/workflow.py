@@ -93,40 +93,48 @@ class Workflow:
         self.staged: dict[str, dict[str, str]] = {}  # party -> file staged there this job -> its SHA-256
 
     async def run(self) -> JobRecord:
+        """The job: its log, the plan's approvals, then `steps`; whatever happens, `close`."""
         self.job = JobLog(self.config.job_log_path).start(
             self.record.job_id, self.config.plan_hash, list(self.clients)
         )
         try:
             if self.config.require_approvals:
                 PlanApprovals.collect(self.plan, self.config.path).require_all()
-            later = prefetch()
-            self.trainer = self.start_trainer()
-            await self.timed("handshake", self.handshake())
-            measurements = await self.measure()
-            assert self.planner is not None
-            model = await self.timed("fit", asyncio.to_thread(self.planner.estimate, measurements))
-            await asyncio.to_thread(later.join)
-            from coordinator.evaluation import evaluate
-            from coordinator.results import build_results
-
-            results = await self.timed(
-                "results",
-                asyncio.to_thread(
-                    build_results, self.config, model, measurements, self.record, self.rng, self.trainer
-                ),
-            )
-            results = await evaluate(self, results)  # issue 6: stage, evaluation rounds, gate
-            await self.finish_delivery(results)
+            await self.steps()
         except BaseException as error:
             self.finish_log(f"error: {type(error).__name__}: {error}")
             raise
         finally:
-            if self.trainer is not None:
-                self.trainer.close()
-            for client in self.clients.values():
-                await client.close()
+            await self.close()
         self.finish_log("ok")
         return self.record
+
+    async def steps(self) -> None:
+        """Handshake, marginal rounds, fit, results, evaluation and gate, delivery."""
+        later = prefetch()
+        self.trainer = self.start_trainer()
+        await self.timed("handshake", self.handshake())
+        measurements = await self.measure()
+        assert self.planner is not None
+        model = await self.timed("fit", asyncio.to_thread(self.planner.estimate, measurements))
+        await asyncio.to_thread(later.join)
+        from coordinator.evaluation import evaluate
+        from coordinator.results import build_results
+
+        results = await self.timed(
+            "results",
+            asyncio.to_thread(
+                build_results, self.config, model, measurements, self.record, self.rng, self.trainer
+            ),
+        )
+        results = await evaluate(self, results)  # issue 6: stage, evaluation rounds, gate
+        await self.finish_delivery(results)
+
+    async def close(self) -> None:
+        if self.trainer is not None:
+            self.trainer.close()
+        for client in self.clients.values():
+            await client.close()
 
     def start_trainer(self) -> Any:
         """The model's worker process (coordinator/trainer.py), importing while the rounds run; None when
