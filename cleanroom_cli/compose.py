@@ -246,23 +246,24 @@ def _party_folder(
 def _party_env(folder: Path, pid: str, image: str, health_interval: str) -> dict[str, str | Path]:
     secrets = folder / "secrets"
     return {
-        "CLEANROOM_IMAGE": image,
-        "CLEANROOM_CONFIG_DIR": folder / "config",
+        **_tls_env(folder, image, pid),
         "CLEANROOM_DATA_DIR": folder / "data",
-        "CLEANROOM_CA": secrets / "ca.pem",
-        "CLEANROOM_TLS_CERT": secrets / f"{pid}.pem",
-        "CLEANROOM_TLS_KEY": secrets / f"{pid}.key",
         "CLEANROOM_IDENTITY_KEY": secrets / f"{pid}.ed25519",
         "CLEANROOM_HEALTH_INTERVAL": health_interval,
     }
 
 
 def _coordinator_env(folder: Path, image: str) -> dict[str, str | Path]:
+    return _tls_env(folder, image, "coordinator")
+
+
+def _tls_env(folder: Path, image: str, name: str) -> dict[str, str | Path]:
+    """What every organisation's compose file needs: the image, its config and its mTLS files."""
     secrets = folder / "secrets"
     return {
         "CLEANROOM_IMAGE": image,
         "CLEANROOM_CONFIG_DIR": folder / "config",
         "CLEANROOM_CA": secrets / "ca.pem",
-        "CLEANROOM_TLS_CERT": secrets / "coordinator.pem",
-        "CLEANROOM_TLS_KEY": secrets / "coordinator.key",
+        "CLEANROOM_TLS_CERT": secrets / f"{name}.pem",
+        "CLEANROOM_TLS_KEY": secrets / f"{name}.key",
     }
