@@ -329,6 +329,13 @@ class Ledger:
             rows = conn.execute(f"SELECT {_COLUMNS} FROM releases ORDER BY seq").fetchall()
         return [Reservation.from_row(row) for row in rows]
 
+    def entry(self, release_id: str) -> Reservation | None:
+        """The reservation of `release_id`, if it was charged (an indexed lookup, not a scan)."""
+        with self._connect() as conn:
+            query = f"SELECT {_COLUMNS} FROM releases WHERE release_id = ?"
+            row = conn.execute(query, (release_id,)).fetchone()
+        return Reservation.from_row(row) if row is not None else None
+
     def spent_by_plan(self) -> dict[str, float]:
         totals: dict[str, Fraction] = {}
         for entry in self.entries():

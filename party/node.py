@@ -291,7 +291,7 @@ class PartyNode:
 
     def require_new_release(self, spec: wire.RoundRequest) -> None:
         """Refuse a release id charged before (the ledger refuses it again, atomically, when charging)."""
-        if any(e.release_id == spec.release_id for e in self.ledger.entries()):
+        if self.ledger.entry(spec.release_id) is not None:
             raise PreconditionFailed(
                 f"party {self.party_id}, round {spec.round}: release {spec.release_id!r} was already "
                 "charged; a release is answered in exactly one session"
@@ -309,7 +309,7 @@ class PartyNode:
             return
         with self.holdout_lock:
             release_id = f"{job_id}/membership-holdout"
-            entry = next((e for e in self.ledger.entries() if e.release_id == release_id), None)
+            entry = self.ledger.entry(release_id)
             if entry is None:
                 entry = self.charge_holdout_count(job_id, release_id)
             evaluation.set_holdout(job_id, float(entry.detail["noisy_rows"]))

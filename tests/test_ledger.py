@@ -35,6 +35,9 @@ def test_reserve_charges_and_reports(tmp_path: Path) -> None:
     assert ledger.remaining() == pytest.approx(1 - 0.25 - 1 / 3)
     assert [e.release_id for e in ledger.entries()] == ["r1", "r2"]
     assert ledger.spent_by_plan() == {"planA": 0.25, "planB": pytest.approx(1 / 3)}
+    found = ledger.entry("r1")
+    assert found is not None and found.job_id == "job1" and found.detail == {"cliques": [["age"]]}
+    assert ledger.entry("r3") is None
 
 
 def test_a_release_is_charged_once_and_never_again(tmp_path: Path) -> None:
