@@ -129,7 +129,7 @@ def party_rows(job: SynthesisJob) -> list[tuple[np.ndarray, np.ndarray]]:
             sizing = release.holdout_sizing(job.job_rho, job.evaluation_share)
             noise = np.random.default_rng([job.seed, index]).normal(0.0, float(sizing.sigma2) ** 0.5)
             fraction = release.holdout_fraction(len(codes) + round(noise), job.parties)
-        split = holdout_split(codes, f"bench-{job.seed}-{index}".encode(), fraction)
+        split = release.party_membership_split(codes, f"bench-{job.seed}-{index}".encode(), fraction)
         out.append((codes[split.members], codes[split.nonmembers]))
     return out
 
@@ -137,11 +137,6 @@ def party_rows(job: SynthesisJob) -> list[tuple[np.ndarray, np.ndarray]]:
 def party_codes(job: SynthesisJob) -> list[np.ndarray]:
     """What each party counts: its rows without its membership holdout."""
     return [members for members, _ in party_rows(job)]
-
-
-def holdout_split(codes: np.ndarray, secret: bytes, fraction: float) -> Any:
-    """A party's membership split (`release.party_membership_split`) at `fraction`."""
-    return release.party_membership_split(codes, secret, fraction)
 
 
 def federated_round(
