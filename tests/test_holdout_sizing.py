@@ -15,6 +15,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
@@ -147,3 +148,34 @@ def test_a_failing_count_reveals_no_value_and_charges_nothing(tmp_path: Path) ->
         node.size_holdout("job-1")
     assert "987654" not in raised.value.public_message() and "17" not in raised.value.public_message()
     assert node.ledger.entries() == [] and not node.evaluation.sized("job-1")
+
+
+def test_the_counted_part_moves_by_one_record_between_neighbours(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the party's real reading and encoding path (`PartyEvaluation.noisy_rows`, noise set to 0):
+    adding or removing any one record, also a duplicate or one with empty cells, moves the count by 1."""
+    import cleanroom.noise
+
+    monkeypatch.setattr(cleanroom.noise, "sample_discrete_gaussian", lambda sigma2, size: np.zeros(size, int))
+    schema_dict, frame, _, _ = demo_dataset(ROWS, seed=3)
+    schema = Schema.from_dict(schema_dict)
+    blank = frame.iloc[[0]].copy()
+    blank.iloc[0, 1:] = None
+    neighbours = {
+        "removed": frame.drop(index=frame.index[5]),
+        "duplicate added": pd.concat([frame, frame.iloc[[7]]], ignore_index=True),
+        "empty cells added": pd.concat([frame, blank], ignore_index=True),
+    }
+
+    def exact(rows: pd.DataFrame, where: str) -> int:
+        source = FrameSource(rows.reset_index(drop=True), schema, rules_from_schema(schema), name=where)
+        config = SimpleNamespace(party_id="p1", ledger=tmp_path / where / "ledger.sqlite")
+        plan = SimpleNamespace(hash="ab" * 32, data_parties=(1, 2, 3))
+        evaluation = party_evaluation(config, plan, schema, source, IDENTITY)  # type: ignore[arg-type]
+        return evaluation.noisy_rows(Fraction(400))
+
+    base = exact(frame, "base")
+    assert base == ROWS
+    for label, rows in neighbours.items():
+        assert abs(exact(rows, label) - base) == 1, label
