@@ -44,7 +44,8 @@ reads only tables already released:
    Every round keeps the model's junction tree within `max_clique_cells` per clique and `max_total_cells`
    in all (30,000 / 150,000). The caps bind on credit default, whose bill and payment chains triangulate
    into wide cliques: raised from 20,000 / 100,000 they cut its median 2-way TVD at epsilon 1 by 0.004 and
-   0.006 on two sets of 4 paired seeds, at about 1.2x the time; they do not bind on the other suite data.
+   0.006 on two sets of 4 paired seeds, at 1.06-1.1x the slowest synthesis wall; they do not bind on the
+   other suite data.
 
 Privacy cost: a round of k tables, each changed by one record in one cell by 1 (L2 sensitivity sqrt(k),
 L1 k), with total per-cell noise variance sigma^2 costs rho ~ k / (2 sigma^2) for the distributed discrete
