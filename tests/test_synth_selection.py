@@ -12,7 +12,7 @@ from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement
 from cleanroom.synth import AdaptivePlanner, estimate
-from cleanroom.synth.compression import equal_mass_groups, level_map
+from cleanroom.synth.compression import CellMeasurement, equal_mass_groups, level_map
 from cleanroom.synth.model import stratified_uniforms
 from cleanroom.synth.selection import PairError, best_gain_set, coarse_residual_score, residual_score
 
@@ -50,6 +50,49 @@ def test_coarse_residual_finds_a_spread_dependence_the_cell_estimate_misses() ->
         false_alarms += coarse_residual_score(null, independent, merge, 2.0) > 0
     assert found_coarse >= 17 and found_fine <= 14, (found_coarse, found_fine)
     assert false_alarms <= 2
+
+
+def _merged_level_pair(rng: np.random.Generator, n: int, depend: bool) -> tuple[np.ndarray, np.ndarray]:
+    """A 6 x 5 table like credit default's pay_0 x pay_2 on a compressed domain: the last level of each
+    attribute merges 8 rare levels, so its cells carry 8 (64 in the corner) times the noise variance."""
+    first = rng.choice(6, n, p=[0.05, 0.15, 0.5, 0.15, 0.1, 0.05])
+    second = np.where(rng.random(n) < 0.7, np.minimum(first, 3), rng.choice(5, n)) if depend else None
+    second = rng.choice(5, n, p=[0.1, 0.2, 0.5, 0.15, 0.05]) if second is None else second
+    table = np.zeros((6, 5))
+    np.add.at(table, (first, second), 1.0)
+    scale = np.ones((6, 5))
+    scale[-1, :] *= 8
+    scale[:, -1] *= 8
+    return table, scale
+
+
+def test_merged_levels_do_not_drown_a_strong_pair_nor_pass_noise_for_one() -> None:
+    rng = np.random.default_rng(4)
+    sd, n = 400.0, 20000
+    found_plain = found_weighted = false_plain = false_weighted = 0
+    for _ in range(200):
+        truth, scale = _merged_level_pair(rng, n, depend=True)
+        independent = np.outer(truth.sum(axis=1), truth.sum(axis=0)) / n
+        noise = rng.normal(0, sd, truth.shape) * np.sqrt(scale)
+        noisy = CellMeasurement(("x", "y"), truth + noise, sd, cell_variance=scale * sd**2)
+        found_plain += residual_score(noisy, independent, 2.0, weighted=False) > 0
+        found_weighted += residual_score(noisy, independent, 2.0) > 0
+        null = CellMeasurement(("x", "y"), independent + noise, sd, cell_variance=scale * sd**2)
+        false_plain += residual_score(null, independent, 2.0, weighted=False) > 0
+        false_weighted += residual_score(null, independent, 2.0) > 0
+    assert found_weighted >= 190 and found_plain <= 120, (found_weighted, found_plain)
+    assert false_weighted <= 12, false_weighted  # z = 2: about 2.3 % of 200 when the statistic is Gaussian
+
+
+def test_the_weighted_residual_is_the_plain_one_when_every_cell_has_the_same_noise() -> None:
+    rng = np.random.default_rng(5)
+    truth, _ = _merged_level_pair(rng, 5000, depend=True)
+    independent = np.outer(truth.sum(axis=1), truth.sum(axis=0)) / 5000
+    noisy = Measurement(("x", "y"), truth + rng.normal(0, 30, truth.shape), 30.0)
+    assert residual_score(noisy, independent, 1.0) == pytest.approx(
+        residual_score(noisy, independent, 1.0, weighted=False), rel=1e-12
+    )
+    assert residual_score(noisy, independent, 1.0) > 0
 
 
 def _error(error: float, cells: int, weight: float = 1.0) -> PairError:

@@ -10,6 +10,12 @@ model explains the pair's cheap "screen" table, then picks the pairs worth measu
   distance is then sqrt(that * c_eff), c_eff = (sum mu)^2 / sum mu^2 (the cells holding the model's mass).
   MST's correction (subtract the expected L1 norm of the noise) underestimates differences smaller than the
   noise, the usual case for a cheap screen, by a factor 3 to 5 on the benchmark suite.
+  On a compressed domain a cell that merges k rare levels carries k times the noise variance of the others
+  and little mass; counted plainly, a few such cells drown the statistic (credit default at epsilon 0.3:
+  the pay_0 x pay_2 screen, true L1 23,000, scored 0, while a pair with true L1 700 scored 12,000). So each
+  cell's term is weighted by v_min / v_cell: the statistic then estimates sum w d^2 <= ||x - mu||_2^2, a
+  lower bound, with null standard deviation sqrt(2 sum (w v)^2) = v_min sqrt(2 cells). With equal
+  variances (no merged level) this is the plain estimate.
 - `noise_error`: what a table measured with per-cell noise variance v still misses after fitting, about
   sum_cells min(mu_cell, sqrt(2/pi) sqrt(v)): the noise, or the cell's count when the fit can clip it to zero.
 - `best_gain_set`: AIM's rule (McKenna et al. 2022: measure where w * (error - noise added) is largest)
@@ -19,6 +25,8 @@ model explains the pair's cheap "screen" table, then picks the pairs worth measu
 - `coarse_residual_score`: the same estimate on the table with neighbouring ordinal levels summed; summing
   adds a smooth difference up and the noise only in quadrature, so a dependence spread thinly over many cells
   (hour x count) stands out of the noise, and the L1 distance of summed tables never exceeds the original's.
+  Its cells are not weighted: a run of many levels has more variance and, for a smooth difference, as much
+  more signal (weighting them cost bike sharing's temperature x count pair its place, R^2 0.577 -> 0.539).
 - `best_gain_set(lead=True)` puts the pair with the largest weighted error first whatever its gain.
 - `structure`: MST's maximum spanning forest of the scores (McKenna, Miklau, Sheldon 2021), then the next
   best pairs up to a pair budget, while the model's junction tree stays within its cell caps.
@@ -78,12 +86,16 @@ def model_tables(model: GraphicalModel, cliques: Sequence[Clique], rows: int) ->
     return tables
 
 
-def residual_score(noisy: Measurement, fitted: FloatArray, z: float = 0.0) -> float:
-    """Estimated L1 distance between the true table and `fitted`, from a noisy table of it (see above)."""
+def residual_score(noisy: Measurement, fitted: FloatArray, z: float = 0.0, weighted: bool = True) -> float:
+    """Estimated L1 distance between the true table and `fitted`, from a noisy table of it (see above).
+
+    `weighted`: every cell's squared residual counts with weight v_min / v_cell (see above), so cells
+    that merge many rare levels, whose noise is k times the others', do not drown the rest."""
     values = np.asarray(noisy.noisy_values)
     variance = np.broadcast_to(cell_variance(noisy), values.shape)
-    null_sd = math.sqrt(2 * float(np.sum(variance * variance)))
-    squared = float(np.sum((values - fitted) ** 2) - np.sum(variance)) - z * null_sd
+    weight = float(variance.min()) / variance if weighted else np.ones_like(variance)
+    null_sd = math.sqrt(2 * float(np.sum((weight * variance) ** 2)))
+    squared = float(np.sum(weight * ((values - fitted) ** 2 - variance))) - z * null_sd
     mass = np.maximum(fitted, 0.0)
     cells = float(mass.sum() ** 2 / max(float(np.sum(mass * mass)), 1e-12))
     return math.sqrt(max(squared, 0.0) * max(cells, 1.0))
@@ -108,7 +120,7 @@ def coarse_residual_score(
             for t in (values, variance, table)
         )
     coarse = CellMeasurement(noisy.clique, values, math.sqrt(float(variance.max())), cell_variance=variance)
-    return residual_score(coarse, table, z)
+    return residual_score(coarse, table, z, weighted=False)
 
 
 def noise_error(expected: FloatArray, variance: float, penalty: float = 1.0) -> float:
