@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
 
+from cleanroom.domain import Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement
 from cleanroom.synth import AdaptivePlanner, estimate
@@ -186,3 +187,29 @@ def test_the_default_gain_round_finds_the_true_tree() -> None:
 def test_level_caps_are_validated(setting: dict) -> None:
     with pytest.raises(InvalidInput, match="must be 0 \\(off\\) or >= 2"):
         AdaptivePlanner(TREE_DOMAIN, 1.0, **setting)
+
+
+def test_a_pair_over_merged_rare_levels_is_found_by_the_planner() -> None:
+    # x and y: 4 common levels and 12 rare ones each (merged into one compressed level at this budget, so
+    # those cells carry 12 and 144 times the noise); y copies x on the common levels; z1, z2 are noise
+    rng = np.random.default_rng(6)
+    n = 20000
+    weights = np.r_[np.full(4, 0.24), np.full(12, 0.04 / 12)]
+    x = rng.choice(16, n, p=weights)
+    y = np.where((x < 4) & (rng.random(n) < 0.9), x, rng.choice(16, n, p=weights))
+    codes = np.stack([x, y, rng.integers(0, 8, n), rng.integers(0, 8, n)], axis=1)
+    domain = Domain(("x", "y", "z1", "z2"), (16, 16, 8, 8))
+    planner = AdaptivePlanner(domain, 3e-5, target_screen_share=0.0)
+    specs: list = []
+    measurements: list[Measurement] = []
+    spec = planner.first_round()
+    while spec is not None:
+        specs.append(spec)
+        for c in spec.cliques:
+            noisy = count(codes, domain, c) + rng.normal(0, spec.stddev, domain.project(c).shape)
+            measurements.append(Measurement(c, noisy, spec.stddev))
+        spec = planner.next_round(measurements)
+    compressed = planner.compression(measurements[:4])
+    assert compressed.compressed.size("x") == 5 and compressed.compressed.size("y") == 5
+    refined = {c for s in specs[2:] for c in s.cliques}
+    assert ("x", "y") in refined, [s.cliques for s in specs[2:]]
