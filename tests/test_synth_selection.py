@@ -15,7 +15,13 @@ from cleanroom.measurement import Measurement
 from cleanroom.synth import AdaptivePlanner, estimate
 from cleanroom.synth.compression import CellMeasurement, equal_mass_groups, level_map
 from cleanroom.synth.model import stratified_uniforms
-from cleanroom.synth.selection import PairError, best_gain_set, coarse_residual_score, residual_score
+from cleanroom.synth.selection import (
+    PairError,
+    best_gain_set,
+    coarse_residual_score,
+    noise_error,
+    residual_score,
+)
 
 
 def _smooth_pair(rng: np.random.Generator, n: int, strength: float) -> np.ndarray:
@@ -213,3 +219,14 @@ def test_a_pair_over_merged_rare_levels_is_found_by_the_planner() -> None:
     assert compressed.compressed.size("x") == 5 and compressed.compressed.size("y") == 5
     refined = {c for s in specs[2:] for c in s.cliques}
     assert ("x", "y") in refined, [s.cliques for s in specs[2:]]
+
+
+def test_the_noise_left_in_a_measured_table_counts_each_cell_at_its_own_variance() -> None:
+    # a table on a compressed domain: the last column merges 9 released cells, so it has 9x the variance
+    expected = np.full((3, 4), 500.0)
+    variance = np.full((3, 4), 100.0)
+    variance[:, -1] = 900.0
+    per_cell = noise_error(expected, variance)
+    assert per_cell == pytest.approx(math.sqrt(2 / math.pi) * (9 * 10.0 + 3 * 30.0))
+    assert per_cell < 0.75 * noise_error(expected, float(variance.max()))  # the old rule: max variance
+    assert noise_error(expected, np.full((3, 4), math.inf)) == math.inf

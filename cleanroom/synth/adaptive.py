@@ -294,11 +294,11 @@ class AdaptivePlanner:
         if target_only:
             screen = [m for m in screen if self.target in m.clique]
         fitted = model_tables(model, [m.clique for m in screen], selection_rows(model))
-        variance: dict[Clique, float] = {}
+        variance: dict[Clique, FloatArray] = {}
         for batch in history.refined:
             for m in batch:
                 inverse = 1 / variance[m.clique] if m.clique in variance else 0.0
-                variance[m.clique] = 1 / (inverse + 1 / float(np.max(cell_variance(compression.project(m)))))
+                variance[m.clique] = 1 / (inverse + 1 / np.asarray(cell_variance(compression.project(m))))
         merge = self._coarse_levels(history) if self.screen_levels else {}
         errors = {}
         for m in screen:
