@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 
 from cleanroom.domain import Clique, Domain
-from cleanroom.measurement import Measurement
+from cleanroom.measurement import Measurement, RoundSpec
+from cleanroom.synth.centralised import measure_round
+from cleanroom.synth.planners import Planner
 
 TREE_DOMAIN = Domain(("a", "b", "c", "d", "e"), (3, 4, 2, 5, 3))
 TREE_EDGES = {("a", "b"), ("b", "c"), ("a", "d"), ("d", "e")}
@@ -29,3 +31,20 @@ def count(codes: np.ndarray, domain: Domain, clique: Clique) -> np.ndarray:
 
 def exact(codes: np.ndarray, domain: Domain, cliques: list[Clique], stddev: float = 1.0) -> list[Measurement]:
     return [Measurement(c, count(codes, domain, c), stddev) for c in cliques]
+
+
+def run_rounds(
+    planner: Planner, domain: Domain, codes: np.ndarray, rng: np.random.Generator, noise: bool = True
+) -> tuple[list[RoundSpec], list[Measurement]]:
+    """Every round the planner plans, counted on `codes` with Gaussian noise from `rng` (or none)."""
+    specs: list[RoundSpec] = []
+    measurements: list[Measurement] = []
+    spec = planner.first_round()
+    while spec is not None:
+        specs.append(spec)
+        if noise:
+            measurements += measure_round(codes, domain, spec, rng)
+        else:
+            measurements += [Measurement(c, count(codes, domain, c), spec.stddev) for c in spec.cliques]
+        spec = planner.next_round(measurements)
+    return specs, measurements

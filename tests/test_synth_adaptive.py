@@ -9,37 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 from governance_fixtures import write_plan
-from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
+from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, run_rounds, tree_data
 
 from cleanroom.accounting import DistributedGaussian
-from cleanroom.domain import Domain
 from cleanroom.encoding import encode
 from cleanroom.errors import InvalidInput
-from cleanroom.measurement import Measurement, RoundSpec
+from cleanroom.measurement import Measurement
 from cleanroom.noise import MIN_PARTY_SIGMA2
 from cleanroom.plan import Plan
 from cleanroom.schema import Schema
 from cleanroom.synth import AdaptivePlanner, MSTPlanner, make_planner
-from cleanroom.synth.centralised import measure_round
 from cleanroom.synth.estimation import EstimationConfig
-from cleanroom.synth.planners import Planner
-
-
-def run_rounds(
-    planner: Planner, domain: Domain, codes: np.ndarray, rng: np.random.Generator, noise: bool = True
-) -> tuple[list[RoundSpec], list[Measurement]]:
-    specs: list[RoundSpec] = []
-    measurements: list[Measurement] = []
-    spec = planner.first_round()
-    while spec is not None:
-        specs.append(spec)
-        if noise:
-            measurements += measure_round(codes, domain, spec, rng)
-        else:
-            measurements += [Measurement(c, count(codes, domain, c), spec.stddev) for c in spec.cliques]
-        spec = planner.next_round(measurements)
-    return specs, measurements
-
 
 BUDGET_CASES = [
     {},

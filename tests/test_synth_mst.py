@@ -6,7 +6,7 @@ from fractions import Fraction
 
 import numpy as np
 import pytest
-from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
+from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, run_rounds, tree_data
 
 from cleanroom.domain import Domain
 from cleanroom.encoding import decode, encode
@@ -18,21 +18,11 @@ from cleanroom.synth.centralised import measure_round
 from cleanroom.synth.mst import project_to_one_ways
 
 
-def _run_rounds(planner: MSTPlanner, codes: np.ndarray, rng: np.random.Generator) -> tuple[list, list]:
-    specs, measurements = [], []
-    spec = planner.first_round()
-    while spec is not None:
-        specs.append(spec)
-        measurements += measure_round(codes, planner.domain, spec, rng)
-        spec = planner.next_round(measurements)
-    return specs, measurements
-
-
 @pytest.mark.parametrize("rho", [1e6, 50.0])
 def test_selection_recovers_the_true_tree(rho: float) -> None:
     codes = tree_data(np.random.default_rng(2), 5000)
     planner = MSTPlanner(TREE_DOMAIN, rho)
-    specs, _ = _run_rounds(planner, codes, np.random.default_rng(3))
+    specs, _ = run_rounds(planner, TREE_DOMAIN, codes, np.random.default_rng(3))
     assert [s.name for s in specs] == ["one-way", "candidates", "tree"]
     assert {tuple(sorted(c)) for c in specs[2].cliques} == TREE_EDGES
 
@@ -40,7 +30,7 @@ def test_selection_recovers_the_true_tree(rho: float) -> None:
 def test_round_budgets_sum_to_total_and_sigma_is_calibrated() -> None:
     codes = tree_data(np.random.default_rng(4), 500)
     rho = 0.3
-    specs, _ = _run_rounds(MSTPlanner(TREE_DOMAIN, rho), codes, np.random.default_rng(5))
+    specs, _ = run_rounds(MSTPlanner(TREE_DOMAIN, rho), TREE_DOMAIN, codes, np.random.default_rng(5))
     assert [len(s.cliques) for s in specs] == [5, 10, 4]
     for spec in specs:
         assert isinstance(spec.sigma_total2, Fraction)
@@ -100,7 +90,7 @@ def test_projection_to_one_ways_sums_cells_and_scales_noise() -> None:
 def test_estimate_uses_every_round_and_fits_the_data() -> None:
     codes = tree_data(np.random.default_rng(6), 20000)
     planner = MSTPlanner(TREE_DOMAIN, 5.0)
-    _, measurements = _run_rounds(planner, codes, np.random.default_rng(7))
+    _, measurements = run_rounds(planner, TREE_DOMAIN, codes, np.random.default_rng(7))
     model = planner.estimate(measurements)
     for a, b in sorted(TREE_EDGES):
         truth = count(codes, TREE_DOMAIN, (a, b))
@@ -125,7 +115,7 @@ def test_extra_pairs_respect_the_model_caps() -> None:
     rng = np.random.default_rng(11)
     for cells, total, biggest in [(0, 0, 20), (40, 10_000, 40), (10_000, 10_000, 10_000)]:
         planner = MSTPlanner(TREE_DOMAIN, 50.0, extra_clique_cells=cells, extra_total_cells=total)
-        _, measurements = _run_rounds(planner, codes, rng)
+        _, measurements = run_rounds(planner, TREE_DOMAIN, codes, rng)
         model = planner.estimate(measurements)
         sizes = [TREE_DOMAIN.project(c).size() for c in model.tree.cliques]
         assert max(sizes) <= biggest

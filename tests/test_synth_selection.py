@@ -7,7 +7,7 @@ import math
 
 import numpy as np
 import pytest
-from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, tree_data
+from synth_helpers import TREE_DOMAIN, TREE_EDGES, count, run_rounds, tree_data
 
 from cleanroom.domain import Domain
 from cleanroom.errors import InvalidInput
@@ -170,16 +170,7 @@ def test_sampled_clique_counts_are_within_one_of_the_model() -> None:
 def test_the_default_gain_round_finds_the_true_tree() -> None:
     codes = tree_data(np.random.default_rng(3), 20000)
     planner = AdaptivePlanner(TREE_DOMAIN, 5.0, target="e")
-    specs: list = []
-    measurements: list[Measurement] = []
-    rng = np.random.default_rng(4)
-    spec = planner.first_round()
-    while spec is not None:
-        specs.append(spec)
-        for c in spec.cliques:
-            noisy = count(codes, TREE_DOMAIN, c) + rng.normal(0, spec.stddev, TREE_DOMAIN.project(c).shape)
-            measurements.append(Measurement(c, noisy, spec.stddev))
-        spec = planner.next_round(measurements)
+    specs, measurements = run_rounds(planner, TREE_DOMAIN, codes, np.random.default_rng(4))
     assert [s.name for s in specs][-2:] == ["refine-1-target", "refine-2-gain"]
     found = {tuple(sorted(c)) for s in specs[-2:] for c in s.cliques}
     assert found >= TREE_EDGES
@@ -206,15 +197,7 @@ def test_a_pair_over_merged_rare_levels_is_found_by_the_planner() -> None:
     codes = np.stack([x, y, rng.integers(0, 8, n), rng.integers(0, 8, n)], axis=1)
     domain = Domain(("x", "y", "z1", "z2"), (16, 16, 8, 8))
     planner = AdaptivePlanner(domain, 3e-5, target_screen_share=0.0)
-    specs: list = []
-    measurements: list[Measurement] = []
-    spec = planner.first_round()
-    while spec is not None:
-        specs.append(spec)
-        for c in spec.cliques:
-            noisy = count(codes, domain, c) + rng.normal(0, spec.stddev, domain.project(c).shape)
-            measurements.append(Measurement(c, noisy, spec.stddev))
-        spec = planner.next_round(measurements)
+    specs, measurements = run_rounds(planner, domain, codes, rng)
     compressed = planner.compression(measurements[:4])
     assert compressed.compressed.size("x") == 5 and compressed.compressed.size("y") == 5
     refined = {c for s in specs[2:] for c in s.cliques}
