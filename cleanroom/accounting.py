@@ -6,6 +6,10 @@
   Kairouz, Liu, Steinke (ICML 2021, Thm. 1 / arXiv 2102.06387), including the tau term for the sum of
   discrete Gaussians not being exactly discrete Gaussian; `rho_local` is a party's own fallback guarantee
   if every other party colludes (only its own share protects its data).
+* `NoiseLayout`: how a job's noise is split over the parties. With dropouts tolerated, each party's noise is
+  `shares` equal draws, enough for the fewest survivors the plan allows; after the survivor list is signed,
+  each survivor reveals the draws the actual survivors do not need ("add then remove", Jiang et al.,
+  Dordis, EuroSys 2024), so a round nobody drops out of carries the noise of a plan without tolerance.
 * `calibrate`: the sigma_total^2 (an exact Fraction with a small denominator, as the sampler wants) whose
   distributed guarantee does not exceed a target rho.
 * `cdp_delta`, `cdp_eps`, `cdp_rho`: the tight conversion between rho-zCDP and (eps, delta)-DP of Canonne,
@@ -24,6 +28,7 @@ from fractions import Fraction
 from functools import lru_cache
 
 from cleanroom.errors import InvalidInput
+from cleanroom.noise import MAX_NOISE_SHARES
 
 Number = float | int | Fraction
 DEFAULT_DENOMINATOR = 10_000
@@ -62,16 +67,75 @@ def gaussian_rho(sensitivity_l2: Number, sigma2: Number) -> float:
 
 
 @dataclass(frozen=True)
-class DistributedGaussian:
-    """Distributed discrete Gaussian noise: each of n_parties adds N_Z(0, sigma_total2 / n_min) per cell.
+class NoiseLayout:
+    """Who adds a round's noise: n_parties parties, each `shares` equal discrete Gaussian draws.
 
-    n_min is the number of honest shares the guarantee assumes: parties minus tolerated dropouts minus
-    parties that may collude with the coordinator.
+    The guarantee counts n_min honest survivors (parties - tolerated dropouts - colluders), each keeping at
+    least `kept(survivors)` of its draws. With `shares` = 1 nothing is ever removed. With dropouts tolerated
+    (`for_plan`), `shares` = n - colluders: a survivor of a round with u signed survivors keeps
+    ceil(shares * n_min / (u - colluders)) draws and reveals the rest, so the u - colluders honest
+    survivors still hold at least n_min * shares draws: the noise the accounting counts.
+    """
+
+    n_parties: int
+    n_min: int
+    colluders: int = 0
+    shares: int = 1
+
+    def __post_init__(self) -> None:
+        _check_int("n_parties", self.n_parties, 1)
+        _check_int("n_min", self.n_min, 1, self.n_parties)
+        _check_int("colluders", self.colluders, 0, self.n_parties - self.n_min)
+        _check_int("shares", self.shares, 1)
+
+    @classmethod
+    def for_plan(cls, n_parties: int, dropout_tolerance: int, colluders: int) -> NoiseLayout:
+        """The fewest equal draws that let a full survivor list remove all the noise kept for dropouts:
+        (n - c) / gcd(n - c, d). Above `MAX_NOISE_SHARES` draws (large collaborations, where the extra noise
+        for d dropouts, d / (n - c - d) of the sum's variance, is small) nothing is removed: a draw's variance
+        stays >= 1 when a party's is at its floor of 4, which keeps the charged tau term small."""
+        n_min = n_parties - dropout_tolerance - colluders
+        honest = n_parties - colluders
+        shares = honest // math.gcd(honest, dropout_tolerance) if dropout_tolerance > 0 else 1
+        return cls(n_parties, n_min, colluders, shares if shares <= MAX_NOISE_SHARES else 1)
+
+    @property
+    def honest_shares(self) -> int:
+        """Draws the guarantee counts: n_min honest survivors times `shares`."""
+        return self.n_min * self.shares
+
+    def kept(self, survivors: int) -> int:
+        """Draws each of `survivors` signed survivors keeps in the sum (the rest it may reveal)."""
+        fewest = self.n_min + self.colluders
+        honest = _check_int("survivors", survivors, fewest, self.n_parties) - self.colluders
+        return -(-self.honest_shares // honest)
+
+    def summed_variance(self, sigma_party2: Fraction, survivors: int, trimmed: int) -> float:
+        """Per-cell noise variance of a sum over `survivors` parties of which `trimmed` removed their spare
+        draws (the others kept all of theirs)."""
+        _check_int("trimmed", trimmed, 0, survivors)
+        draws = trimmed * self.kept(survivors) + (survivors - trimmed) * self.shares
+        return float(sigma_party2 / self.shares * draws)
+
+    def spread(self, survivors: int | None = None) -> float:
+        """Noise in the sum of `survivors` (all parties if None) that kept `kept` draws, over sigma_total2."""
+        count = self.n_parties if survivors is None else survivors
+        return count * self.kept(count) / self.honest_shares
+
+
+@dataclass(frozen=True)
+class DistributedGaussian:
+    """Distributed discrete Gaussian noise: each of n_parties adds N_Z(0, sigma_total2 / n_min) per cell,
+    as `shares` equal draws of N_Z(0, sigma_total2 / (n_min * shares)) (`NoiseLayout`).
+
+    n_min is the number of honest parties the guarantee assumes: parties minus tolerated dropouts minus
+    parties that may collude with the coordinator. The sum it counts is n_min * shares draws.
     """
 
     sigma_total2: Fraction
     n_parties: int
     n_min: int
+    shares: int = 1
 
     def __post_init__(self) -> None:
         total = _exact_fraction("sigma_total2", self.sigma_total2)
@@ -80,16 +144,26 @@ class DistributedGaussian:
         object.__setattr__(self, "sigma_total2", total)
         _check_int("n_parties", self.n_parties, 1)
         _check_int("n_min", self.n_min, 1, self.n_parties)
+        _check_int("shares", self.shares, 1)
+
+    @classmethod
+    def of(cls, sigma_total2: Fraction, layout: NoiseLayout) -> DistributedGaussian:
+        return cls(sigma_total2, layout.n_parties, layout.n_min, layout.shares)
 
     @property
     def sigma_party2(self) -> Fraction:
         return self.sigma_total2 / self.n_min
 
+    @property
+    def sigma_share2(self) -> Fraction:
+        """Variance of one draw: a party's noise is `shares` of them."""
+        return self.sigma_party2 / self.shares
+
     def tau(self, m: int | None = None) -> float:
-        """KLS 2021's tau = 10 * sum_{k=1}^{m-1} exp(-2 pi^2 sigma_party^2 k / (k+1)) for m shares."""
-        shares = self.n_min if m is None else m
-        s2 = float(self.sigma_party2)
-        return 10 * math.fsum(math.exp(-2 * math.pi**2 * s2 * k / (k + 1)) for k in range(1, shares))
+        """KLS 2021's tau = 10 * sum_{k=1}^{m-1} exp(-2 pi^2 sigma_share^2 k / (k+1)) for m draws."""
+        draws = self.n_min * self.shares if m is None else m
+        s2 = float(self.sigma_share2)
+        return 10 * math.fsum(math.exp(-2 * math.pi**2 * s2 * k / (k + 1)) for k in range(1, draws))
 
     def rho(self, sensitivity_l1: Number = 1.0, sensitivity_l2: Number = 1.0, dim: int = 1) -> float:
         """rho-zCDP of the sum of n_min honest shares for a dim-cell query with the given sensitivities."""
@@ -97,14 +171,16 @@ class DistributedGaussian:
         if not (math.isfinite(d1) and math.isfinite(d2) and d1 >= 0 and d2 >= 0):
             raise InvalidInput(f"sensitivities (L1 {sensitivity_l1}, L2 {sensitivity_l2}) must be >= 0")
         _check_int("dim", dim, 1)
-        m, s2, tau = self.n_min, float(self.sigma_party2), self.tau()
+        m, s2, tau = self.n_min * self.shares, float(self.sigma_share2), self.tau()
         eps_l2 = math.sqrt(d2 * d2 / (m * s2) + tau * dim / 2)
         eps_l1 = d1 / math.sqrt(m * s2) + tau * math.sqrt(dim)
         return min(eps_l2, eps_l1) ** 2 / 2
 
-    def rho_local(self, sensitivity_l2: Number = 1.0) -> float:
-        """A party's own guarantee when all others collude: only its own share of noise counts."""
-        return gaussian_rho(sensitivity_l2, self.sigma_party2)
+    def rho_local(self, sensitivity_l2: Number = 1.0, kept: int | None = None) -> float:
+        """A party's own guarantee when all others collude: only the `kept` draws of its own noise (all of
+        them if None; `NoiseLayout.kept` of a full survivor list is the fewest it ever keeps) count."""
+        draws = self.shares if kept is None else _check_int("kept", kept, 1, self.shares)
+        return gaussian_rho(sensitivity_l2, self.sigma_share2 * draws)
 
 
 def _round_up(value: Fraction, denominator: int) -> Fraction:
@@ -121,13 +197,16 @@ def calibrate(
     dim: int = 1,
     denominator: int = DEFAULT_DENOMINATOR,
     min_party_sigma2: Fraction = MIN_PARTY_SIGMA2,
+    shares: int = 1,
 ) -> Fraction:
-    """sigma_total2 such that `DistributedGaussian(sigma_total2, n_parties, n_min).rho(...) <= rho_target`.
+    """sigma_total2 such that `DistributedGaussian(sigma_total2, n_parties, n_min, shares).rho(...) <=
+    rho_target`.
 
-    sigma_party2 = sigma_total2 / n_min is rounded *up* to a multiple of 1/denominator (so the sampler's
-    integers stay small) and never below `min_party_sigma2` (sigma_party >= 2 keeps tau negligible); both only
-    add noise, so the realised rho may be a little below the target. Charge the realised rho, not the target.
-    L1 sensitivity defaults to the L2 one times sqrt(dim) (its largest possible value).
+    The variance of one draw, sigma_total2 / (n_min * shares), is rounded *up* to a multiple of 1/denominator
+    (so the sampler's integers stay small) and never below `min_party_sigma2 / shares` (a party's sigma >= 2
+    keeps tau small; tau is charged in full whatever it is); both only add noise, so the realised rho may be
+    a little below the target. Charge the realised rho, not the target. L1 sensitivity defaults to the L2 one
+    times sqrt(dim) (its largest value).
     """
     target = _positive("rho_target", rho_target)
     d2 = float(sensitivity_l2)
@@ -135,14 +214,16 @@ def calibrate(
     parties = n_min if n_parties is None else n_parties
     _check_int("denominator", denominator, 1)
     _check_int("n_min", n_min, 1)
-    ideal_party2 = Fraction(gaussian_rho(d2, 1.0)) / Fraction(target) / n_min
-    party2 = max(_round_up(ideal_party2, denominator), Fraction(min_party_sigma2))
+    draws = n_min * _check_int("shares", shares, 1)
+    ideal_draw2 = Fraction(gaussian_rho(d2, 1.0)) / Fraction(target) / draws
+    floor = _round_up(Fraction(min_party_sigma2) / shares, denominator)
+    draw2 = max(_round_up(ideal_draw2, denominator), floor)
     while True:
-        noise = DistributedGaussian(party2 * n_min, parties, n_min)
+        noise = DistributedGaussian(draw2 * draws, parties, n_min, shares)
         if noise.rho(d1, d2, dim) <= target:
             return noise.sigma_total2
         # float rounding or the tau term: add a relative 1e-9 (at least one step) and try again
-        party2 = _round_up(party2 * (1 + Fraction(1, 10**9)) + Fraction(1, denominator), denominator)
+        draw2 = _round_up(draw2 * (1 + Fraction(1, 10**9)) + Fraction(1, denominator), denominator)
 
 
 def _log_delta_at(alpha: float, rho: float, eps: float) -> float:

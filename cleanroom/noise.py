@@ -46,6 +46,7 @@ UIntArray = npt.NDArray[Any]  # uint8..uint64 depending on the bound
 RandomBytes = Callable[[int], bytes]
 
 MIN_PARTY_SIGMA2 = Fraction(4)
+MAX_NOISE_SHARES = 4  # draws a party's share may be split into (`cleanroom.accounting.NoiseLayout`)
 MAX_SIGMA2 = Fraction(2**80)
 _INT64_SAFE = 2**62
 _MIN_VCAP = 8
@@ -283,18 +284,22 @@ def sample_discrete_gaussian(sigma2: Fraction | int, size: int) -> Int64Array:
     return _sample(_check_sigma2(sigma2), _check_size(size), _Rng())
 
 
-def party_noise_share(size: int, sigma_party2: Fraction | int) -> Int64Array:
-    """One party's share of distributed discrete Gaussian noise, N_Z(0, sigma_party2) per cell.
+def party_noise_share(size: int, sigma_party2: Fraction | int, draws: int = 1) -> Int64Array:
+    """One party's share of distributed discrete Gaussian noise, N_Z(0, sigma_party2) per cell; or one of
+    the `draws` equal draws that make up a party's share (`cleanroom.accounting.NoiseLayout`).
 
-    The sum of m such shares is not exactly a discrete Gaussian; Kairouz, Liu and Steinke (2021) bound the
-    difference by the term tau = 10 * sum_{k=1}^{m-1} exp(-2 pi^2 sigma_party^2 k/(k+1)) in the privacy
-    guarantee. At sigma_party >= 2 tau is about 7e-17 per extra party and negligible; below that it grows
-    fast (about 5e-4 at sigma_party = 1, 0.85 at 0.5), so shares with sigma_party < 2 are refused.
+    The sum of m such draws is not exactly a discrete Gaussian; Kairouz, Liu and Steinke (2021) bound the
+    difference by the term tau = 10 * sum_{k=1}^{m-1} exp(-2 pi^2 sigma^2 k/(k+1)) in the privacy guarantee
+    (`DistributedGaussian.tau`, always charged). At sigma >= 2 tau is about 7e-17 per extra draw; at
+    sigma = 1 about 5e-4, at 0.5 already 0.85. So a party's share must have sigma_party >= 2, and a draw at
+    least a `MAX_NOISE_SHARES`-th of that variance (sigma >= 1).
     """
     value = _check_sigma2(sigma_party2, "sigma_party2")
-    if value < MIN_PARTY_SIGMA2:
+    if not isinstance(draws, int) or not 1 <= draws <= MAX_NOISE_SHARES:
+        raise InvalidInput(f"draws ({draws!r}) must be an integer in [1, {MAX_NOISE_SHARES}]")
+    if value * draws < MIN_PARTY_SIGMA2:
         raise InvalidInput(
-            f"sigma_party2 ({value}) must be >= {MIN_PARTY_SIGMA2} (sigma_party >= 2): below that the "
-            "distributed-noise guarantee's tau term is no longer negligible"
+            f"sigma_party2 ({value}) x draws ({draws}) must be >= {MIN_PARTY_SIGMA2} (a party's sigma >= 2): "
+            "below that the distributed-noise guarantee's tau term is no longer negligible"
         )
     return _sample(value, _check_size(size), _Rng())

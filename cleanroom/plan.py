@@ -21,6 +21,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from cleanroom.accounting import NoiseLayout
 from cleanroom.errors import InvalidInput, NotFound, PermissionDenied
 from cleanroom.feasibility import DEFAULT_EVALUATION_SHARE, DEFAULT_SYNTHESIZER, Fields, check_job
 from cleanroom.schema import Schema
@@ -297,6 +298,15 @@ class Plan:
         keeps the coordinator to the total of the honest survivors (docs/secagg.md).
         """
         return len(self.data_parties) - self.dropout_tolerance - self.colluders
+
+    @property
+    def noise_layout(self) -> NoiseLayout:
+        """How every aggregation round's noise is drawn and, once the survivors are signed, trimmed (a
+        vertical job's rounds are not secure sums: one draw each)."""
+        n, c = len(self.data_parties), self.colluders
+        if self.partitioning == "vertical":
+            return NoiseLayout(n, self.n_min, c)
+        return NoiseLayout.for_plan(n, self.dropout_tolerance, c)
 
     @property
     def secagg_quorum(self) -> int:

@@ -98,19 +98,22 @@ class CoordinatorEvaluation:
         length = release.statistic_length(statistic, domain, task)
         sensitivity = release.statistic_sensitivity_l2(statistic, domain, task)
         target = release.statistic_rho(self.job_rho, float(self.plan.evaluation_share), statistic)
-        n_min, n_parties = wf.n_min(), len(wf.members)
-        sigma_total2 = calibrate(target, sensitivity, n_min, n_parties=n_parties, dim=length)
+        layout = self.plan.noise_layout
+        n_min = layout.n_min
+        sigma_total2 = calibrate(
+            target, sensitivity, n_min, n_parties=layout.n_parties, dim=length, shares=layout.shares
+        )
         sigma_party2 = Fraction(sigma_total2) / n_min
         number = self.first_round + index
         request = wire.RoundRequest(
             wf.record.job_id, f"{wf.record.job_id}/{number}", number, (), sigma_party2, statistic, length
         )
-        total, survivors = await wf.secure_sum(request, length)
-        noise = DistributedGaussian(sigma_total2, n_parties, n_min)
+        total, survivors, variance = await wf.secure_sum(request, length)
+        noise = DistributedGaussian.of(sigma_total2, layout)
         rho = float(noise.rho(sensitivity * math.sqrt(length), sensitivity, length))
         wf.record.rho_spent += rho
         self.stages.append({"name": f"evaluation: {statistic}", "rho": rho, "round": number})
-        stddev = math.sqrt(float(sigma_party2) * len(survivors))
+        stddev = math.sqrt(variance)
         progress(
             f"evaluation round {number} ({statistic}): {length} cells, {len(survivors)} parties, "
             f"noise sd {stddev:.4g} (fixed-point units), rho {rho:.4g}"

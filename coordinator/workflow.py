@@ -229,8 +229,8 @@ class Workflow:
 
         rho_total = synthesis_rho(self.job_rho(), float(self.plan.evaluation_share))
         self.planner = planner = make_planner(
-            self.plan.synthesizer, self.config.schema, rho_total, n_min=self.n_min(),
-            n_parties=len(self.members), settings=self.plan.synthesizer_settings, target=self.plan.target,
+            self.plan.synthesizer, self.config.schema, rho_total, layout=self.plan.noise_layout,
+            settings=self.plan.synthesizer_settings, target=self.plan.target,
         )  # fmt: skip
         return await self.run_rounds(planner, self.aggregate_round)
 
@@ -256,11 +256,11 @@ class Workflow:
             self.record.job_id, f"{self.record.job_id}/{index}", index, cliques, sigma_party2
         )
         length = sum(domain.project(c).size() for c in cliques)
-        total, survivors = await self.secure_sum(request, length)
+        total, survivors, variance = await self.secure_sum(request, length)
         if index == self.first_round:
             self.record_holdout_sizing()
         tables = split_vector(total, domain, list(cliques))
-        stddev = math.sqrt(float(sigma_party2) * len(survivors))
+        stddev = math.sqrt(variance)
         self.record.rho_spent += float(spec.rho)
         self.record.rounds.append(
             {
@@ -271,6 +271,7 @@ class Workflow:
                 "survivors": list(survivors),
                 "rho": float(spec.rho),
                 "sigma_party2": str(sigma_party2),
+                "noise_sd": stddev,
             }
         )
         progress(
@@ -292,8 +293,11 @@ class Workflow:
         self.record.holdout_rho = sizing.rho
         self.record.rho_spent += sizing.rho
 
-    async def secure_sum(self, spec: wire.RoundRequest, length: int) -> tuple[np.ndarray, tuple[str, ...]]:
-        """One Bonawitz session over gRPC; the SecAggServer state machine builds requests, checks answers."""
+    async def secure_sum(
+        self, spec: wire.RoundRequest, length: int
+    ) -> tuple[np.ndarray, tuple[str, ...], float]:
+        """One Bonawitz session over gRPC; the SecAggServer state machine builds requests, checks answers.
+        Returns the sum, its survivors and its per-cell noise variance (after the survivors' removals)."""
         server = SecAggServer(self.manifest, self.session_id(spec), length)
         stages = (
             ("AdvertiseKeys", server.advertise_keys_requests, server.collect_advertise_keys),
@@ -313,7 +317,10 @@ class Workflow:
         total = np.asarray(server.result(), dtype=np.int64)
         for party in set(self.members) - set(server.survivors):
             self.absent.setdefault(party, f"took no part in round {spec.round}")
-        return total, tuple(server.survivors)
+        survivors = tuple(server.survivors)
+        layout = self.plan.noise_layout
+        variance = layout.summed_variance(spec.sigma_party2, len(survivors), len(server.trimmed))
+        return total, survivors, variance
 
     async def finish_delivery(self, results: dict[str, Path]) -> None:
         """Deliver the results, record the job, and fail if any party could not receive them."""

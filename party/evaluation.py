@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from cleanroom.accounting import cdp_rho
+from cleanroom.accounting import DistributedGaussian, NoiseLayout, cdp_rho
 from cleanroom.errors import InvalidInput, PermissionDenied, PreconditionFailed
 from cleanroom.evaluation import release
 from cleanroom.evaluation.model_file import MODEL_FILE_NAME, ModelFile, ModelRefused
@@ -199,7 +199,7 @@ class PartyEvaluation:
 
     # ---- evaluation rounds -----------------------------------------------------------------------------
 
-    def check_round(self, request: wire.RoundRequest, n_min: int, n_parties: int, where: str) -> float:
+    def check_round(self, request: wire.RoundRequest, layout: NoiseLayout, where: str) -> float:
         """Validate an evaluation round against the plan; returns the rho it costs (nothing charged here)."""
         statistic, task, domain = request.statistic, str(self.plan.task), self.schema.domain
         if statistic not in release.STATISTICS:
@@ -212,7 +212,7 @@ class PartyEvaluation:
             raise InvalidInput(f"{where}: {statistic} has {length} cells, the request says {request.length}")
         if request.sigma_party2 < MIN_SIGMA_PARTY2:
             raise InvalidInput(f"{where}: per-party noise variance {request.sigma_party2} is below 4")
-        rho = self.round_rho(statistic, request.sigma_party2, n_min, n_parties)
+        rho = self.round_rho(statistic, request.sigma_party2, layout)
         job_rho = cdp_rho(float(self.plan.max_epsilon_per_job), float(self.plan.delta))
         allotted = release.statistic_rho(job_rho, float(self.plan.evaluation_share), statistic)
         if rho > allotted * (1 + 1e-9):
@@ -222,13 +222,11 @@ class PartyEvaluation:
             )
         return rho
 
-    def round_rho(self, statistic: str, sigma_party2: Any, n_min: int, n_parties: int) -> float:
-        from cleanroom.accounting import DistributedGaussian
-
+    def round_rho(self, statistic: str, sigma_party2: Any, layout: NoiseLayout) -> float:
         task, domain = str(self.plan.task), self.schema.domain
         length = release.statistic_length(statistic, domain, task)
         sensitivity = release.statistic_sensitivity_l2(statistic, domain, task)
-        noise = DistributedGaussian(sigma_party2 * n_min, n_parties, n_min)
+        noise = DistributedGaussian.of(sigma_party2 * layout.n_min, layout)
         l1 = sensitivity * math.sqrt(length)
         return float(noise.rho(sensitivity_l1=l1, sensitivity_l2=sensitivity, dim=length))
 

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from cleanroom.accounting import DistributedGaussian, cdp_rho
+from cleanroom.accounting import DistributedGaussian, NoiseLayout, cdp_rho
 from cleanroom.errors import (
     CleanroomError,
     InvalidInput,
@@ -65,9 +65,10 @@ FILE_ABILITY = {
 }
 
 
-def release_rho(n_tables: int, sigma_party2: Fraction, n_min: int, n_parties: int, cells: int) -> float:
-    """zCDP of one round: K tables of sensitivity 1 (L1 = K, L2 = sqrt K), n_min honest shares, with tau."""
-    noise = DistributedGaussian(sigma_party2 * n_min, n_parties, n_min)
+def release_rho(n_tables: int, sigma_party2: Fraction, layout: NoiseLayout, cells: int) -> float:
+    """zCDP of one round: K tables of sensitivity 1 (L1 = K, L2 = sqrt K), the n_min x shares honest noise
+    draws of `layout` (each sigma_party2 / shares), with tau."""
+    noise = DistributedGaussian.of(sigma_party2 * layout.n_min, layout)
     return float(noise.rho(sensitivity_l1=n_tables, sensitivity_l2=n_tables**0.5, dim=max(1, cells)))
 
 
@@ -79,6 +80,7 @@ class RoundState:
     rho: float
     party: SecAggParty
     vector: np.ndarray | None = None  # this session's noised vector, between MaskedInput and Unmask
+    spare_draws: list[np.ndarray] = field(default_factory=list)  # noise draws past the n_min the plan needs
     released: bool = False
 
 
@@ -366,9 +368,26 @@ class PartyNode:
 
     def unmask(self, request: Any) -> Any:
         state = self.session(request.sid)
-        response = state.party.unmask(request)
+        response = state.party.unmask(request, lambda survivors: self.removable_noise(state, survivors))
         state.vector = None  # the session is over: its noised vector is no longer needed anywhere
+        state.spare_draws = []
         return response
+
+    def removable_noise(self, state: RoundState, survivors: tuple[str, ...]) -> np.ndarray | None:
+        """The noise draws a signed survivor list of this size does not need (`NoiseLayout.kept`): pure
+        noise, independent of every row; the honest survivors keep the draws the round was charged for."""
+        layout = self.plan.noise_layout
+        spare = layout.shares - layout.kept(len(survivors))
+        if spare == 0:
+            return None
+        removed = np.sum(state.spare_draws[-spare:], axis=0)
+        kept = layout.shares - spare
+        self.record(
+            "remove_noise", "answered", job_id=state.request.job_id, round=state.request.round,
+            noise_scale=float(state.request.sigma_party2 / layout.shares * kept) ** 0.5,
+            detail={"survivors": len(survivors), "draws_removed": spare, "draws_kept": kept},
+        )  # fmt: skip
+        return removed
 
     def session(self, sid: bytes) -> RoundState:
         state = self.rounds.get(sid)
@@ -409,19 +428,17 @@ class PartyNode:
             raise PreconditionFailed(
                 f"{where}: {MAX_OPEN_SESSIONS} sessions are open; finish them before opening another"
             )
-        if request.statistic:  # an evaluation round (party/evaluation.py)
-            if self.evaluation is None:
-                raise PermissionDenied(f"{where}: this node runs no evaluation rounds")
-            return float(self.evaluation.check_round(request, self.n_min(), len(self.data_members()), where))
-        self.check_cliques(request.cliques, where)
         if request.sigma_party2 < MIN_SIGMA_PARTY2:
             raise InvalidInput(
                 f"{where}: per-party noise variance {request.sigma_party2} is below {MIN_SIGMA_PARTY2}"
             )
+        if request.statistic:  # an evaluation round (party/evaluation.py)
+            if self.evaluation is None:
+                raise PermissionDenied(f"{where}: this node runs no evaluation rounds")
+            return float(self.evaluation.check_round(request, self.plan.noise_layout, where))
+        self.check_cliques(request.cliques, where)
         cells = self.round_length(request)
-        return release_rho(
-            len(request.cliques), request.sigma_party2, self.n_min(), len(self.data_members()), cells
-        )
+        return release_rho(len(request.cliques), request.sigma_party2, self.plan.noise_layout, cells)
 
     def data_members(self) -> dict[str, Any]:
         return {m.id: m for m in self.plan.data_parties}
@@ -472,7 +489,11 @@ class PartyNode:
                     f"party {self.party_id}, round {state.request.round}: MaskedInput is not expected now"
                 )
             exact = self.exact_vector(state.request)
-            state.vector = exact + party_noise_share(len(exact), state.request.sigma_party2)
+            layout = self.plan.noise_layout
+            draw2 = state.request.sigma_party2 / layout.shares
+            draws = [party_noise_share(len(exact), draw2, layout.shares) for _ in range(layout.shares)]
+            state.spare_draws = draws[layout.n_min :]
+            state.vector = exact + np.sum(draws, axis=0)
         return state.vector
 
     def exact_vector(self, request: wire.RoundRequest) -> np.ndarray:

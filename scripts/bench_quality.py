@@ -45,7 +45,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cleanroom.accounting import cdp_rho  # noqa: E402
+from cleanroom.accounting import NoiseLayout, cdp_rho  # noqa: E402
 from cleanroom.domain import Domain  # noqa: E402
 from cleanroom.encoding import decode, encode  # noqa: E402
 from cleanroom.evaluation import release  # noqa: E402
@@ -103,6 +103,11 @@ class SynthesisJob:
     holdout_fraction: float | None = None  # None: sized from each party's noisy row count, as the node does
     job_rho: float = 0.0  # the whole job's rho (the sizing's share is taken from its evaluation share)
     evaluation_share: float = 0.1
+    shares: int = 1  # noise draws per party (`NoiseLayout.for_plan`); every party survives and trims
+
+    @property
+    def layout(self) -> NoiseLayout:
+        return NoiseLayout(self.parties, self.n_min, 0, self.shares)
 
 
 @dataclass
@@ -140,17 +145,21 @@ def party_codes(job: SynthesisJob) -> list[np.ndarray]:
 
 
 def federated_round(
-    parties: list[np.ndarray], domain: Domain, spec: RoundSpec, sigma_party2: Fraction
+    parties: list[np.ndarray], domain: Domain, spec: RoundSpec, layout: NoiseLayout
 ) -> list[Measurement]:
-    """Every party counts and noises its own tables; the coordinator learns only their sum."""
+    """Every party counts and noises its own tables; the coordinator learns only their sum. Every party
+    survives, so each keeps `layout.kept` of its draws, as the party node does after a full survivor list."""
     cliques = tuple(domain.canonical(c) for c in spec.cliques)
+    sigma_party2 = Fraction(spec.sigma_total2) / layout.n_min
+    kept = layout.kept(len(parties))
     total: np.ndarray | None = None
     for codes in parties:
         vector = flatten_tables(count_tables(codes, domain, list(cliques)))
-        vector = vector + party_noise_share(vector.size, sigma_party2)
+        for _ in range(kept):
+            vector = vector + party_noise_share(vector.size, sigma_party2 / layout.shares, layout.shares)
         total = vector if total is None else total + vector
     assert total is not None
-    stddev = float(np.sqrt(float(sigma_party2) * len(parties)))
+    stddev = layout.summed_variance(sigma_party2, len(parties), len(parties)) ** 0.5
     tables = split_vector(total, domain, list(cliques))
     return [Measurement(c, t.astype(np.float64), stddev) for c, t in zip(cliques, tables, strict=True)]
 
@@ -160,14 +169,12 @@ def run_synthesis(job: SynthesisJob) -> SynthesisResult:
     parties = party_codes(job)
     domain = job.schema.domain
     start = time.perf_counter()
-    planner = make_planner(
-        job.synthesizer, job.schema, job.rho, n_min=job.n_min, n_parties=job.parties, settings=job.settings
-    )
+    planner = make_planner(job.synthesizer, job.schema, job.rho, layout=job.layout, settings=job.settings)
     measurements: list[Measurement] = []
     rounds, spent = [], 0.0
     spec = planner.first_round()
     while spec is not None:
-        measurements += federated_round(parties, domain, spec, Fraction(spec.sigma_total2) / job.n_min)
+        measurements += federated_round(parties, domain, spec, job.layout)
         rounds.append((spec.name, len(spec.cliques)))
         spent += spec.rho
         spec = planner.next_round(measurements)
@@ -243,7 +250,7 @@ def mean_tvds(domain: Domain, real: np.ndarray, synthetic: np.ndarray) -> tuple[
 
 
 def statistic_stddev(
-    statistic: str, data: Dataset, job_rho: float, share: float, parties: int, n_min: int
+    statistic: str, data: Dataset, job_rho: float, share: float, layout: NoiseLayout
 ) -> float:
     """Noise sd in the summed vector of an evaluation statistic, calibrated as the coordinator does."""
     from cleanroom.accounting import calibrate
@@ -252,8 +259,9 @@ def statistic_stddev(
     length = release.statistic_length(statistic, domain, task)
     sensitivity = release.statistic_sensitivity_l2(statistic, domain, task)
     rho = release.statistic_rho(job_rho, share, statistic)
-    sigma_total2 = calibrate(rho, sensitivity, n_min, n_parties=parties, dim=length)
-    return float(np.sqrt(float(sigma_total2) / n_min * parties))
+    n_min, parties = layout.n_min, layout.n_parties
+    sigma_total2 = calibrate(rho, sensitivity, n_min, n_parties=parties, dim=length, shares=layout.shares)
+    return layout.summed_variance(Fraction(sigma_total2) / n_min, parties, parties) ** 0.5
 
 
 def attack_score_stddev(
@@ -267,12 +275,12 @@ def attack_score_stddev(
     members = np.concatenate([m for m, _ in rows])
     nonmembers = np.concatenate([h for _, h in rows])
     outcome = run_dcr_attack(members, nonmembers, synthetic, data.schema.domain.shape)
-    sd = statistic_stddev(release.ATTACK_DCR, data, job_rho, share, job.parties, job.n_min)
+    sd = statistic_stddev(release.ATTACK_DCR, data, job_rho, share, job.layout)
     return dcr_score_stddev(outcome.statistics, sd)
 
 
 def evaluation_noise(
-    model: Any, synthetic: np.ndarray, data: Dataset, job_rho: float, share: float, parties: int, n_min: int
+    model: Any, synthetic: np.ndarray, data: Dataset, job_rho: float, share: float, layout: NoiseLayout
 ) -> tuple[float, float]:
     """How much the evaluation budget share blurs the report: the sd of the reported utility (AUC or R^2,
     scored on the real training rows) and of the reported mean 2-way TVD, over 200 noise draws."""
@@ -280,7 +288,7 @@ def evaluation_noise(
 
     rng = np.random.default_rng(0)
     x, y = release.model_inputs(data.train, data.target, data.task, data.schema.column_kinds())
-    sd = statistic_stddev(release.UTILITY, data, job_rho, share, parties, n_min)
+    sd = statistic_stddev(release.UTILITY, data, job_rho, share, layout)
     if data.task == "regression":
         bounds = release.target_bounds(data.schema, data.target)
         vector = utility.regression_statistics(y.to_numpy(), model.predict(x), bounds)
@@ -294,7 +302,7 @@ def evaluation_noise(
                   for _ in range(200)]  # fmt: skip
     cliques = release.fidelity_cliques(data.schema.domain)
     tvd = fidelity.tvd_statistics(data.codes, synthetic, data.schema.domain, cliques)
-    sd = statistic_stddev(release.FIDELITY, data, job_rho, share, parties, n_min)
+    sd = statistic_stddev(release.FIDELITY, data, job_rho, share, layout)
     means = [
         fidelity.combined_tvd(tvd + rng.normal(0, sd, tvd.size), data.schema.domain, cliques).summary()[
             "mean_two_way_tvd"
@@ -406,6 +414,10 @@ def main() -> None:
     )  # fmt: skip
     parser.add_argument("--parties", type=int, default=3)
     parser.add_argument("--dropout-tolerance", type=int, default=1, help="as `cleanroom simulate` plans")
+    parser.add_argument(
+        "--keep-spare-noise", action="store_true",
+        help="survivors keep the noise drawn for tolerated dropouts (as before noise removal)",
+    )  # fmt: skip
     parser.add_argument("--rows", type=int, default=20000, help="rows of --sample data")
     parser.add_argument("--json", type=Path, help="append every run as a JSON line to this file")
     args = parser.parse_args()
@@ -414,11 +426,12 @@ def main() -> None:
         parser.error("give --suite, --datasets NAME... or --sample")
     root = data_root(args.data)
     share = 0.0 if args.no_evaluation else args.evaluation_share
-    n_min = args.parties - args.dropout_tolerance
+    layout = NoiseLayout.for_plan(args.parties, args.dropout_tolerance, 0)
+    n_min, shares = layout.n_min, 1 if args.keep_spare_noise else layout.shares
     settings = parse_settings(args.settings)
     print(
         f"synthesizer {args.synthesizer} {settings or ''}, evaluation share {share}, {args.parties} parties, "
-        f"n_min {n_min}, membership holdout "
+        f"n_min {n_min}, noise draws per party {shares}, membership holdout "
         f"{'off' if args.no_evaluation else args.membership_holdout or 'sized'}, "
         f"delta {args.delta}",
         flush=True,
@@ -439,7 +452,7 @@ def main() -> None:
                 job = SynthesisJob(
                     data.schema, data.codes, args.synthesizer, settings, job_rho * (1 - share),
                     args.parties, n_min, not args.no_evaluation, seed, args.membership_holdout,
-                    job_rho, share or 0.1,
+                    job_rho, share or 0.1, shares,
                 )  # fmt: skip
                 result = in_fresh_process(job)
                 frame = decode(data.schema, result.codes, np.random.default_rng(seed))
@@ -449,7 +462,7 @@ def main() -> None:
                           result.peak_mib, result.rho_spent, job.rho)  # fmt: skip
                 if share > 0:
                     row.utility_sd, row.tvd_sd = evaluation_noise(
-                        model, result.codes, data, job_rho, share, args.parties, n_min
+                        model, result.codes, data, job_rho, share, job.layout
                     )
                     row.attack_sd = attack_score_stddev(job, result.codes, data, job_rho, share)
                 assert row.rho_spent <= row.rho_budget * (1 + 1e-12), "a planner overspent its budget"

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import bench_quality as bq  # noqa: E402
 
-from cleanroom.accounting import cdp_rho  # noqa: E402
+from cleanroom.accounting import NoiseLayout, cdp_rho  # noqa: E402
 from cleanroom.encoding import decode  # noqa: E402
 from cleanroom.evaluation import release  # noqa: E402
 
@@ -34,7 +34,7 @@ from cleanroom.evaluation import release  # noqa: E402
 def seeded_noise(seed: int) -> Any:
     rng = np.random.default_rng(10_000 + seed)
 
-    def share(size: int, sigma_party2: Any) -> np.ndarray:
+    def share(size: int, sigma_party2: Any, draws: int = 1) -> np.ndarray:
         return np.rint(rng.normal(0, float(sigma_party2) ** 0.5, size)).astype(np.int64)
 
     return share
@@ -50,7 +50,7 @@ def one_run(
     result = bq.run_synthesis(
         bq.SynthesisJob(
             data.schema, data.codes, synthesizer, settings, job_rho * (1 - share), 3, 2, holdout != 0, seed,
-            holdout, job_rho, share or 0.1,
+            holdout, job_rho, share or 0.1, NoiseLayout.for_plan(3, 1, 0).shares,
         )
     )
     frame = decode(data.schema, result.codes, np.random.default_rng(seed))

@@ -34,6 +34,7 @@ class RoundOutcome:
     survivors: tuple[str, ...]
     errors: dict[str, CleanroomError] = field(default_factory=dict)  # party -> its refusal
     aborted: str | None = None
+    trimmed: tuple[str, ...] = ()  # survivors whose removed noise the server took out of the sum
 
 
 def round_sid(manifest: SecAggManifest, plan_hash: str, spec: wire.RoundRequest) -> bytes:
@@ -94,6 +95,7 @@ async def drive_round(
                     outcome.errors[party] = error
             collect(responses)
         outcome.total, outcome.survivors = np.asarray(server.result()), tuple(server.survivors)
+        outcome.trimmed = server.trimmed
     except CleanroomError as error:
         outcome.aborted = str(error)
     return outcome

@@ -160,6 +160,12 @@ def test_party_share_refuses_sigma_below_two() -> None:
     with pytest.raises(InvalidInput, match="tau"):
         noise.party_noise_share(10, Fraction(399, 100))
     assert noise.party_noise_share(10, Fraction(4)).dtype == np.int64
+    # one of three draws making up a party's share: the floor is on the party's variance, 3 x 4/3
+    assert noise.party_noise_share(10, Fraction(4, 3), 3).dtype == np.int64
+    with pytest.raises(InvalidInput, match="tau"):
+        noise.party_noise_share(10, Fraction(13, 10), 3)
+    with pytest.raises(InvalidInput, match="draws"):
+        noise.party_noise_share(10, Fraction(4), 5)  # more than MAX_NOISE_SHARES
 
 
 def test_randomness_comes_from_os_urandom(monkeypatch: pytest.MonkeyPatch) -> None:

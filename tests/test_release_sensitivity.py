@@ -38,7 +38,7 @@ import pandas as pd
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from cleanroom.accounting import DistributedGaussian
+from cleanroom.accounting import DistributedGaussian, NoiseLayout
 from cleanroom.errors import PermissionDenied
 from cleanroom.evaluation import release
 from cleanroom.schema import CATEGORICAL, IDENTIFIER, NUMERICAL, Column, Policy, Schema
@@ -54,6 +54,7 @@ pytestmark = pytest.mark.sensitivity
 MARGINAL = "marginal"
 COVERED = frozenset({MARGINAL, release.UTILITY, release.FIDELITY, release.ATTACK_DCR})
 JOB = "job-sensitivity"
+LAYOUT = NoiseLayout(n_parties=3, n_min=2)  # the harness charges as a 3-party plan without dropout tolerance
 DATASETS_PER_SCENARIO = 150  # each with an add-one and a remove-one neighbour
 SEED = 20240610
 SIZES = (0, 1, 2, 3, 4, 6, 9, 15, 30, 60)
@@ -217,7 +218,8 @@ def build_node(scenario: Scenario, frame: pd.DataFrame, state: Path) -> PartyNod
     target = next(c.name for c in schema.columns if c.target)
     plan = SimpleNamespace(
         hash="cd" * 32, task=scenario.task, target=target, max_epsilon_per_job=1.0, delta=1e-9,
-        evaluation_share=0.25, n_min=2, data_parties=(), collaboration_id="sensitivity", coordinator="c",
+        evaluation_share=0.25, n_min=2, noise_layout=LAYOUT, data_parties=(), collaboration_id="sensitivity",
+        coordinator="c",
     )  # fmt: skip
     config = SimpleNamespace(party_id="p1", ledger=state / "ledger.sqlite")
     source = FrameSource(frame, schema, rules_from_schema(schema), name="harness data")
@@ -276,7 +278,7 @@ def charged_bound(request: wire.RoundRequest, scenario: Scenario) -> Bound:
     if not request.statistic:
         k = len(request.cliques)
         cells = sum(scenario.schema.domain.project(c).size() for c in request.cliques)
-        charged = node_module.release_rho(k, request.sigma_party2, 2, 3, cells)
+        charged = node_module.release_rho(k, request.sigma_party2, LAYOUT, cells)
         assert charged == pytest.approx(noise.rho(k, math.sqrt(k), cells), rel=1e-12)
         return Bound(float(k), math.sqrt(k))
     domain, task = scenario.schema.domain, scenario.task
@@ -292,7 +294,7 @@ def check_charges_match(scenario: Scenario, state: Path) -> None:
         request = statistic_request(statistic, scenario)
         bound = charged_bound(request, scenario)
         expected = DistributedGaussian(request.sigma_party2 * 2, 3, 2).rho(bound.l1, bound.l2, request.length)
-        assert node.evaluation.round_rho(statistic, request.sigma_party2, 2, 3) == pytest.approx(
+        assert node.evaluation.round_rho(statistic, request.sigma_party2, LAYOUT) == pytest.approx(
             expected, rel=1e-12
         ), statistic
 
@@ -385,7 +387,7 @@ def test_harness_covers_every_release_kind_the_node_accepts(tmp_path: Path) -> N
     node = build_node(scenario, _frame(scenario.schema, []), tmp_path)
 
     def accept(request: wire.RoundRequest) -> float:
-        return float(node.evaluation.check_round(request, 2, 3, "probe"))
+        return float(node.evaluation.check_round(request, LAYOUT, "probe"))
 
     for statistic in release.STATISTICS:
         assert accept(statistic_request(statistic, scenario, sigma2=10**12)) > 0

@@ -20,7 +20,7 @@ from numpy.typing import NDArray
 from cleanroom.errors import InvalidInput, ProtocolAbort
 from cleanroom.secagg.manifest import SecAggManifest, session_id
 from cleanroom.secagg.messages import STAGE_ORDER, MaskedInput, Stage, message_size
-from cleanroom.secagg.party import SecAggParty
+from cleanroom.secagg.party import Removal, SecAggParty
 from cleanroom.secagg.reveal import RevealRecord
 from cleanroom.secagg.server import SecAggServer
 
@@ -35,6 +35,7 @@ class LocalRoundResult:
     party_cpu: Mapping[str, Mapping[Stage, float]]
     party_bytes: Mapping[str, Mapping[Stage, int]]
     server_cpu: Mapping[Stage, float]
+    trimmed: tuple[str, ...] = ()  # survivors whose removed noise came out of the sum
 
 
 class LocalRound:
@@ -59,6 +60,7 @@ class LocalRound:
         self.late_messages: dict[str, MaskedInput] = {}
         self.responses: dict[str, dict[Stage, Any]] = {p: {} for p in self.parties}
         self.server: SecAggServer | None = None
+        self.removals: dict[str, Removal] = {}
 
     def run(
         self,
@@ -68,12 +70,15 @@ class LocalRound:
         late: Collection[str] = (),
         tamper: Tamper | None = None,
         tamper_response: Tamper | None = None,
+        removals: Mapping[str, Removal] | None = None,
     ) -> LocalRoundResult:
         """Run all stages; returns the sum or raises ProtocolAbort (the server then refuses to continue).
 
         `tamper(party, request)` rewrites requests before delivery (a lying coordinator);
-        `tamper_response(party, response)` rewrites responses before the coordinator sees them.
+        `tamper_response(party, response)` rewrites responses before the coordinator sees them;
+        `removals[party]` is the party's `SecAggParty.unmask` removal.
         """
+        self.removals = dict(removals or {})
         lengths = {len(v) for v in inputs.values()}
         if len(lengths) != 1 or set(inputs) != set(self.parties):
             raise InvalidInput("inputs must give one vector of a common length for every online party")
@@ -109,7 +114,9 @@ class LocalRound:
             _collect(server, stage, responses)
             server_cpu[stage] += time.process_time() - started
         total = server.result()
-        return LocalRoundResult(total, server.survivors, server.dropped, party_cpu, party_bytes, server_cpu)
+        return LocalRoundResult(
+            total, server.survivors, server.dropped, party_cpu, party_bytes, server_cpu, server.trimmed
+        )
 
     def _deliver(
         self, server: SecAggServer, party_id: str, stage: Stage, request: Any, vector: NDArray[np.integer]
@@ -124,7 +131,7 @@ class LocalRound:
                 return party.masked_input(request, vector)
             if stage is Stage.CONSISTENCY_CHECK:
                 return party.consistency_check(request)
-            return party.unmask(request)
+            return party.unmask(request, self.removals.get(party_id))
         except ProtocolAbort as exc:
             server.abort(str(exc))
             raise

@@ -160,9 +160,13 @@ class RevealedShare:
 
 @dataclass(frozen=True)
 class UnmaskResponse(StageMessage):
+    """The shares asked for, and the noise draws the signed survivor list lets the sender take back out of
+    its masked input (int64 vector bytes; empty if none: `cleanroom.accounting.NoiseLayout`)."""
+
     STAGE = Stage.UNMASK
     seed_shares: tuple[RevealedShare, ...]
     key_shares: tuple[RevealedShare, ...]
+    removed_noise: bytes = b""
 
 
 def message_size(message: Any) -> int:

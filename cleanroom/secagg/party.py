@@ -53,6 +53,7 @@ from cleanroom.secagg.transcript import (
 )
 
 R = TypeVar("R")
+Removal = Callable[[tuple[str, ...]], "NDArray[np.integer] | None"]
 
 
 class PartyState(enum.Enum):
@@ -139,8 +140,11 @@ class SecAggParty:
             Stage.CONSISTENCY_CHECK, request, ConsistencyCheckRequest, lambda: self._sign(request)
         )
 
-    def unmask(self, request: UnmaskRequest) -> UnmaskResponse:
-        return self._step(Stage.UNMASK, request, UnmaskRequest, lambda: self._unmask(request))
+    def unmask(self, request: UnmaskRequest, removal: Removal | None = None) -> UnmaskResponse:
+        """Reveal the shares the verified request asks for; `removal(survivors)` (called at most once, with
+        the survivor list this party signed and the request proved a quorum signed) gives the noise this
+        party may take back out of its masked input, or None."""
+        return self._step(Stage.UNMASK, request, UnmaskRequest, lambda: self._unmask(request, removal))
 
     # ------------------------------------------------------------ transition machinery
 
@@ -361,7 +365,7 @@ class SecAggParty:
         held = set(self._u2)
         return self._order(held & set(self._u3)), self._order(held - set(self._u3))
 
-    def _unmask(self, request: UnmaskRequest) -> UnmaskResponse:
+    def _unmask(self, request: UnmaskRequest, removal: Removal | None) -> UnmaskResponse:
         self._check_unmask_request(request)
         survived, dropped = self._reveal_subjects()
         claims = {u: ShareKind.SEED for u in survived} | {u: ShareKind.KEY for u in dropped}
@@ -371,7 +375,9 @@ class SecAggParty:
             raise self._abort(Stage.UNMASK, f"already revealed the {kind.value} share of party {who}")
         seed_shares = tuple(RevealedShare(u, sm.encode_share(self._held[u][0])) for u in survived)
         key_shares = tuple(RevealedShare(u, sm.encode_share(self._held[u][1])) for u in dropped)
-        return UnmaskResponse(self.sid, Stage.UNMASK.value, self.party_id, seed_shares, key_shares)
+        removed = removal(self._u3) if removal is not None else None
+        noise = b"" if removed is None else sm.vector_to_bytes(sm.encode_int64(removed))
+        return UnmaskResponse(self.sid, Stage.UNMASK.value, self.party_id, seed_shares, key_shares, noise)
 
     # ------------------------------------------------------------ test support
 

@@ -65,6 +65,7 @@ class SecAggServer:
         self._signatures: dict[str, ConsistencySignature] = {}
         self._result: NDArray[np.int64] | None = None
         self._recovered_mask_keys: dict[str, bytes] = {}
+        self.trimmed: tuple[str, ...] = ()  # survivors whose removed noise was taken out of the sum
         self._graph = manifest.masking_graph(sid)
         self.rejected: dict[str, str] = {}  # party -> why its response was treated as a dropout
 
@@ -303,11 +304,17 @@ class SecAggServer:
         stage = Stage.UNMASK
         decoded: dict[str, tuple[dict[str, sm.Share], dict[str, sm.Share]]] = {}
 
+        removed: dict[str, NDArray[np.uint64]] = {}
+
         def check(party: str, response: UnmaskResponse) -> str | None:
             seed_subjects, key_subjects = self._held_by(party)
             try:
                 seeds = self._decode_shares(party, response.seed_shares, seed_subjects, "seed")
                 keys = self._decode_shares(party, response.key_shares, key_subjects, "key")
+                if response.removed_noise:
+                    removed[party] = sm.vector_from_bytes(
+                        response.removed_noise, self.vector_length, what=f"party {party}'s removed noise"
+                    )
             except InvalidInput as exc:
                 return str(exc)
             decoded[party] = (seeds, keys)
@@ -325,6 +332,9 @@ class SecAggServer:
         for d in self.dropped:
             key = self._combine(d, [decoded[p][1][d] for p in accepted if d in decoded[p][1]], "masking key")
             self._remove_pair_masks(total, d, key)
+        self.trimmed = tuple(p for p in accepted if p in removed)
+        for party in self.trimmed:
+            np.subtract(total, removed[party], out=total)
         self._result = sm.decode_uint64(total)
         self._stage_index += 1
         self._requests = None

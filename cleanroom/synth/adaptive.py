@@ -65,6 +65,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cleanroom.accounting import NoiseLayout
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
@@ -133,6 +134,8 @@ class AdaptivePlanner:
     selection_estimation: EstimationConfig = field(default_factory=lambda: EstimationConfig(max_iters=100))
     n_min: int = 1
     n_parties: int | None = None
+    colluders: int = 0
+    noise_shares: int = 1
     special_levels: Mapping[str, tuple[int, ...]] = field(default_factory=dict, hash=False)
     ordinal: frozenset[str] = frozenset()
     _cache: dict[int, tuple[str, RoundSpec | None]] = field(
@@ -167,13 +170,18 @@ class AdaptivePlanner:
             )
         if not 1 <= self.n_min <= (self.n_parties or self.n_min):
             raise InvalidInput(f"n_min ({self.n_min}) must be in [1, n_parties ({self.n_parties})]")
+        _ = self.layout  # validates colluders and noise_shares
         for name, levels in (("target_levels", self.target_levels), ("screen_levels", self.screen_levels)):
             if levels != 0 and levels < 2:
                 raise InvalidInput(f"{name} ({levels}) must be 0 (off) or >= 2")
 
     # ------------------------------------------------------------------------------------------ rounds
+    @property
+    def layout(self) -> NoiseLayout:
+        return NoiseLayout(self.n_parties or self.n_min, self.n_min, self.colluders, self.noise_shares)
+
     def _spec(self, name: str, cliques: Sequence[Clique], rho: float) -> RoundSpec:
-        return round_spec(self.domain, name, cliques, rho, self.n_min, self.n_parties or self.n_min)
+        return round_spec(self.domain, name, cliques, rho, self.layout)
 
     def compression(self, one_way: Sequence[Measurement]) -> Compression:
         """The compressed domain decided from the 1-way tables (post-processing)."""
@@ -284,9 +292,9 @@ class AdaptivePlanner:
 
     # ------------------------------------------------------------------------------------------ selection
     def _sigma2(self, n_tables: int, rho: float) -> float:
-        """Per-cell noise variance in the sum if a round of `n_tables` spends `rho` (every share survives)."""
-        spread = (self.n_parties or self.n_min) / self.n_min
-        return n_tables / (2 * rho) * spread
+        """Per-cell noise variance in the sum if a round of `n_tables` spends `rho` (every party survives
+        and keeps the draws `NoiseLayout.kept` leaves it)."""
+        return n_tables / (2 * rho) * self.layout.spread()
 
     def _errors(self, history: _History, model: GraphicalModel, target_only: bool) -> dict[Clique, PairError]:
         compression = history.compression

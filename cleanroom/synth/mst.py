@@ -54,7 +54,7 @@ from itertools import combinations
 import numpy as np
 import numpy.typing as npt
 
-from cleanroom.accounting import DistributedGaussian, calibrate
+from cleanroom.accounting import DistributedGaussian, NoiseLayout, calibrate
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
@@ -70,14 +70,16 @@ from cleanroom.synth.selection import spanning_tree
 
 
 def round_spec(
-    domain: Domain, name: str, cliques: Sequence[Clique], rho: float, n_min: int, n_parties: int
+    domain: Domain, name: str, cliques: Sequence[Clique], rho: float, layout: NoiseLayout
 ) -> RoundSpec:
     """A round measuring `cliques` at zCDP cost at most `rho` (distributed discrete Gaussian noise)."""
     k = len(cliques)
     dim = sum(domain.project(c).size() for c in cliques)
     l1, l2 = float(k), math.sqrt(k)
-    sigma2 = calibrate(rho, l2, n_min, n_parties=n_parties, sensitivity_l1=l1, dim=dim)
-    noise = DistributedGaussian(sigma2, n_parties, n_min)
+    sigma2 = calibrate(
+        rho, l2, layout.n_min, n_parties=layout.n_parties, sensitivity_l1=l1, dim=dim, shares=layout.shares
+    )
+    noise = DistributedGaussian.of(sigma2, layout)
     realised = noise.rho(sensitivity_l1=l1, sensitivity_l2=l2, dim=dim)
     return RoundSpec(name, tuple(cliques), sigma2, realised)
 
@@ -95,6 +97,8 @@ class MSTPlanner:
     extra_total_cells: int = 30_000
     n_min: int = 1
     n_parties: int | None = None
+    colluders: int = 0
+    noise_shares: int = 1
     compress_z: float = 3.0
     special_levels: Mapping[str, tuple[int, ...]] = field(default_factory=dict, hash=False)
     ordinal: frozenset[str] = frozenset()
@@ -110,6 +114,7 @@ class MSTPlanner:
             raise InvalidInput(f"max_pair_cells ({self.max_pair_cells}) must be >= 1")
         if not 1 <= self.n_min <= (self.n_parties or self.n_min):
             raise InvalidInput(f"n_min ({self.n_min}) must be in [1, n_parties ({self.n_parties})]")
+        _ = self.layout  # validates colluders and noise_shares
         if self.extra_clique_cells < 0 or self.extra_total_cells < 0:
             raise InvalidInput(
                 f"extra_clique_cells ({self.extra_clique_cells}) and extra_total_cells"
@@ -152,9 +157,12 @@ class MSTPlanner:
         """The rounds whose number of tables the schema fixes: all of MST's."""
         return self.round_sizes()
 
+    @property
+    def layout(self) -> NoiseLayout:
+        return NoiseLayout(self.n_parties or self.n_min, self.n_min, self.colluders, self.noise_shares)
+
     def _spec(self, name: str, cliques: Sequence[Clique], share: float) -> RoundSpec:
-        parties = self.n_parties or self.n_min
-        return round_spec(self.domain, name, cliques, self.rho_total * share, self.n_min, parties)
+        return round_spec(self.domain, name, cliques, self.rho_total * share, self.layout)
 
     def next_round(self, measurements: Sequence[Measurement]) -> RoundSpec | None:
         """The next round given every measurement released so far, in round order (None when done)."""

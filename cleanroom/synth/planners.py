@@ -13,6 +13,7 @@ import inspect
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from cleanroom.accounting import NoiseLayout
 from cleanroom.domain import Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
@@ -40,6 +41,7 @@ class Planner(Protocol):
 
 
 PLANNERS: dict[str, Any] = {"mst": MSTPlanner, "adaptive": AdaptivePlanner}
+INTERNAL_SETTINGS = ("n_min", "n_parties", "colluders", "noise_shares", "special_levels", "ordinal")
 
 
 def schema_hints(schema: Schema) -> tuple[dict[str, tuple[int, ...]], frozenset[str]]:
@@ -71,13 +73,15 @@ def make_planner(
     n_parties: int | None = None,
     settings: Mapping[str, Any] | None = None,
     target: str | None = None,
+    layout: NoiseLayout | None = None,
 ) -> Planner:
     """The planner named `synthesizer` for `schema` (or a bare domain) within `rho_total` (zCDP); `target`
-    (the plan's) overrides the schema's target flag."""
+    (the plan's) overrides the schema's target flag; `layout` (the plan's) replaces n_min and n_parties."""
+    layout = layout or NoiseLayout(n_parties or n_min, n_min)
     if synthesizer not in PLANNERS:
         raise InvalidInput(f"synthesizer ({synthesizer!r}) must be one of {sorted(PLANNERS)}")
     settings = {k: _setting(v) for k, v in (settings or {}).items()}
-    clash = sorted({"n_min", "n_parties", "special_levels", "ordinal"} & set(settings))
+    clash = sorted(set(INTERNAL_SETTINGS) & set(settings))
     if clash:
         raise InvalidInput(f"synthesizer_settings may not set {clash}: they come from the plan and schema")
     if isinstance(schema, Schema):
@@ -91,8 +95,9 @@ def make_planner(
     check_setting_names(synthesizer, settings)
     try:
         planner: Planner = PLANNERS[synthesizer](
-            domain, rho_total, n_min=n_min, n_parties=n_parties, **settings
-        )
+            domain, rho_total, n_min=layout.n_min, n_parties=layout.n_parties, colluders=layout.colluders,
+            noise_shares=layout.shares, **settings,
+        )  # fmt: skip
     except TypeError as error:
         raise InvalidInput(f"synthesizer_settings for {synthesizer!r}: {error}") from None
     return planner
@@ -101,8 +106,7 @@ def make_planner(
 def check_setting_names(synthesizer: str, settings: Mapping[str, Any]) -> None:
     """Refuse keys the planner does not take, listing the ones it does (a typo must not pass silently)."""
     parameters = inspect.signature(PLANNERS[synthesizer]).parameters
-    internal = {"domain", "rho_total", "n_min", "n_parties", "special_levels", "ordinal"}
-    known = sorted(set(parameters) - internal)
+    known = sorted(set(parameters) - {"domain", "rho_total", *INTERNAL_SETTINGS})
     unknown = sorted(set(settings) - set(parameters))
     if unknown:
         raise InvalidInput(

@@ -509,6 +509,9 @@ class UnmaskResponse(_message.Message):
     HEADER_FIELD_NUMBER: _builtins.int
     SEED_SHARES_FIELD_NUMBER: _builtins.int
     KEY_SHARES_FIELD_NUMBER: _builtins.int
+    REMOVED_NOISE_FIELD_NUMBER: _builtins.int
+    removed_noise: _builtins.bytes
+    """noise draws the signed survivors let the sender remove (int64 LE; or empty)"""
     @_builtins.property
     def header(self) -> Global___StageHeader: ...
     @_builtins.property
@@ -521,10 +524,11 @@ class UnmaskResponse(_message.Message):
         header: Global___StageHeader | None = ...,
         seed_shares: _abc.Iterable[Global___RevealedShare] | None = ...,
         key_shares: _abc.Iterable[Global___RevealedShare] | None = ...,
+        removed_noise: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["header", b"header"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "key_shares", b"key_shares", "seed_shares", b"seed_shares"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["header", b"header", "key_shares", b"key_shares", "removed_noise", b"removed_noise", "seed_shares", b"seed_shares"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
