@@ -80,7 +80,7 @@ class RoundState:
     rho: float
     party: SecAggParty
     vector: np.ndarray | None = None  # this session's noised vector, between MaskedInput and Unmask
-    spare_draws: list[np.ndarray] = field(default_factory=list)  # noise draws past the n_min the plan needs
+    spare_draws: list[np.ndarray] = field(default_factory=list)  # draws a full survivor list lets it remove
     released: bool = False
 
 
@@ -492,7 +492,7 @@ class PartyNode:
             layout = self.plan.noise_layout
             draw2 = state.request.sigma_party2 / layout.shares
             draws = [party_noise_share(len(exact), draw2, layout.shares) for _ in range(layout.shares)]
-            state.spare_draws = draws[layout.n_min :]
+            state.spare_draws = draws[layout.kept(layout.n_parties) :]  # a full list keeps the fewest
             state.vector = exact + np.sum(draws, axis=0)
         return state.vector
 

@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -72,9 +73,10 @@ class DrawRecorder:
     draws: dict[str, list[np.ndarray]] = dataclasses.field(default_factory=dict)
     current: str = ""
     rng: np.random.Generator = dataclasses.field(default_factory=lambda: np.random.default_rng(11))
+    variance: Fraction = Fraction(400, 3)
 
     def __call__(self, size: int, sigma2: Fraction, draws: int) -> np.ndarray:
-        assert (sigma2, draws) == (Fraction(400, 3), 3), "each draw is a third of the party's noise variance"
+        assert (sigma2, draws) == (self.variance, 3), "each draw is a third of the party's noise variance"
         draw = self.rng.integers(-1000, 1000, size)
         self.draws.setdefault(self.current, []).append(draw)
         return draw
@@ -86,15 +88,19 @@ def recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[
     recorder = DrawRecorder()
     monkeypatch.setattr(node_module, "party_noise_share", recorder)
     for pid, node in collab.nodes.items():
-        original = node.noised_vector
-
-        def noised(state: object, pid: str = pid, original: object = original) -> np.ndarray:
-            recorder.current = pid
-            return original(state)  # type: ignore[operator]
-
-        monkeypatch.setattr(node, "noised_vector", noised)
+        monkeypatch.setattr(node, "noised_vector", _recording(recorder, pid, node.noised_vector))
     collab.hello("j")
     yield collab, recorder
+
+
+def _recording(recorder: DrawRecorder, pid: str, noised_vector: Any) -> Any:
+    """The node's own noised_vector, telling the recorder whose draws follow."""
+
+    def noised(state: object) -> np.ndarray:
+        recorder.current = pid
+        return noised_vector(state)  # type: ignore[no-any-return]
+
+    return noised
 
 
 def exact(collab: Collaboration, parties: list[str]) -> np.ndarray:
@@ -235,3 +241,24 @@ def test_the_server_takes_out_only_well_formed_removals_of_the_survivors() -> No
     assert result.trimmed == ("p00", "p02")
     assert "removed noise" in local.server.rejected["p01"]  # type: ignore[union-attr]
     assert np.array_equal(result.total, np.full(4, 60 - 2))
+
+
+@pytest.mark.parametrize(("lost", "kept"), [((), 2), (("p5",), 3), (("p4", "p5"), 3)])
+def test_six_parties_tolerating_two_dropouts_keep_what_their_survivor_list_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, lost: tuple[str, ...], kept: int
+) -> None:
+    """(n - c) / gcd(n - c, d) = 3 draws of which a full list keeps ceil(3 x 4 / 6) = 2, fewer than n_min."""
+    collab = build_collaboration(tmp_path, overrides={"dropout_tolerance": "2"}, n_parties=6)
+    layout = collab.plan.noise_layout
+    assert (layout.n_min, layout.shares, layout.kept(6), layout.kept(5), layout.kept(4)) == (4, 3, 2, 3, 3)
+    recorder = DrawRecorder(variance=Fraction(400, 3))
+    monkeypatch.setattr(node_module, "party_noise_share", recorder)
+    for pid, node in collab.nodes.items():
+        monkeypatch.setattr(node, "noised_vector", _recording(recorder, pid, node.noised_vector))
+    collab.hello("j")
+    parties = [p for p in collab.nodes if p not in lost]
+    outcome = collab.run(collab.request("j", 0), parties=parties)
+    assert outcome.aborted is None and outcome.survivors == tuple(parties)
+    assert outcome.trimmed == (tuple(parties) if kept < 3 else ())
+    noise = kept_noise(recorder, dict.fromkeys(parties, kept))
+    assert np.array_equal(outcome.total, exact(collab, parties) + noise)
