@@ -392,7 +392,8 @@ class Plan:
             f"  privacy epsilon {self.epsilon} delta {self.delta} (per job <= {self.max_epsilon_per_job})",
             f"  parties {len(self.data_parties)}, min {self.min_parties}, dropout tolerance "
             f"{self.dropout_tolerance}, colluders {self.colluders}, threshold {self.effective_threshold}, "
-            f"n_min {self.n_min}", f"  masking graph {self._graph_summary()}",
+            f"n_min {self.n_min}", f"  noise {self._noise_summary()}",
+            f"  masking graph {self._graph_summary()}",
             f"  coordinator {self.coordinator!r}; retention {self.retention_days} days; tables <= "
             f"{self.max_table_cells} cells",
         ]  # fmt: skip
@@ -400,6 +401,15 @@ class Plan:
             where = m.address or "(no node)"
             lines.append(f"  member {m.id} at {where}: {', '.join(sorted(m.abilities)) or 'no abilities'}")
         return "\n".join(lines) + "\n"
+
+    def _noise_summary(self) -> str:
+        layout, n = self.noise_layout, len(self.data_parties)
+        if layout.shares == 1:
+            return "one draw per party, calibrated for n_min honest parties"
+        return (
+            f"{layout.shares} draws per party; a survivor list of all {n} parties keeps {layout.kept(n)} "
+            f"(the noise of a plan without dropout tolerance), a shorter one keeps more (docs/privacy.md)"
+        )
 
     def _graph_summary(self) -> str:
         k = self.masking_degree

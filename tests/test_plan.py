@@ -52,6 +52,7 @@ def test_abilities(tmp_path: Path) -> None:
         plan.recipients("secrets")
     text = plan.describe()
     assert plan.hash in text and "member analyst at (no node): receive_model, receive_results" in text
+    assert f"noise {plan.noise_layout.shares} draws per party; a survivor list of all" in text
 
 
 def test_coordinator_and_member_lookup(tmp_path: Path) -> None:
