@@ -163,6 +163,7 @@ def test_a_survivor_that_never_unmasks_keeps_its_draws_in_the_sum(
     assert layout.summed_variance(Fraction(400), 3, 2) == pytest.approx(400 / 3 * 7)
 
 
+@pytest.mark.adversary
 def test_a_forged_full_list_reveals_no_noise(recorded: tuple[Collaboration, DrawRecorder]) -> None:
     """The coordinator drops p2's masked input yet shows p0 a full list with p0's own signature only."""
     collab, _ = recorded
@@ -183,6 +184,7 @@ def test_a_forged_full_list_reveals_no_noise(recorded: tuple[Collaboration, Draw
     assert not [e for e in collab.audit("p0") if e["event"] == "remove_noise"]
 
 
+@pytest.mark.adversary
 def test_a_retried_unmask_reveals_the_same_draws_and_a_second_list_nothing(
     recorded: tuple[Collaboration, DrawRecorder],
 ) -> None:
@@ -226,6 +228,7 @@ def test_without_dropout_tolerance_one_draw_and_nothing_removed(
     assert outcome.aborted is None and outcome.trimmed == () and calls == [Fraction(400)] * 3
 
 
+@pytest.mark.adversary
 def test_the_server_takes_out_only_well_formed_removals_of_the_survivors() -> None:
     manifest, keys = make_test_collaboration(3, min_parties=2)
     inputs = {p: np.full(4, 10 * (i + 1), dtype=np.int64) for i, p in enumerate(keys)}
