@@ -11,6 +11,7 @@ import json
 import math
 import re
 import xml.etree.ElementTree as ET
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from cleanroom.audit import read_entries
 from cleanroom.evaluation import release
 from cleanroom.evaluation.model_file import load_model
 from cleanroom.evaluation.report import SECTIONS
@@ -164,3 +166,18 @@ def test_released_files_are_the_evaluated_copies_and_are_not_sent_twice(released
         received = [e for e in read_entries(audit) if e["event"] == "receive_results"]
         assert received[-1]["outcome"] == "answered"
         assert sorted(received[-1]["detail"]["from_staged_copy"]) == sorted(names)
+
+
+def test_every_round_took_back_the_draw_kept_for_the_tolerated_dropout(released: local.LocalJob) -> None:
+    """Nobody dropped out, so each party removed 1 of its 3 draws in every round it answered (over real gRPC),
+    and the coordinator's variance for each synthesis round is the 2 kept draws of 3 parties."""
+    for pid in PARTIES:
+        entries = read_entries(released.work / "state" / f"{pid}-audit.jsonl")
+        answered = [e for e in entries if e["event"] == "measure" and e["outcome"] == "answered"]
+        removed = [e for e in entries if e["event"] == "remove_noise"]
+        assert len(answered) >= 8 and len(removed) == len(answered)
+        assert all(e["detail"] == {"survivors": 3, "draws_removed": 1, "draws_kept": 2} for e in removed)
+    record = json.loads((released.work / "coordinator" / "job.json").read_text())
+    for spec in record["rounds"]:
+        assert spec["survivors"] == list(PARTIES)
+        assert spec["noise_sd"] ** 2 == pytest.approx(2 * float(Fraction(spec["sigma_party2"])), rel=1e-9)
