@@ -72,9 +72,9 @@ class NoiseLayout:
 
     The guarantee counts n_min honest survivors (parties - tolerated dropouts - colluders), each keeping at
     least `kept(survivors)` of its draws. With `shares` = 1 nothing is ever removed. With dropouts tolerated
-    (`for_plan`), `shares` = n - colluders: a survivor of a round with u signed survivors keeps
-    ceil(shares * n_min / (u - colluders)) draws and reveals the rest, so the u - colluders honest
-    survivors still hold at least n_min * shares draws: the noise the accounting counts.
+    (`for_plan`), a survivor of a round with u signed survivors keeps ceil(shares * n_min / (u - colluders))
+    draws and reveals the rest, so the u - colluders honest survivors still hold at least n_min * shares
+    draws: the noise the accounting counts (more draws only add independent noise: post-processing).
     """
 
     n_parties: int
