@@ -117,6 +117,16 @@ class NoiseLayout:
         draws = trimmed * self.kept(survivors) + (survivors - trimmed) * self.shares
         return float(sigma_party2 / self.shares * draws)
 
+    def calibrate(
+        self, rho_target: Number, sensitivity_l2: Number = 1.0, sensitivity_l1: Number | None = None,
+        dim: int = 1,
+    ) -> Fraction:  # fmt: skip
+        """`calibrate` for this layout: the sigma_total2 of a round within `rho_target`."""
+        return calibrate(
+            rho_target, sensitivity_l2, self.n_min, n_parties=self.n_parties, sensitivity_l1=sensitivity_l1,
+            dim=dim, shares=self.shares,
+        )  # fmt: skip
+
     def spread(self, survivors: int | None = None) -> float:
         """Noise in the sum of `survivors` (all parties if None) that kept `kept` draws, over sigma_total2."""
         count = self.n_parties if survivors is None else survivors

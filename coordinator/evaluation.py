@@ -91,7 +91,7 @@ class CoordinatorEvaluation:
 
     async def round(self, statistic: str, index: int) -> tuple[np.ndarray, float]:
         """One secure-aggregation round of `statistic`; returns the noisy sum and its per-cell noise sd."""
-        from cleanroom.accounting import DistributedGaussian, calibrate
+        from cleanroom.accounting import DistributedGaussian
         from coordinator.workflow import progress
 
         wf, domain, task = self.workflow, self.schema.domain, str(self.plan.task)
@@ -99,11 +99,8 @@ class CoordinatorEvaluation:
         sensitivity = release.statistic_sensitivity_l2(statistic, domain, task)
         target = release.statistic_rho(self.job_rho, float(self.plan.evaluation_share), statistic)
         layout = self.plan.noise_layout
-        n_min = layout.n_min
-        sigma_total2 = calibrate(
-            target, sensitivity, n_min, n_parties=layout.n_parties, dim=length, shares=layout.shares
-        )
-        sigma_party2 = Fraction(sigma_total2) / n_min
+        sigma_total2 = layout.calibrate(target, sensitivity, dim=length)
+        sigma_party2 = Fraction(sigma_total2) / layout.n_min
         number = self.first_round + index
         request = wire.RoundRequest(
             wf.record.job_id, f"{wf.record.job_id}/{number}", number, (), sigma_party2, statistic, length

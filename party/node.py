@@ -443,9 +443,6 @@ class PartyNode:
     def data_members(self) -> dict[str, Any]:
         return {m.id: m for m in self.plan.data_parties}
 
-    def n_min(self) -> int:
-        return int(self.plan.n_min)
-
     def round_length(self, request: wire.RoundRequest) -> int:
         if request.statistic:
             return int(request.length)

@@ -253,15 +253,13 @@ def statistic_stddev(
     statistic: str, data: Dataset, job_rho: float, share: float, layout: NoiseLayout
 ) -> float:
     """Noise sd in the summed vector of an evaluation statistic, calibrated as the coordinator does."""
-    from cleanroom.accounting import calibrate
-
     domain, task = data.schema.domain, data.task
     length = release.statistic_length(statistic, domain, task)
     sensitivity = release.statistic_sensitivity_l2(statistic, domain, task)
     rho = release.statistic_rho(job_rho, share, statistic)
-    n_min, parties = layout.n_min, layout.n_parties
-    sigma_total2 = calibrate(rho, sensitivity, n_min, n_parties=parties, dim=length, shares=layout.shares)
-    return layout.summed_variance(Fraction(sigma_total2) / n_min, parties, parties) ** 0.5
+    sigma_total2 = layout.calibrate(rho, sensitivity, dim=length)
+    parties = layout.n_parties
+    return layout.summed_variance(Fraction(sigma_total2) / layout.n_min, parties, parties) ** 0.5
 
 
 def attack_score_stddev(

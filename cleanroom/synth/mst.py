@@ -54,7 +54,7 @@ from itertools import combinations
 import numpy as np
 import numpy.typing as npt
 
-from cleanroom.accounting import DistributedGaussian, NoiseLayout, calibrate
+from cleanroom.accounting import DistributedGaussian, NoiseLayout
 from cleanroom.domain import Clique, Domain
 from cleanroom.errors import InvalidInput
 from cleanroom.measurement import Measurement, RoundSpec
@@ -76,9 +76,7 @@ def round_spec(
     k = len(cliques)
     dim = sum(domain.project(c).size() for c in cliques)
     l1, l2 = float(k), math.sqrt(k)
-    sigma2 = calibrate(
-        rho, l2, layout.n_min, n_parties=layout.n_parties, sensitivity_l1=l1, dim=dim, shares=layout.shares
-    )
+    sigma2 = layout.calibrate(rho, l2, sensitivity_l1=l1, dim=dim)
     noise = DistributedGaussian.of(sigma2, layout)
     realised = noise.rho(sensitivity_l1=l1, sensitivity_l2=l2, dim=dim)
     return RoundSpec(name, tuple(cliques), sigma2, realised)
